@@ -1,0 +1,37 @@
+"""gradwell: find, explain and fix vanishing and exploding gradients in PyTorch.
+
+Sub-packages (imported on first use, so ``import gradwell`` stays light):
+
+=================  ==========================================================================
+``optim``          gradient transformations, ``chain``, ``Optimizer`` and drop-in optimizers
+``clip``           ``Value``, ``GlobalNorm``, ``AGC``, ``AutoClip``, ``ZClip`` and ``clip_``
+``guard``          skipping non-finite steps, spike detection, rollback
+``watch``          the monitor: ``mon = gradwell.watch(model)``
+``diagnose``       findings with evidence and remedies
+``nn``             deep MLP/CNN and recurrent building blocks for experiments
+``lab``            offline datasets, experiment specs, runner, store and reports
+``cli``            the ``gradwell`` command
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_SUBPACKAGES = ("optim", "clip", "guard", "watch", "diagnose", "nn", "lab", "cli")
+__all__ = ["__version__", *_SUBPACKAGES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'gradwell' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBPACKAGES))

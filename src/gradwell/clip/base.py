@@ -1,0 +1,139 @@
+"""The clipping protocol shared by every clipper, and the function that applies one.
+
+A clipper sees the gradients of all parameters at once, together with their per-tensor norms
+(computed once by the caller and re-used by `gradwell.watch`), and does one of two things:
+
+* *global scaling* (``scales_globally = True``): it returns a 0-dim tensor ``factor`` and leaves
+  the gradients alone; the caller multiplies every gradient by it. Gradwell's fused optimizer
+  paths fold the factor into the optimizer kernel (``grad_scale = 1 / factor``), so clipping
+  costs no extra pass over the gradients.
+* *element- or unit-wise clipping* (``scales_globally = False``): it edits the gradients in place
+  and returns ``None``.
+
+Neither path reads a value back to the host: factors stay tensors on the gradients' device.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+
+__all__ = ["Clipper", "clip_", "grad_norms", "total_norm", "check_clipper"]
+
+
+class Clipper:
+    """Base class of gradwell's clippers. Subclasses implement :meth:`__call__`."""
+
+    #: True when the clipper returns one factor for all gradients instead of editing them.
+    scales_globally: bool = False
+    #: The norm the caller computes per tensor and passes in (2.0, or ``math.inf``).
+    norm_type: float = 2.0
+
+    def __call__(self, grads: list[Tensor], params: list[Tensor], norms: list[Tensor],
+                 total: Tensor) -> Tensor | None:
+        """Clip ``grads``.
+
+        Args:
+            grads: the gradients, edited in place by clippers that do not scale globally.
+            params: the parameters the gradients belong to, in the same order.
+            norms: per-tensor ``norm_type``-norms of ``grads`` (before clipping).
+            total: the ``norm_type``-norm of all gradients together (0-dim tensor).
+
+        Returns:
+            A 0-dim tensor factor (``<= 1``) if :attr:`scales_globally`, else ``None``.
+        """
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to save with the optimizer (histories, running statistics). Stateless: ``{}``."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} is stateless but got state {sorted(state)}")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+def check_clipper(clip: Any, name: str = "clip") -> Clipper | None:
+    """Return ``clip`` if it is a :class:`Clipper` or None, else raise a TypeError naming ``name``."""
+    if clip is None or isinstance(clip, Clipper):
+        return clip
+    raise TypeError(
+        f"{name} must be a gradwell.clip object (Value, GlobalNorm, AGC, AutoClip, ZClip) or None, "
+        f"got {type(clip).__module__}.{type(clip).__qualname__}: {clip!r}")
+
+
+def grad_norms(grads: list[Tensor], norm_type: float = 2.0) -> list[Tensor]:
+    """Per-tensor ``norm_type``-norms of ``grads`` in one foreach pass (0-dim tensors, no sync)."""
+    if not grads:
+        return []
+    return list(torch._foreach_norm(grads, norm_type))
+
+
+def total_norm(norms: list[Tensor], norm_type: float = 2.0) -> Tensor:
+    """Norm of the concatenation of all tensors, from their per-tensor norms.
+
+    ``||g||_p = || (||g_1||_p, ..., ||g_n||_p) ||_p``, as in ``torch.nn.utils.clip_grad_norm_``.
+    Norms on several devices are gathered on the first one.
+    """
+    if not norms:
+        return torch.tensor(0.0)
+    device = norms[0].device
+    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]), norm_type)
+
+
+def clip_(parameters: Tensor | Iterable[Tensor], clipper: Clipper) -> tuple[Tensor, Tensor]:
+    """Clip the ``.grad`` of ``parameters`` in place with ``clipper``; works with any optimizer.
+
+    ``total, factor = gradwell.clip.clip_(model.parameters(), GlobalNorm(1.0))`` then
+    ``optimizer.step()``. Parameters without a gradient are ignored.
+
+    Returns:
+        ``(total_norm, factor)`` as 0-dim tensors: the gradients' norm before clipping, and the
+        factor by which their norm shrank, ``||g_clipped|| / ||g||`` (``1`` when nothing was
+        clipped, ``nan`` when the gradients are not finite).
+    """
+    check_clipper(clipper, "clipper")
+    if clipper is None:
+        raise TypeError("clipper must be a gradwell.clip object, got None")
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return torch.tensor(0.0), torch.tensor(1.0)
+    grads = [p.grad for p in params]
+    norms = grad_norms(grads, clipper.norm_type)
+    total = total_norm(norms, clipper.norm_type)
+    factor = clipper(grads, params, norms, total)
+    if factor is not None:
+        apply_factor_(grads, factor)
+        return total, factor
+    after = total_norm(grad_norms(grads, clipper.norm_type), clipper.norm_type)
+    return total, torch.where(total > 0, after / total, torch.ones_like(total))
+
+
+def apply_factor_(grads: list[Tensor], factor: Tensor) -> None:
+    """Multiply every gradient by a 0-dim ``factor`` in place (grouped by device)."""
+    by_device: dict[torch.device, list[Tensor]] = {}
+    for g in grads:
+        by_device.setdefault(g.device, []).append(g)
+    for device, gs in by_device.items():
+        torch._foreach_mul_(gs, factor.to(device))
+
+
+def check_positive(name: str, value: float, allow_inf: bool = False) -> float:
+    """Raise a ValueError naming ``name`` unless ``value`` is a positive (finite) number."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    if ok and not allow_inf and math.isinf(value):
+        ok = False
+    if not ok:
+        allowed = "a positive number" + (" or inf" if allow_inf else "")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return float(value)

@@ -1,0 +1,248 @@
+"""`Optimizer`: a real ``torch.optim.Optimizer`` that applies a gradient transformation.
+
+One step, for every parameter group:
+
+1. gradients are gathered (parameters without ``.grad`` are left alone, as in torch.optim);
+2. across *all* groups, once: the optional ``clip=`` clipper and the ``skip_nonfinite=`` check
+   share one foreach norm pass; a step whose gradients hold NaN/Inf changes nothing and is
+   counted in :attr:`Optimizer.skipped_steps`;
+3. the transformation turns gradients into updates ``u`` and the parameters move by
+   ``p <- p - lr * u``.
+
+Subclasses (the drop-in optimizers) may replace step 3 for a group by one fused kernel call that
+also takes the clip factor (``grad_scale = 1 / factor``) and the non-finite flag (``found_inf``),
+so neither costs a pass over memory or a host synchronisation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from ..clip.base import Clipper, apply_factor_, check_clipper, grad_norms, total_norm
+from .base import Chain, Transform, check_range
+
+__all__ = ["Optimizer", "GroupBatch"]
+
+ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
+
+
+class GroupBatch:
+    """The parameters of one group that have gradients, with their gradients and states."""
+
+    __slots__ = ("group", "params", "grads", "states", "fresh")
+
+    def __init__(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
+                 states: list[dict[str, Any]], fresh: list[Tensor]) -> None:
+        self.group, self.params, self.grads, self.states, self.fresh = (
+            group, params, grads, states, fresh)
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Apply ``transform`` to the gradients, then ``p <- p - lr * update``.
+
+    Args:
+        params: parameters or parameter groups, exactly as for any torch optimizer.
+        transform: a :class:`~gradwell.optim.Transform`, e.g. ``chain(AGC(0.01), scale_by_adam())``.
+        lr: learning rate (a group hyperparameter: schedulers and per-group values work).
+        clip: a :mod:`gradwell.clip` object applied to the gradients of *all* groups together
+            before the transformation (in place, like ``clip_grad_norm_``), or None.
+        skip_nonfinite: if True, a step whose gradients contain NaN or Inf changes no parameter
+            and no state, and is counted in :attr:`skipped_steps`.
+        maximize: maximise the objective instead of minimising it.
+    """
+
+    def __init__(self, params: ParamsT, transform: Transform, lr: float | Tensor = 1e-3, *,
+                 clip: Clipper | None = None, skip_nonfinite: bool = False,
+                 maximize: bool = False, **hyper: Any) -> None:
+        if isinstance(transform, Clipper):
+            transform = Chain(transform)
+        if not isinstance(transform, Transform):
+            raise TypeError("transform must be a gradwell.optim transformation (e.g. "
+                            f"scale_by_adam() or chain(...)), got {type(transform).__qualname__}")
+        self.transform = transform
+        self.clip = check_clipper(clip)
+        if not isinstance(skip_nonfinite, bool):
+            raise TypeError(f"skip_nonfinite must be True or False, got {skip_nonfinite!r}")
+        self.skip_nonfinite = skip_nonfinite
+        self._skipped: Tensor | None = None
+        #: ``(params, per-tensor norms, total norm)`` of the last step's gradients before
+        #: clipping, when the step computed them (``clip=`` or ``skip_nonfinite=True``); read by
+        #: ``gradwell.watch`` so that monitoring costs no second pass.
+        self.last_grad_norms: tuple[list[Tensor], list[Tensor], Tensor] | None = None
+        defaults = {"lr": lr, "maximize": maximize, **transform.defaults, **hyper}
+        params = _materialize(params)
+        super().__init__(params, defaults)
+
+    # ----------------------------------------------------------------- construction and state
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        check_range("learning rate (lr)", param_group.get("lr", self.defaults["lr"]))
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for p in params:
+            if isinstance(p, Tensor) and id(p) in seen:
+                raise ValueError("a parameter appears in more than one parameter group "
+                                 f"(shape {tuple(p.shape)}); give each parameter to one group only")
+        super().add_param_group(param_group)
+        self._transform_for(self.param_groups[-1]).check(self.param_groups[-1])
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for k, v in self.defaults.items():
+                group.setdefault(k, v)
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["gradwell"] = {"skipped_steps": self.skipped_steps,
+                          "clippers": [c.state_dict() for c in self._clippers()]}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("gradwell", None)
+        super().load_state_dict(state_dict)
+        if extra is not None:
+            self._skipped = None
+            if extra.get("skipped_steps"):
+                self._skipped = torch.tensor(extra["skipped_steps"], dtype=torch.int64)
+            clippers = self._clippers()
+            saved = extra.get("clippers", [])
+            if len(saved) != len(clippers):
+                raise ValueError(f"state_dict holds state of {len(saved)} clippers, but this "
+                                 f"optimizer has {len(clippers)}")
+            for c, s in zip(clippers, saved):
+                c.load_state_dict(s)
+
+    def _clippers(self) -> list[Clipper]:
+        from .base import ClipTransform
+        found = [self.clip] if self.clip is not None else []
+        seen = {id(c) for c in found}
+        for group in self.param_groups:
+            for t in self._transform_for(group).transforms():
+                if isinstance(t, ClipTransform) and id(t.clipper) not in seen:
+                    seen.add(id(t.clipper))
+                    found.append(t.clipper)
+        return found
+
+    @property
+    def skipped_steps(self) -> int:
+        """How many steps were skipped for non-finite gradients (reads one value)."""
+        return 0 if self._skipped is None else int(self._skipped)
+
+    # ----------------------------------------------------------------------------- the step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        batches = [b for b in (self._gather(g) for g in self.param_groups) if b.params]
+        if not batches:
+            return loss
+        norms = self._norms(batches)
+        found_inf = None
+        if self.skip_nonfinite:
+            found_inf = (~torch.isfinite(norms[2])).to(torch.float32)
+            self._count_skip(found_inf)
+            if any(b.fresh for b in batches) or not all(self._fusable(b) for b in batches):
+                if bool(found_inf):  # one host read per step; none on the fused paths
+                    self._forget_fresh_state(batches)
+                    return loss
+                found_inf = None
+        factor = None
+        if self.clip is not None:
+            params, per_tensor, total = norms
+            factor = self.clip([p.grad for p in params], params, per_tensor, total)
+        for b in batches:
+            if not self._fused_step(b, factor, found_inf):
+                if factor is not None:
+                    apply_factor_(b.grads, factor)
+                self._transform_step(b)
+        return loss
+
+    def _gather(self, group: dict[str, Any]) -> GroupBatch:
+        params = [p for p in group["params"] if p.grad is not None]
+        states, fresh = [], []
+        transform = self._transform_for(group)
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            state = self.state[p]
+            if not state:
+                state.update(transform.init(p, group))
+                fresh.append(p)
+            states.append(state)
+        return GroupBatch(group, params, [p.grad for p in params], states, fresh)
+
+    def _norms(self, batches: list[GroupBatch]) -> tuple[list[Tensor], list[Tensor], Tensor] | None:
+        """Per-tensor and total gradient norms of all groups in one foreach pass, if needed."""
+        self.last_grad_norms = None
+        if self.clip is None and not self.skip_nonfinite:
+            return None
+        params = [p for b in batches for p in b.params]
+        norm_type = self.clip.norm_type if self.clip is not None else 2.0
+        norms = grad_norms([p.grad for p in params], norm_type)
+        self.last_grad_norms = (params, norms, total_norm(norms, norm_type))
+        return self.last_grad_norms
+
+    def _count_skip(self, found_inf: Tensor) -> None:
+        if self._skipped is None:
+            self._skipped = torch.zeros((), dtype=torch.int64, device=found_inf.device)
+        self._skipped.add_(found_inf.to(torch.int64))
+
+    def _forget_fresh_state(self, batches: list[GroupBatch]) -> None:
+        """A skipped first step leaves no state behind, as if the batch had never come."""
+        for b in batches:
+            for p in b.fresh:
+                self.state.pop(p, None)
+
+    def _transform_step(self, b: GroupBatch) -> None:
+        group = b.group
+        grads = list(torch._foreach_neg(b.grads)) if group["maximize"] else b.grads
+        updates = self._transform_for(group).update(grads, b.states, b.params, group)
+        lr = group["lr"]
+        if isinstance(lr, Tensor):
+            torch._foreach_add_(b.params, torch._foreach_mul(updates, -lr))
+        else:
+            torch._foreach_add_(b.params, updates, alpha=-lr)
+
+    # --------------------------------------------------------------- hooks for subclasses
+    def _transform_for(self, group: dict[str, Any]) -> Transform:
+        """The transformation for ``group`` (drop-ins choose by group flags)."""
+        return self.transform
+
+    def _fusable(self, b: GroupBatch) -> bool:
+        """True if ``b`` will take a fused kernel that honours ``found_inf``."""
+        return False
+
+    def _fused_step(self, b: GroupBatch, factor: Tensor | None, found_inf: Tensor | None) -> bool:
+        """Run ``b`` through a fused kernel if one applies; return False to use the transform."""
+        return False
+
+    def __repr__(self) -> str:
+        head = super().__repr__()
+        extra = []
+        if self.clip is not None:
+            extra.append(f"clip: {self.clip!r}")
+        if self.skip_nonfinite:
+            extra.append("skip_nonfinite: True")
+        if type(self) is Optimizer:
+            extra.append(f"transform: {self.transform!r}")
+        return head[:-1] + "".join(f"    {e}\n" for e in extra) + ")" if extra else head
+
+
+def _materialize(params: ParamsT) -> list[Any]:
+    """Turn ``params`` into a list and reject an empty one with a clear message."""
+    if isinstance(params, Tensor):
+        raise TypeError("params must be an iterable of Tensors or dicts (e.g. "
+                        "model.parameters()), got a single Tensor")
+    params = list(params)
+    if not params:
+        raise ValueError("params is empty: the optimizer got no parameters to optimize; pass "
+                         "model.parameters() or a list of parameter groups")
+    return params
