@@ -10,9 +10,19 @@ Drop-in replacements for torch.optim with the same signatures, defaults and numb
 ``AdamW``.
 """
 
+from .adadelta import Adadelta, scale_by_adadelta
+from .adagrad import Adagrad, scale_by_adagrad
+from .adam import Adam, AdamW, scale_by_adam
 from .base import Chain, Transform, chain
 from .momentum import trace
 from .optimizer import Optimizer
+from .rmsprop import RMSprop, scale_by_rms
+from .sgd import SGD
 from .weight_decay import add_decayed_weights
 
-__all__ = ["Chain", "Transform", "chain", "trace", "Optimizer", "add_decayed_weights"]
+__all__ = [
+    "Transform", "Chain", "chain", "Optimizer",
+    "trace", "add_decayed_weights", "scale_by_adagrad", "scale_by_rms", "scale_by_adadelta",
+    "scale_by_adam",
+    "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW",
+]

@@ -1,0 +1,16 @@
+"""Building blocks for gradient experiments.
+
+* :class:`MLP`: depth, width, activation, normalisation, plain/residual/dense connections, init.
+* :class:`CNN` and :func:`ResNet`: small convolutional nets for small images.
+* :class:`RecurrentNet`: tanh RNN, GRU and LSTM sequence models.
+* :func:`init_weights`, :func:`make_activation`, :func:`gain`: the initialisation schemes.
+"""
+
+from .conv import CNN, ConvBlock, ResNet
+from .init import ACTIVATIONS, INITS, gain, init_weights, make_activation
+from .mlp import CONNECTIONS, MLP, NORMS, Block, make_norm
+from .recurrent import CELLS, RecurrentNet
+
+__all__ = ["MLP", "Block", "CNN", "ConvBlock", "ResNet", "RecurrentNet", "init_weights",
+           "make_activation", "make_norm", "gain", "ACTIVATIONS", "INITS", "NORMS", "CONNECTIONS",
+           "CELLS"]

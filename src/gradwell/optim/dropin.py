@@ -1,0 +1,129 @@
+"""Shared machinery of the drop-in optimizers: torch's flags and the fused-kernel routing.
+
+A drop-in stores its hyperparameters in the parameter groups under torch.optim's names, so
+schedulers, ``state_dict`` files and code that reads ``optimizer.param_groups`` keep working.
+Its step takes one of two paths per parameter group:
+
+* **fused**: one ``torch._fused_*_`` kernel call per device and dtype (Adam, AdamW, SGD, Adagrad),
+  with the clip factor passed as ``grad_scale = 1 / factor`` and the non-finite flag as
+  ``found_inf``: clipping and the skip ride inside the optimizer's own pass over memory and
+  nothing is read back to the host;
+* **transform**: the algorithm's gradient transformation on ``torch._foreach_*`` ops.
+
+The fused path is chosen automatically (``fused=None``) whenever torch has a kernel for the
+parameters' device and dtype; ``fused=False`` or ``foreach=True`` force the transform path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .base import check_range
+from .optimizer import GroupBatch, Optimizer
+
+__all__ = ["DropIn", "check_betas", "fused_groups"]
+
+
+def _fused_devices() -> set[str]:
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        return set(_get_fused_kernels_supported_devices())
+    except ImportError:  # pragma: no cover - older torch
+        return {"cpu", "cuda"}
+
+
+_FUSED_DEVICES = _fused_devices()
+
+
+class DropIn(Optimizer):
+    """Base of ``SGD``, ``Adagrad``, ``RMSprop``, ``Adadelta``, ``Adam`` and ``AdamW``."""
+
+    #: True for algorithms with a fused torch kernel (implement :meth:`_fused_kernel`).
+    has_fused_kernel: bool = False
+
+    def __init__(self, params: Any, transform: Any, lr: float | Tensor, *, clip: Any,
+                 skip_nonfinite: bool, **hyper: Any) -> None:
+        fused, foreach = hyper.get("fused"), hyper.get("foreach")
+        if fused and foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        if hyper.get("differentiable"):
+            raise ValueError("differentiable=True is not supported by gradwell optimizers; "
+                             "use torch.optim for differentiating through an optimizer step")
+        if fused and not self.has_fused_kernel:
+            raise RuntimeError(f"{type(self).__name__} has no fused implementation; "
+                               "allowed: fused=None or fused=False")
+        super().__init__(params, transform, lr, clip=clip, skip_nonfinite=skip_nonfinite,
+                         **hyper)
+        if fused:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if not _fusable_tensor(p):
+                        raise RuntimeError(
+                            "`fused=True` requires all the params to be floating point Tensors "
+                            f"of supported devices: {sorted(_FUSED_DEVICES)} but "
+                            f"{p.dtype} and {p.device.type}")
+
+    def _fusable(self, b: GroupBatch) -> bool:
+        g = b.group
+        if not self.has_fused_kernel or g.get("fused") is False:
+            return False
+        if g.get("fused") is None and g.get("foreach"):
+            return False
+        return all(_fusable_tensor(p) for p in b.params)
+
+    def _fused_step(self, b: GroupBatch, factor: Tensor | None, found_inf: Tensor | None) -> bool:
+        if not self._fusable(b):
+            return False
+        self._fused_kernel(b, factor, found_inf)
+        return True
+
+    def _fused_kernel(self, b: GroupBatch, factor: Tensor | None,
+                      found_inf: Tensor | None) -> None:
+        """Run the fused kernel on ``b``; see :func:`fused_groups` for ``factor``."""
+        raise NotImplementedError
+
+
+def _fusable_tensor(p: Tensor) -> bool:
+    return p.is_floating_point() and p.device.type in _FUSED_DEVICES
+
+
+def fused_groups(tensorlists: list[list[Tensor]], factor: Tensor | None,
+                 found_inf: Tensor | None
+                 ) -> list[tuple[list[list[Tensor]], Tensor | None, Tensor | None]]:
+    """Split parallel tensor lists (params, grads, ...) by device and dtype.
+
+    Returns, per group, the lists, the ``grad_scale`` for the kernel (``1 / factor`` in float32,
+    as torch's kernels take it) and ``found_inf`` on that device. Float64 gradients are scaled
+    in place instead, so that clipping keeps double precision.
+    """
+    grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype(tensorlists)
+    out = []
+    for (device, dtype), (lists, _) in grouped.items():
+        scale = None
+        if factor is not None and dtype == torch.float64:
+            torch._foreach_mul_(lists[1], factor.to(device))
+        elif factor is not None:
+            scale = torch.reciprocal(factor.to(device=device, dtype=torch.float32))
+        fi = None if found_inf is None else found_inf.to(device, non_blocking=True)
+        out.append((lists, scale, fi))
+    return out
+
+
+def run_with_steps(steps: list[Tensor], found_inf: Tensor | None,
+                   kernel: Callable[[], None]) -> None:
+    """``steps += 1``, run the kernel, and undo the increment where the step was skipped."""
+    torch._foreach_add_(steps, 1)
+    kernel()
+    if found_inf is not None:
+        torch._foreach_sub_(steps, [found_inf] * len(steps))
+
+
+def check_betas(betas: Any) -> None:
+    """Each beta in [0, 1), as torch requires."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"Invalid betas: {betas!r}; allowed: a pair (beta1, beta2) in [0, 1)")
+    for i, b in enumerate(betas):
+        check_range(f"beta parameter at index {i}", b, 0.0, 1.0, high_open=True)

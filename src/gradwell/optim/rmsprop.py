@@ -1,0 +1,94 @@
+"""RMSprop (Tieleman & Hinton 2012), centred (Graves 2013), with momentum: transformation and drop-in.
+
+Tieleman & Hinton 2012, Coursera "Neural Networks for Machine Learning", lecture 6e:
+
+.. math::
+
+    s_t = \\alpha s_{t-1} + (1-\\alpha) g_t^2, \\qquad
+    u_t = \\frac{g_t}{\\sqrt{s_t - \\bar g_t^2} + \\epsilon}
+
+where the centred variant (Graves 2013, "Generating Sequences With Recurrent Neural Networks",
+eq. 38-41) subtracts the squared running mean :math:`\\bar g_t = \\alpha\\bar g_{t-1} +
+(1-\\alpha) g_t` and the plain one does not. With momentum :math:`\\mu > 0` the update is the
+buffer :math:`b_t = \\mu b_{t-1} + u_t` (Graves's form).
+
+Where torch departs from the lecture: :math:`\\epsilon` is added *outside* the square root
+(:math:`\\sqrt{s_t} + \\epsilon`; many texts write :math:`\\sqrt{s_t + \\epsilon}`), and
+:math:`s_0 = 0` rather than 1, so the first steps are large (no bias correction).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..clip.base import Clipper
+from .base import Transform, chain, check_range
+from .dropin import DropIn
+from .momentum import trace
+from .optimizer import ParamsT
+from .weight_decay import add_decayed_weights
+
+__all__ = ["scale_by_rms", "RMSprop"]
+
+
+class scale_by_rms(Transform):  # noqa: N801
+    """``g / (sqrt(E[g^2] - E[g]^2 if centered else E[g^2]) + eps)``."""
+
+    state_keys = ("step", "square_avg", "grad_avg")
+
+    def __init__(self, alpha: float = 0.99, eps: float = 1e-8, centered: bool = False) -> None:
+        self.defaults = {"alpha": alpha, "eps": eps, "centered": centered}
+        self.check(self.defaults)
+
+    def check(self, group: dict[str, Any]) -> None:
+        check_range("alpha value", group["alpha"])
+        check_range("epsilon value", group["eps"])
+
+    def init(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        state = {"step": torch.zeros((), dtype=torch.float32, device=param.device),
+                 "square_avg": torch.zeros_like(param, memory_format=torch.preserve_format)}
+        if group["centered"]:
+            state["grad_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        return state
+
+    def update(self, updates: list[Tensor], states: list[dict[str, Any]], params: list[Tensor],
+               group: dict[str, Any]) -> list[Tensor]:
+        alpha = group["alpha"]
+        torch._foreach_add_([s["step"] for s in states], 1)
+        sq = [s["square_avg"] for s in states]
+        torch._foreach_mul_(sq, alpha)
+        torch._foreach_addcmul_(sq, updates, updates, 1 - alpha)
+        if group["centered"]:
+            ga = [s["grad_avg"] for s in states]
+            torch._foreach_lerp_(ga, updates, 1 - alpha)
+            avg = torch._foreach_addcmul(sq, ga, ga, -1)
+            torch._foreach_sqrt_(avg)
+        else:
+            avg = torch._foreach_sqrt(sq)
+        torch._foreach_add_(avg, group["eps"])
+        torch._foreach_reciprocal_(avg)
+        torch._foreach_mul_(avg, updates)
+        return list(avg)
+
+
+_RMSPROP = chain(add_decayed_weights(), scale_by_rms(), trace(0.0))
+
+
+class RMSprop(DropIn):
+    """Drop-in for ``torch.optim.RMSprop``, plus ``clip=`` and ``skip_nonfinite=``.
+
+    torch has no fused RMSprop kernel; gradwell runs ``torch._foreach_*`` ops.
+    """
+
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0, momentum: float = 0,
+                 centered: bool = False, capturable: bool = False, foreach: bool | None = None,
+                 maximize: bool = False, differentiable: bool = False, *,
+                 clip: Clipper | None = None, skip_nonfinite: bool = False) -> None:
+        super().__init__(params, _RMSPROP, lr, clip=clip, skip_nonfinite=skip_nonfinite,
+                         alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                         centered=centered, capturable=capturable, foreach=foreach,
+                         maximize=maximize, differentiable=differentiable)

@@ -1,0 +1,73 @@
+"""Stochastic gradient descent with momentum and Nesterov momentum: the ``SGD`` drop-in.
+
+.. math:: \\theta \\leftarrow \\theta - \\eta\\, \\text{trace}(g + \\lambda\\theta)
+
+Robbins & Monro 1951 (stochastic approximation); momentum and Nesterov as in
+:mod:`gradwell.optim.momentum` (Sutskever et al. 2013). Full-batch gradient descent is this
+optimizer applied to the gradient of the whole data set; mini-batch SGD to a sample of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..clip.base import Clipper
+from .base import chain, check_range
+from .dropin import DropIn, fused_groups
+from .momentum import trace
+from .optimizer import GroupBatch, ParamsT
+from .weight_decay import add_decayed_weights
+
+__all__ = ["SGD"]
+
+_SGD = chain(add_decayed_weights(), trace(0.0))
+
+
+class SGD(DropIn):
+    """Drop-in for ``torch.optim.SGD``, plus ``clip=`` and ``skip_nonfinite=``."""
+
+    has_fused_kernel = True
+
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3, momentum: float = 0,
+                 dampening: float = 0, weight_decay: float | Tensor = 0, nesterov: bool = False,
+                 *, maximize: bool = False, foreach: bool | None = None,
+                 differentiable: bool = False, fused: bool | None = None,
+                 clip: Clipper | None = None, skip_nonfinite: bool = False) -> None:
+        check_range("momentum value", momentum)
+        super().__init__(params, _SGD, lr, clip=clip, skip_nonfinite=skip_nonfinite,
+                         momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                         nesterov=nesterov, maximize=maximize, foreach=foreach,
+                         differentiable=differentiable, fused=fused)
+
+    def _fusable(self, b: GroupBatch) -> bool:
+        # The fused kernel can start momentum buffers only when all are new; a skipped first
+        # step would leave them uninitialised, so a group with new buffers takes one sync.
+        if b.group["momentum"] != 0 and any("momentum_buffer" not in s for s in b.states):
+            return False
+        return super()._fusable(b)
+
+    def _fused_step(self, b: GroupBatch, factor: Tensor | None, found_inf: Tensor | None) -> bool:
+        g = b.group
+        first = g["momentum"] != 0 and all("momentum_buffer" not in s for s in b.states)
+        if first and found_inf is None and super()._fusable(b):
+            for s, grad in zip(b.states, b.grads):
+                s["momentum_buffer"] = torch.empty_like(grad)
+            self._sgd_kernel(b, factor, None, is_first_step=True)
+            return True
+        if not self._fusable(b):
+            return False
+        self._sgd_kernel(b, factor, found_inf, is_first_step=False)
+        return True
+
+    def _sgd_kernel(self, b: GroupBatch, factor: Tensor | None, found_inf: Tensor | None,
+                    is_first_step: bool) -> None:
+        g = b.group
+        bufs = [s["momentum_buffer"] for s in b.states] if g["momentum"] != 0 else []
+        for (ps, gs, ms), sc, inf in fused_groups([b.params, b.grads, bufs], factor, found_inf):
+            torch._fused_sgd_(ps, gs, ms, weight_decay=g["weight_decay"],
+                              momentum=g["momentum"], lr=g["lr"], dampening=g["dampening"],
+                              nesterov=g["nesterov"], maximize=g["maximize"],
+                              is_first_step=is_first_step, grad_scale=sc, found_inf=inf)
