@@ -11,3 +11,8 @@ from .global_norm import GlobalNorm
 from .value import Value
 
 __all__ = ["Clipper", "clip_", "grad_norms", "total_norm", "GlobalNorm", "Value"]
+from .agc import AGC, unit_norms
+from .autoclip import AutoClip
+from .zclip import ZClip
+
+__all__ += ["AGC", "unit_norms", "AutoClip", "ZClip"]

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..clip.base import Clipper
-from .base import Transform, chain, check_range, scalar_steps
+from .base import Quotient, Transform, chain, check_range, scalar_steps
 from .dropin import DropIn, fused_groups, run_with_steps
 from .optimizer import GroupBatch, ParamsT
 from .weight_decay import add_decayed_weights
@@ -51,7 +51,7 @@ class scale_by_adagrad(Transform):  # noqa: N801
                                        memory_format=torch.preserve_format)}
 
     def update(self, updates: list[Tensor], states: list[dict[str, Any]], params: list[Tensor],
-               group: dict[str, Any]) -> list[Tensor]:
+               group: dict[str, Any]) -> Quotient:
         steps = [s["step"] for s in states]
         sums = [s["sum"] for s in states]
         torch._foreach_add_(steps, 1)
@@ -61,9 +61,7 @@ class scale_by_adagrad(Transform):  # noqa: N801
         decay = group["lr_decay"]
         if decay != 0:
             torch._foreach_mul_(std, [1 + (t - 1) * decay for t in scalar_steps(steps)])
-        torch._foreach_reciprocal_(std)
-        torch._foreach_mul_(std, updates)
-        return list(std)
+        return Quotient(updates, list(std))
 
 
 _ADAGRAD = chain(add_decayed_weights(), scale_by_adagrad())

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..clip.base import Clipper
-from .base import Transform, chain, check_range, scalar_steps
+from .base import Quotient, Transform, chain, check_range, scalar_steps
 from .dropin import DropIn, check_betas, fused_groups, run_with_steps
 from .optimizer import GroupBatch, ParamsT
 from .weight_decay import add_decayed_weights
@@ -60,7 +60,7 @@ class scale_by_adam(Transform):  # noqa: N801
         return state
 
     def update(self, updates: list[Tensor], states: list[dict[str, Any]], params: list[Tensor],
-               group: dict[str, Any]) -> list[Tensor]:
+               group: dict[str, Any]) -> Quotient:
         beta1, beta2 = (float(b) for b in group["betas"])
         steps = [s["step"] for s in states]
         m = [s["exp_avg"] for s in states]
@@ -77,10 +77,8 @@ class scale_by_adam(Transform):  # noqa: N801
         denom = torch._foreach_sqrt(v)
         torch._foreach_div_(denom, [math.sqrt(1 - beta2 ** k) for k in t])
         torch._foreach_add_(denom, group["eps"])
-        torch._foreach_reciprocal_(denom)
-        torch._foreach_mul_(denom, m)
-        torch._foreach_div_(denom, [1 - beta1 ** k for k in t])
-        return list(denom)
+        torch._foreach_mul_(denom, [1 - beta1 ** k for k in t])
+        return Quotient(m, list(denom))
 
 
 _ADAM_COUPLED = chain(add_decayed_weights(), scale_by_adam())

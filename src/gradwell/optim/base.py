@@ -29,7 +29,33 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Transform", "chain", "Chain", "check_range"]
+__all__ = ["Transform", "chain", "Chain", "Quotient", "check_range"]
+
+
+class Quotient:
+    """Updates ``num / den`` left undivided, so the last step can be one ``addcdiv``.
+
+    A transformation whose result is a ratio (Adam, Adagrad, RMSprop) may return a Quotient;
+    :class:`Chain` turns it into tensors before the next transformation, and the optimizer
+    applies ``p <- p - lr * num / den`` in a single ``torch._foreach_addcdiv_`` pass, as
+    torch.optim's foreach path does. ``den`` is owned by the Quotient and may be overwritten.
+    """
+
+    __slots__ = ("num", "den")
+
+    def __init__(self, num: list[Tensor], den: list[Tensor]) -> None:
+        self.num, self.den = num, den
+
+    def tensors(self) -> list[Tensor]:
+        """The divided updates, computed in place in ``den``."""
+        torch._foreach_reciprocal_(self.den)
+        torch._foreach_mul_(self.den, self.num)
+        return list(self.den)
+
+
+def as_tensors(updates: "list[Tensor] | Quotient") -> list[Tensor]:
+    """The updates as a list of tensors (divides a :class:`Quotient`)."""
+    return updates.tensors() if isinstance(updates, Quotient) else updates
 
 
 class Transform:
@@ -48,8 +74,12 @@ class Transform:
         return {}
 
     def update(self, updates: list[Tensor], states: list[dict[str, Any]], params: list[Tensor],
-               group: dict[str, Any]) -> list[Tensor]:
-        """Transform ``updates`` (one tensor per parameter), advancing ``states``."""
+               group: dict[str, Any]) -> "list[Tensor] | Quotient":
+        """Transform ``updates`` (one tensor per parameter), advancing ``states``.
+
+        Returns new tensors (or the transformation's own state tensors), or a
+        :class:`Quotient` when the result is a ratio best applied with ``addcdiv``.
+        """
         raise NotImplementedError
 
     def transforms(self) -> list["Transform"]:
@@ -101,7 +131,7 @@ class Chain(Transform):
     def update(self, updates: list[Tensor], states: list[dict[str, Any]], params: list[Tensor],
                group: dict[str, Any]) -> list[Tensor]:
         for t in self.parts:
-            updates = t.update(updates, states, params, group)
+            updates = t.update(as_tensors(updates), states, params, group)
         return updates
 
     def __repr__(self) -> str:
@@ -121,12 +151,13 @@ class ClipTransform(Transform):
 
     def update(self, updates: list[Tensor], states: list[dict[str, Any]], params: list[Tensor],
                group: dict[str, Any]) -> list[Tensor]:
-        from ..clip.base import apply_factor_, grad_norms, total_norm
-        updates = [u.clone() for u in updates]
+        from ..clip.base import grad_norms, total_norm
         norms = grad_norms(updates, self.clipper.norm_type)
-        factor = self.clipper(updates, params, norms, total_norm(norms, self.clipper.norm_type))
-        if factor is not None:
-            apply_factor_(updates, factor)
+        total = total_norm(norms, self.clipper.norm_type)
+        if self.clipper.scales_globally:
+            return list(torch._foreach_mul(updates, self.clipper(updates, params, norms, total)))
+        updates = [u.clone() for u in updates]
+        self.clipper(updates, params, norms, total)
         return updates
 
     def __repr__(self) -> str:

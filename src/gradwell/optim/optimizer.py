@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..clip.base import Clipper, apply_factor_, check_clipper, grad_norms, total_norm
-from .base import Chain, Transform, check_range
+from .base import Chain, Quotient, Transform, as_tensors, check_range
 
 __all__ = ["Optimizer", "GroupBatch"]
 
@@ -207,7 +207,9 @@ class Optimizer(torch.optim.Optimizer):
         updates = self._transform_for(group).update(grads, b.states, b.params, group)
         lr = group["lr"]
         if isinstance(lr, Tensor):
-            torch._foreach_add_(b.params, torch._foreach_mul(updates, -lr))
+            torch._foreach_add_(b.params, torch._foreach_mul(as_tensors(updates), -lr))
+        elif isinstance(updates, Quotient):
+            torch._foreach_addcdiv_(b.params, updates.num, updates.den, -lr)
         else:
             torch._foreach_add_(b.params, updates, alpha=-lr)
 

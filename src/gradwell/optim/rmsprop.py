@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..clip.base import Clipper
-from .base import Transform, chain, check_range
+from .base import Quotient, Transform, chain, check_range
 from .dropin import DropIn
 from .momentum import trace
 from .optimizer import ParamsT
@@ -55,7 +55,7 @@ class scale_by_rms(Transform):  # noqa: N801
         return state
 
     def update(self, updates: list[Tensor], states: list[dict[str, Any]], params: list[Tensor],
-               group: dict[str, Any]) -> list[Tensor]:
+               group: dict[str, Any]) -> Quotient:
         alpha = group["alpha"]
         torch._foreach_add_([s["step"] for s in states], 1)
         sq = [s["square_avg"] for s in states]
@@ -69,9 +69,7 @@ class scale_by_rms(Transform):  # noqa: N801
         else:
             avg = torch._foreach_sqrt(sq)
         torch._foreach_add_(avg, group["eps"])
-        torch._foreach_reciprocal_(avg)
-        torch._foreach_mul_(avg, updates)
-        return list(avg)
+        return Quotient(updates, list(avg))
 
 
 _RMSPROP = chain(add_decayed_weights(), scale_by_rms(), trace(0.0))

