@@ -55,6 +55,7 @@ class DropIn(Optimizer):
         if fused and not self.has_fused_kernel:
             raise RuntimeError(f"{type(self).__name__} has no fused implementation; "
                                "allowed: fused=None or fused=False")
+        self._fusable_cache: dict[int, tuple[tuple[Any, ...], bool]] = {}
         super().__init__(params, transform, lr, clip=clip, skip_nonfinite=skip_nonfinite,
                          **hyper)
         if fused:
@@ -72,7 +73,13 @@ class DropIn(Optimizer):
             return False
         if g.get("fused") is None and g.get("foreach"):
             return False
-        return all(_fusable_tensor(p) for p in b.params)
+        # Device type and dtype decide; they do not change between steps, so cache per group.
+        key = (len(b.params), id(b.params[0]), b.params[0].device, b.params[0].dtype)
+        cached = self._fusable_cache.get(id(g))
+        if cached is None or cached[0] != key:
+            cached = (key, all(_fusable_tensor(p) for p in b.params))
+            self._fusable_cache[id(g)] = cached
+        return cached[1]
 
     def _fused_step(self, b: GroupBatch, factor: Tensor | None, found_inf: Tensor | None) -> bool:
         if not self._fusable(b):

@@ -89,8 +89,16 @@ class Optimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         self._transform_for(self.param_groups[-1]).check(self.param_groups[-1])
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.update(transform=self.transform, clip=self.clip,
+                     skip_nonfinite=self.skip_nonfinite, _skipped=self._skipped)
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
+        super().__setstate__(state)  # also called by load_state_dict with state and groups only
+        self.__dict__.setdefault("last_grad_norms", None)
+        self.__dict__.setdefault("_fusable_cache", {})
         for group in self.param_groups:
             for k, v in self.defaults.items():
                 group.setdefault(k, v)

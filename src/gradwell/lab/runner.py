@@ -1,0 +1,132 @@
+"""The runner: every trial of a spec, in parallel worker processes, stored as each finishes.
+
+Trials already in the store are skipped, so a killed run resumes where it stopped. Each worker
+is a fresh (spawned) process running one torch thread; results are seeded, so the same spec
+gives the same numbers whatever the number of workers. ``workers=1`` runs in this process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Iterable
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+from .spec import Spec, Trial
+from .store import Store
+from .train import TrialResult
+
+__all__ = ["RunSummary", "run_spec", "run_trials", "execute", "default_workers"]
+
+
+@dataclass
+class RunSummary:
+    """What a call to :func:`run_spec` did."""
+
+    run: str
+    directory: Path
+    total: int
+    skipped: int
+    ran: int = 0
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def default_workers() -> int:
+    """The machine's cores usable by this process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def execute(trial: Trial) -> TrialResult:
+    """Run ``trial`` with the function its kind names (``"module:function"``)."""
+    module, _, name = trial.function.partition(":")
+    return getattr(importlib.import_module(module), name)(trial)
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:          # the runner died (e.g. kill -9): stop at once
+            os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def run_trials(trials: list[Trial], workers: int, on_result: Callable[[Trial, TrialResult], None]
+               ) -> None:
+    """Run ``trials`` on ``workers`` processes (in this one when 1), calling ``on_result`` in
+    this process as each finishes."""
+    if workers <= 1 or len(trials) <= 1:
+        for t in trials:
+            on_result(t, execute(t))
+        return
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(trials)), mp_context=ctx,
+                             initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+        pending: dict[Future, Trial] = {pool.submit(execute, t): t for t in trials}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                on_result(pending.pop(fut), fut.result())
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("trials"), TimeElapsedColumn(), TextColumn("· left"),
+                    TimeRemainingColumn(), console=console, disable=not enabled, transient=False)
+
+
+def run_spec(spec: Spec, directory: str | Path, workers: int | None = None, quick: bool = False,
+             progress: bool = True, console: Console | None = None) -> RunSummary:
+    """Run every trial of ``spec`` not yet in ``directory``'s store; return what happened."""
+    start = time.perf_counter()
+    trials = spec.trials(quick)
+    run = trials[0].experiment if trials else spec.name
+    console = console or Console(stderr=True)
+    with Store(directory) as store:
+        store.save_run(run, spec.description, _spec_dict(spec))
+        done = store.finished_keys()
+        todo = _unique(t for t in trials if t.key not in done)
+        summary = RunSummary(run, Path(directory), len(trials), len(trials) - len(todo))
+        with _progress(console, progress) as bar:
+            task = bar.add_task(run, total=len(trials), completed=summary.skipped)
+
+            def on_result(trial: Trial, result: TrialResult) -> None:
+                store.save_trial(trial, result)
+                summary.ran += 1
+                if result.status == "failed":
+                    summary.failed.append(f"{trial.label}: {result.error.strip().splitlines()[-1]}")
+                bar.advance(task)
+
+            run_trials(todo, workers or default_workers(), on_result)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _unique(trials: Iterable[Trial]) -> list[Trial]:
+    seen: dict[str, Trial] = {}
+    for t in trials:
+        seen.setdefault(t.key, t)
+    return list(seen.values())
+
+
+def _spec_dict(spec: Spec) -> dict:
+    return {k: v for k, v in dataclasses.asdict(spec).items()}

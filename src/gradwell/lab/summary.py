@@ -1,0 +1,96 @@
+"""One row per configuration (trials grouped by label, medians over seeds): the numbers shown by
+``gradwell demo``, ``gradwell lab run`` and the report's tables."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.table import Table
+
+from .store import Store
+
+__all__ = ["Row", "summarize", "rich_table", "fmt"]
+
+
+@dataclass
+class Row:
+    """The median results of one configuration over its trials (seeds)."""
+
+    label: str
+    trials: list[dict[str, Any]]
+    values: dict[str, float | None] = field(default_factory=dict)
+    reached: int = 0
+    diagnosis: str = ""
+    status: str = ""
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The configuration of the first trial (seeds aside, all trials share it)."""
+        return self.trials[0]["config"]
+
+
+def _median(vals: list[Any]) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _diagnosis(store: Store, trials: list[dict[str, Any]]) -> str:
+    kinds: Counter[str] = Counter()
+    for t in trials:
+        kinds.update({f["kind"] for f in store.findings(t["key"])})
+    n = len(trials)
+    return ", ".join(f"{k} ({c}/{n})" if n > 1 else k for k, c in kinds.most_common()) or "healthy"
+
+
+def summarize(store: Store, run: str) -> list[Row]:
+    """Rows for every configuration of ``run``, in run order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for t in store.trials(run):
+        groups.setdefault(t["label"], []).append(t)
+    rows = []
+    for label, trials in groups.items():
+        keys = ("final_test_acc", "final_test_loss", "final_train_loss", "steps_to_target",
+                "seconds_to_target", "grad_ratio")
+        values = {k: _median([t["summary"].get(k) for t in trials]) for k in keys}
+        statuses = Counter(t["status"] for t in trials)
+        rows.append(Row(label, trials, values,
+                        sum(t["summary"].get("steps_to_target") is not None for t in trials),
+                        _diagnosis(store, trials),
+                        ", ".join(f"{s} ({c})" if len(trials) > 1 else s
+                                  for s, c in statuses.items())))
+    return rows
+
+
+def fmt(value: float | None, kind: str) -> str:
+    """Human formatting: accuracies with 3 decimals, ratios in scientific notation."""
+    if value is None:
+        return "—"
+    if kind == "ratio":
+        return f"{value:.1e}"
+    if kind == "int":
+        return f"{value:.0f}"
+    if kind == "seconds":
+        return f"{value:.2f} s"
+    return f"{value:.3f}"
+
+
+COLUMNS = [("final_test_acc", "test acc", "float"), ("final_test_loss", "test loss", "float"),
+           ("steps_to_target", "steps→target", "int"),
+           ("seconds_to_target", "time→target", "seconds"),
+           ("grad_ratio", "‖g₁‖/‖g_L‖", "ratio")]
+
+
+def rich_table(rows: list[Row], title: str = "") -> Table:
+    """The summary as a rich table for the terminal."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("configuration")
+    for _, name, _ in COLUMNS:
+        table.add_column(name, justify="right")
+    table.add_column("diagnosis")
+    for r in rows:
+        table.add_row(r.label, *(fmt(r.values.get(k), kind) for k, _, kind in COLUMNS),
+                      r.diagnosis if r.status in ("done", "") else f"{r.diagnosis}; {r.status}")
+    return table

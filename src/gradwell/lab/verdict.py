@@ -1,0 +1,57 @@
+"""Verdicts: pass criteria checked against a run's stored results.
+
+A built-in experiment may carry a verdict function ``verdict(results, quick) -> [Criterion]``;
+``gradwell lab run`` prints each criterion with the measured numbers and exits 1 when one fails.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .store import Store
+
+__all__ = ["Criterion", "Results", "Verdict"]
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One pass criterion: the claim, what was expected, what was measured, and the outcome."""
+
+    claim: str
+    expected: str
+    measured: str
+    passed: bool
+
+
+Verdict = Callable[["Results", bool], list[Criterion]]
+
+
+class Results:
+    """One run's trials, for verdicts: filter by label or configuration, take medians."""
+
+    def __init__(self, store: Store, run: str) -> None:
+        self.store, self.run = store, run
+        self.trials = store.trials(run)
+
+    def select(self, label: str | None = None, **config: Any) -> list[dict[str, Any]]:
+        """Trials whose label starts with ``label`` (when given) and whose config has every
+        ``key=value`` in ``config``."""
+        return [t for t in self.trials
+                if (label is None or t["label"].startswith(label))
+                and all(t["config"].get(k) == v for k, v in config.items())]
+
+    def values(self, key: str, label: str | None = None, **config: Any) -> list[float]:
+        """``summary[key]`` of the selected trials, Nones left out."""
+        return [t["summary"][key] for t in self.select(label, **config)
+                if t["summary"].get(key) is not None]
+
+    def median(self, key: str, label: str | None = None, **config: Any) -> float | None:
+        """Median of :meth:`values` (None when there are none)."""
+        vals = self.values(key, label, **config)
+        return statistics.median(vals) if vals else None
+
+    def labels(self) -> list[str]:
+        """Distinct labels in run order."""
+        return list(dict.fromkeys(t["label"] for t in self.trials))

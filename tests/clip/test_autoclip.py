@@ -1,0 +1,145 @@
+"""AutoClip against the paper's recipe: a Python list, numpy.percentile and clip_grad_norm_."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import gradwell
+from gradwell.clip import AutoClip, clip_
+
+from clip_helpers import grads_with_norm, no_host_sync, norm_sequence
+
+
+def run_reference(norms: list[float], percentile: float, window: int | None) -> list[list[np.ndarray]]:
+    """Seetharaman et al. 2020: append the norm, clip_grad_norm_ to the percentile."""
+    history: list[float] = []
+    out = []
+    for t, target in enumerate(norms):
+        params = [torch.zeros_like(g, requires_grad=True) for g in grads_with_norm(target, t)]
+        for p, g in zip(params, grads_with_norm(target, t)):
+            p.grad = g
+        norm = float(torch.nn.utils.clip_grad_norm_(params, math.inf))  # only measures
+        history.append(norm)
+        kept = history if window is None else history[-window:]
+        torch.nn.utils.clip_grad_norm_(params, float(np.percentile(kept, percentile)))
+        out.append([p.grad.numpy().copy() for p in params])
+    return out
+
+
+def run_autoclip(clipper: AutoClip, norms: list[float], start: int = 0) -> list[list[np.ndarray]]:
+    out = []
+    for t, target in enumerate(norms, start):
+        params = [torch.zeros_like(g, requires_grad=True) for g in grads_with_norm(target, t)]
+        for p, g in zip(params, grads_with_norm(target, t)):
+            p.grad = g
+        clip_(params, clipper)
+        out.append([p.grad.numpy().copy() for p in params])
+    return out
+
+
+@pytest.mark.parametrize("percentile", [10, 50, 90, 100])
+def test_matches_paper_recipe_with_full_history(percentile: float) -> None:
+    norms = norm_sequence(60, spikes=(20, 41))
+    expected = run_reference(norms, percentile, window=None)
+    got = run_autoclip(AutoClip(percentile, history=1000), norms)
+    for e_step, g_step in zip(expected, got):
+        for e, g in zip(e_step, g_step):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-8)
+
+
+def test_bounded_history_uses_last_norms() -> None:
+    norms = norm_sequence(50, seed=3, spikes=(5, 6, 7, 30))
+    expected = run_reference(norms, 10, window=8)
+    full = run_reference(norms, 10, window=None)
+    got = run_autoclip(AutoClip(10, history=8), norms)
+    for e_step, g_step in zip(expected, got):
+        for e, g in zip(e_step, g_step):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-8)
+    # the window matters: the full-history recipe gives different gradients by the end
+    assert not np.allclose(full[-1][0], expected[-1][0], rtol=1e-3)
+
+
+def test_spike_is_scaled_down_to_percentile() -> None:
+    clipper = AutoClip(50, history=100)
+    for v in [1.0, 2.0, 3.0, 4.0]:
+        clipper([], [], [], torch.tensor(v))
+    factor = clipper([], [], [], torch.tensor(1000.0))
+    # history (1, 2, 3, 4, 1000): median 3
+    assert torch.allclose(factor, torch.tensor(3.0 / (1000.0 + 1e-6)))
+
+
+def test_nonfinite_norm_is_not_recorded() -> None:
+    a, b = AutoClip(50, history=4), AutoClip(50, history=4)
+    for v in [1.0, 5.0, 2.0]:
+        a([], [], [], torch.tensor(v))
+        b([], [], [], torch.tensor(v))
+    assert not torch.isfinite(a([], [], [], torch.tensor(float("nan"))))
+    a([], [], [], torch.tensor(float("inf")))
+    fa = a([], [], [], torch.tensor(3.0))
+    fb = b([], [], [], torch.tensor(3.0))
+    assert torch.equal(fa, fb)
+    assert a.norms.tolist() == [1.0, 5.0, 2.0, 3.0]
+
+
+def test_no_host_sync() -> None:
+    clipper = AutoClip(10, history=16)
+    grads = grads_with_norm(3.0, 0)
+    norms = list(torch._foreach_norm(grads, 2.0))
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    with no_host_sync():
+        for _ in range(20):
+            factor = clipper(grads, grads, norms, total)
+    assert factor.dim() == 0
+
+
+def test_state_saved_in_optimizer_state_dict() -> None:
+    norms = norm_sequence(30, seed=5, spikes=(12, 25))
+
+    def make() -> tuple[torch.nn.Parameter, gradwell.optim.Optimizer]:
+        p = torch.nn.Parameter(torch.zeros(15))
+        opt = gradwell.optim.Optimizer([p], gradwell.optim.trace(0.0), lr=0.1,
+                                       clip=AutoClip(20, history=10))
+        return p, opt
+
+    def step(p: torch.nn.Parameter, opt: gradwell.optim.Optimizer, t: int) -> None:
+        p.grad = grads_with_norm(norms[t], t)[0].reshape(-1)
+        opt.step()
+
+    p1, o1 = make()
+    for t in range(30):
+        step(p1, o1, t)
+    p2, o2 = make()
+    for t in range(15):
+        step(p2, o2, t)
+    saved = o2.state_dict()
+    p3, o3 = make()
+    p3.data.copy_(p2.data)
+    o3.load_state_dict(saved)
+    for t in range(15, 30):
+        step(p3, o3, t)
+    assert torch.equal(p1, p3)
+    # a fresh clipper (no state loaded) gives a different result: the state matters
+    p4, o4 = make()
+    p4.data.copy_(p2.data)
+    for t in range(15, 30):
+        step(p4, o4, t)
+    assert not torch.equal(p1, p4)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 100.5, float("nan"), True])
+def test_bad_percentile(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"percentile must be a number in \(0, 100\], got"):
+        AutoClip(bad)  # type: ignore[arg-type]
+
+
+def test_bad_history() -> None:
+    with pytest.raises(ValueError, match=r"history must be a positive int.*got 0"):
+        AutoClip(10, history=0)
+    with pytest.raises(ValueError, match=r"history=5"):
+        AutoClip(10, history=5).load_state_dict(AutoClip(10, history=3).state_dict()
+                                                or {"history": torch.zeros(3),
+                                                    "pos": torch.tensor(0)})
