@@ -8,8 +8,8 @@
     depth = 20
     activation = "sigmoid"
     [grid]                      # axes, crossed with each other and with the variants
-    optimizer = ["sgd", "adam"]
-    seed = [0, 1, 2]
+    seed = [0, 1, 2]            # an axis of values of one key, or of partial configurations:
+    opt = [{ optimizer = "sgd", lr = 0.03 }, { name = "Adam", optimizer = "adam" }]
     [[variants]]                # optional named partial configurations
     name = "relu + He"
     activation = "relu"
@@ -99,7 +99,7 @@ class Spec:
         out = []
         for i, variant in enumerate(spec.variants or [{}]):
             for point in itertools.product(*(spec.grid[a] for a in axes)):
-                config = _complete({**spec.base, **_strip(variant), **dict(zip(axes, point))})
+                config = _complete({**spec.base, **_strip(variant), **_point(axes, point)})
                 where = f"variants[{i}]" if spec.variants else "base"
                 for key, msg in check_config(config):
                     raise SpecError(f"{self.source}: {where}.{key}: {msg}")
@@ -113,6 +113,23 @@ def _strip(variant: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in variant.items() if k != "name"}
 
 
+def _point(axes: list[str], point: tuple) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for axis, value in zip(axes, point):
+        out.update(_strip(value) if isinstance(value, dict) else {axis: value})
+    return out
+
+
+def _axis_label(axis: str, value: Any) -> str:
+    if not isinstance(value, dict):
+        return str(value)
+    if "name" in value:
+        return str(value["name"])
+    if axis in value:
+        return str(value[axis])
+    return " ".join(f"{k}={v}" for k, v in value.items())
+
+
 def _complete(config: dict[str, Any]) -> dict[str, Any]:
     full = {k: (config[k] if k in config else key.default) for k, key in TRIAL_KEYS.items()}
     if full.get("lr") is None and full.get("optimizer") in DEFAULT_LR:
@@ -123,7 +140,7 @@ def _complete(config: dict[str, Any]) -> dict[str, Any]:
 def _label(variant: dict[str, Any], axes: list[str], point: tuple) -> str:
     parts = [str(variant["name"])] if "name" in variant else [
         f"{k}={v}" for k, v in _strip(variant).items()]
-    parts += [str(v) for a, v in zip(axes, point) if a != "seed"]
+    parts += [_axis_label(a, v) for a, v in zip(axes, point) if a != "seed"]
     return " · ".join(parts) or "base"
 
 
@@ -166,12 +183,18 @@ def _value(source: str, path: str, value: Any, key: Key) -> None:
 def _grid(source: str, grid: Any) -> dict[str, list]:
     if not isinstance(grid, dict):
         raise SpecError(f"{source}: grid: expected a table of lists, got {grid!r}")
+    partial = {"name": Key((str,), "a string"), **TRIAL_KEYS}
     for k, values in grid.items():
+        if isinstance(values, list) and values and all(isinstance(v, dict) for v in values):
+            for i, v in enumerate(values):         # an axis of partial configurations
+                _table(source, f"grid.{k}[{i}].", v, partial)
+            continue
         if k not in TRIAL_KEYS:
             raise _unknown(source, "grid.", k, TRIAL_KEYS)
         if not isinstance(values, list) or not values:
             raise SpecError(f"{source}: grid.{k}: expected a non-empty list of values "
-                            f"({TRIAL_KEYS[k].allowed}); got {values!r}")
+                            f"({TRIAL_KEYS[k].allowed}) or of tables (partial configurations); "
+                            f"got {values!r}")
         for i, v in enumerate(values):
             _value(source, f"grid.{k}[{i}]", v, TRIAL_KEYS[k])
     return {k: list(v) for k, v in grid.items()}

@@ -113,6 +113,10 @@ class Optimizer(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         extra = state_dict.pop("gradwell", None)
         super().load_state_dict(state_dict)
+        for p, s in self.state.items():  # fused kernels want step counters on the device
+            step = s.get("step")
+            if isinstance(step, Tensor) and step.device != p.device:
+                s["step"] = step.to(p.device)
         if extra is not None:
             self._skipped = None
             if extra.get("skipped_steps"):

@@ -1,0 +1,106 @@
+"""What the guard saw: events, and the same events as findings ``gradwell.watch`` can show.
+
+A :class:`GuardEvent` is one decision (a skipped step, a rollback, a newly trusted snapshot).
+:func:`to_finding` turns a skip or a rollback into a :class:`GuardFinding`, which has the fields
+of ``gradwell.watch``'s ``Finding``: ``kind`` (``"nonfinite"`` or ``"exploding"``), ``layer``,
+``step``, ``severity``, ``evidence`` and ``remedies``, plus ``source = "guard"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["GuardEvent", "GuardFinding", "to_finding", "REASONS"]
+
+#: Why a step was not taken, and the finding kind each reason maps to.
+REASONS = {
+    "nonfinite_loss": "nonfinite",
+    "nonfinite_grad": "nonfinite",
+    "loss_spike": "exploding",
+    "grad_spike": "exploding",
+    "amp_overflow": "nonfinite",
+}
+
+_REMEDIES = {
+    "nonfinite_loss": ["check the batch for NaN/Inf inputs or labels",
+                       "look for log(0), division by zero or overflow in the loss",
+                       "lower the learning rate"],
+    "nonfinite_grad": ["clip gradients: clip=gradwell.clip.GlobalNorm(1.0) or ZClip()",
+                       "lower the learning rate",
+                       "check custom autograd functions and sqrt/log of zero"],
+    "loss_spike": ["lower the learning rate or lengthen warmup",
+                   "clip gradients adaptively: clip=gradwell.clip.ZClip() or AutoClip()",
+                   "check the batch for outliers or badly scaled inputs"],
+    "grad_spike": ["clip gradients adaptively: clip=gradwell.clip.ZClip() or AutoClip()",
+                   "lower the learning rate",
+                   "check the batch for outliers or badly scaled inputs"],
+    "amp_overflow": ["nothing to do if rare: GradScaler lowers its scale after an overflow",
+                     "use bfloat16 autocast, which does not overflow like float16"],
+    "rollback": ["the learning rate was cut; if rollbacks repeat, lower it for good",
+                 "clip gradients: clip=gradwell.clip.ZClip() or GlobalNorm(1.0)",
+                 "add normalisation or residual connections to deep stacks"],
+}
+
+
+@dataclass(frozen=True)
+class GuardEvent:
+    """One guard decision.
+
+    Attributes:
+        step: the guard's step counter (calls to ``guard.step``, starting at 1).
+        action: ``"skipped"``, ``"rolled_back"`` or ``"trusted"`` (a snapshot became the
+            rollback target).
+        reason: for a skip, a key of :data:`REASONS`; for a rollback, ``"max_bad_steps"``;
+            for ``"trusted"``, ``"healthy"``.
+        loss: the loss of the step (``nan`` where not applicable).
+        grad_norm: the global gradient 2-norm of the step, after unscaling.
+        detail: anything else: z-scores, offending layers, the new learning-rate scale.
+    """
+
+    step: int
+    action: str
+    reason: str
+    loss: float = float("nan")
+    grad_norm: float = float("nan")
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in self.detail.items())
+        return (f"step {self.step}: {self.action} ({self.reason}); loss={self.loss:.4g}, "
+                f"grad_norm={self.grad_norm:.4g}" + (f"; {extra}" if extra else ""))
+
+
+@dataclass(frozen=True)
+class GuardFinding:
+    """A guard event in the shape of a ``gradwell.watch`` finding."""
+
+    kind: str
+    layer: str | None
+    step: int
+    severity: str
+    evidence: dict[str, Any]
+    remedies: list[str]
+    source: str = "guard"
+
+    def __str__(self) -> str:
+        where = f" in {self.layer}" if self.layer else ""
+        return (f"[{self.severity}] {self.kind}{where} at step {self.step} (guard): "
+                f"{self.evidence}; try: {'; '.join(self.remedies)}")
+
+
+def to_finding(event: GuardEvent) -> GuardFinding | None:
+    """The finding for a skip or rollback; ``None`` for bookkeeping events."""
+    if event.action == "skipped":
+        kind = REASONS[event.reason]
+        severity = "info" if event.reason == "amp_overflow" else "warning"
+        remedies = _REMEDIES[event.reason]
+    elif event.action == "rolled_back":
+        kind, severity, remedies = "exploding", "error", _REMEDIES["rollback"]
+    else:
+        return None
+    layers = event.detail.get("nonfinite_layers") or []
+    evidence = {"reason": event.reason, "loss": event.loss, "grad_norm": event.grad_norm,
+                **event.detail}
+    return GuardFinding(kind=kind, layer=layers[0] if layers else None, step=event.step,
+                        severity=severity, evidence=evidence, remedies=list(remedies))

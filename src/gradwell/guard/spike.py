@@ -1,0 +1,75 @@
+"""Robust spike detection: a z-score built from the median and the median absolute deviation.
+
+For the last ``window`` healthy values :math:`x_1, \\dots, x_n` and a new value :math:`x`:
+
+.. math::
+
+    z = \\frac{x - \\operatorname{med}(x_i)}
+             {\\max\\left(1.4826\\,\\operatorname{med}|x_i - \\operatorname{med}(x_i)|,\\;
+                         f\\,|\\operatorname{med}(x_i)|,\\; 10^{-12}\\right)}
+
+The factor 1.4826 makes the MAD a consistent estimate of the standard deviation for normal data
+(Rousseeuw & Croux 1993, "Alternatives to the Median Absolute Deviation", JASA); unlike a mean
+and standard deviation, neither the median nor the MAD is dragged up by the spikes themselves.
+The floor ``f * |median|`` keeps a very flat history (a plateau, full-batch training) from
+turning ordinary wobbles into "spikes". Only upward spikes count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from statistics import median
+from typing import Any
+
+__all__ = ["RobustZ"]
+
+MAD_TO_STD = 1.4826
+
+
+class RobustZ:
+    """Robust z-scores of new values against a sliding window of accepted ones.
+
+    Args:
+        window: how many recent accepted values are kept.
+        min_count: no z-score (``None``) until this many values were accepted.
+        rel_floor: the floor on the scale as a fraction of ``|median|``.
+        log: score ``log(x)`` instead of ``x`` (for positive quantities such as norms).
+    """
+
+    def __init__(self, window: int = 100, min_count: int = 20, rel_floor: float = 0.05,
+                 log: bool = False) -> None:
+        self.window, self.min_count, self.rel_floor, self.log = window, min_count, rel_floor, log
+        self.values: deque[float] = deque(maxlen=window)
+        self._cache: tuple[float, float] | None = None
+
+    def _transform(self, x: float) -> float:
+        if not self.log:
+            return x
+        return math.log(x) if x > 0 else -math.inf
+
+    def score(self, x: float) -> float | None:
+        """The robust z of ``x``; ``None`` while fewer than ``min_count`` values are known."""
+        if len(self.values) < self.min_count:
+            return None
+        if self._cache is None:
+            med = median(self.values)
+            mad = median(abs(v - med) for v in self.values)
+            floor = self.rel_floor if self.log else self.rel_floor * abs(med)
+            self._cache = (med, max(MAD_TO_STD * mad, floor, 1e-12))
+        med, scale = self._cache
+        return (self._transform(x) - med) / scale
+
+    def add(self, x: float) -> None:
+        """Accept ``x`` into the window (non-finite values are ignored)."""
+        t = self._transform(x)
+        if math.isfinite(t):
+            self.values.append(t)
+            self._cache = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": list(self.values)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.values = deque(state["values"], maxlen=self.window)
+        self._cache = None

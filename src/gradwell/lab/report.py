@@ -1,0 +1,161 @@
+"""``gradwell lab report DIR``: one self-contained HTML file (plots embedded as PNG data URIs,
+no scripts, no server) with, for every run in the store: the verdict when the experiment has
+one, a summary table, a ranking by time-to-target, gradient-flow plots and learning curves."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from . import plots
+from .store import Store
+from .summary import COLUMNS, Row, fmt, summarize
+from .verdict import Criterion, Results
+
+__all__ = ["write_report", "REPORT_NAME", "verdict_for"]
+
+REPORT_NAME = "report.html"
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;
+color:#1d2330}
+main{max-width:1180px;margin:0 auto;padding:24px 28px 48px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:21px;margin:36px 0 6px;border-bottom:2px solid #dde
+;padding-bottom:4px}h3{font-size:16px;margin:22px 0 8px}
+p.meta{color:#5a6272;margin:0 0 12px;font-size:14px}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:13px;margin:6px 0 12px;
+box-shadow:0 1px 2px rgba(0,0,0,.06)}
+th,td{padding:6px 9px;border-bottom:1px solid #e6e8ec;text-align:right;vertical-align:top}
+th{background:#eef0f4;font-weight:600}td:first-child,th:first-child{text-align:left}
+td.text,th.text{text-align:left}tr:nth-child(even) td{background:#fafbfc}
+.pass{color:#17803d;font-weight:600}.fail{color:#b42318;font-weight:600}
+.bad{color:#b42318}.good{color:#17803d}
+img{max-width:100%;background:#fff;border:1px solid #e6e8ec;border-radius:4px}
+details{margin:4px 0 12px;font-size:13px}code,pre{font-size:12px}
+pre{background:#fff;border:1px solid #e6e8ec;padding:8px;overflow-x:auto}
+"""
+
+
+def verdict_for(run: str, results: Results) -> list[Criterion] | None:
+    """The criteria of the built-in experiment behind ``run`` (``name`` or ``name (quick)``)."""
+    from .catalog import EXPERIMENTS
+
+    quick = run.endswith(" (quick)")
+    exp = EXPERIMENTS.get(run.removesuffix(" (quick)"))
+    if exp is None or exp.verdict is None or not results.trials:
+        return None
+    return exp.verdict(results, quick)
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _verdict_html(criteria: list[Criterion] | None) -> str:
+    if not criteria:
+        return ""
+    ok = all(c.passed for c in criteria)
+    rows = "".join(
+        f"<tr><td class=text>{_e(c.claim)}</td><td class=text>{_e(c.expected)}</td>"
+        f"<td class=text>{_e(c.measured)}</td><td class={'pass' if c.passed else 'fail'}>"
+        f"{'✔ holds' if c.passed else '✘ fails'}</td></tr>" for c in criteria)
+    head = ("<span class=pass>reproduced</span>" if ok else "<span class=fail>not reproduced</span>")
+    return (f"<h3>Verdict: {head}</h3><table><tr><th class=text>criterion</th>"
+            f"<th class=text>expected</th><th class=text>measured</th><th>result</th></tr>"
+            f"{rows}</table>")
+
+
+def _summary_html(rows: list[Row]) -> str:
+    head = "".join(f"<th>{_e(name)}</th>" for _, name, _ in COLUMNS)
+    body = []
+    for r in rows:
+        cells = "".join(f"<td>{fmt(r.values.get(k), kind)}</td>" for k, _, kind in COLUMNS)
+        diag = _e(r.diagnosis)
+        cls = "good" if r.diagnosis == "healthy" else "bad"
+        status = "" if r.status == "done" else f"<br><small>{_e(r.status)}</small>"
+        body.append(f"<tr><td>{_e(r.label)}</td><td>{len(r.trials)}</td>{cells}"
+                    f"<td class='text {cls}'>{diag}{status}</td></tr>")
+    return (f"<table><tr><th>configuration</th><th>trials</th>{head}<th class=text>diagnosis"
+            f"</th></tr>{''.join(body)}</table>")
+
+
+def _ranking_html(rows: list[Row], target: dict | None) -> tuple[str, str | None]:
+    if not target:
+        return "<p class=meta>No target in this spec: no ranking by time-to-target.</p>", None
+    order = sorted(rows, key=lambda r: (r.values["seconds_to_target"] is None,
+                                        r.values["seconds_to_target"] or 0.0,
+                                        -(r.values["final_test_acc"] or 0.0)))
+    body = "".join(
+        f"<tr><td>{i}</td><td class=text>{_e(r.label)}</td>"
+        f"<td>{fmt(r.values['seconds_to_target'], 'seconds')}</td>"
+        f"<td>{fmt(r.values['steps_to_target'], 'int')}</td><td>{r.reached}/{len(r.trials)}</td>"
+        "</tr>" for i, r in enumerate(order, 1))
+    goal = f"{target['metric']} {'≥' if target['metric'].endswith('acc') else '≤'} {target['value']}"
+    table = (f"<table><tr><th>rank</th><th class=text>configuration</th><th>time→target</th>"
+             f"<th>steps→target</th><th>reached</th></tr>{body}</table>")
+    img = plots.ranking({r.label: r.values["seconds_to_target"] for r in rows}, goal)
+    return table, img
+
+
+def _img(b64: str | None, alt: str) -> str:
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{b64}">' if b64 else ""
+
+
+def _curves(store: Store, rows: list[Row]) -> str | None:
+    panels: dict[str, dict] = {"training loss": {}, "test loss": {}, "test accuracy": {}}
+    for r in rows:
+        m = store.metrics(r.trials[0]["key"])
+        for panel, name in (("training loss", "train_loss"), ("test loss", "test_loss"),
+                            ("test accuracy", "test_acc")):
+            if name in m:
+                panels[panel][r.label] = [(s, v) for s, _, v in m[name]]
+    if panels["test accuracy"]:
+        panels.pop("test loss")
+    return plots.curves(panels, log={"training loss", "test loss"})
+
+
+def _run_html(store: Store, run: dict[str, Any]) -> str:
+    name, spec = run["name"], run["spec"]
+    rows = summarize(store, name)
+    if not rows:
+        return f"<h2>{_e(name)}</h2><p class=meta>No finished trials yet.</p>"
+    criteria = verdict_for(name, Results(store, name))
+    ranking_table, ranking_img = _ranking_html(rows, spec.get("target"))
+    flows = plots.gradient_flow({r.label: store.layer_stats(r.trials[0]["key"]) for r in rows})
+    curves = _curves(store, rows)
+    budget = ", ".join(f"{k} = {v}" for k, v in (spec.get("budget") or {}).items())
+    failed = [t for r in rows for t in r.trials if t["status"] == "failed"]
+    errors = "".join(f"<details><summary>failed: {_e(t['label'])}</summary><pre>{_e(t['error'])}"
+                     "</pre></details>" for t in failed)
+    return f"""<h2>{_e(name)}</h2><p class=meta>{_e(run['description'])}</p>
+<p class=meta>{sum(len(r.trials) for r in rows)} trials · {len(rows)} configurations ·
+budget: {_e(budget)} · medians over seeds</p>
+{_verdict_html(criteria)}
+<h3>Summary</h3>{_summary_html(rows)}{errors}
+<h3>Ranking by time to target</h3>{ranking_table}{_img(ranking_img, 'ranking')}
+<h3>Gradient flow per configuration</h3>
+<p class=meta>Gradient norm of each layer's weights, input layer on the left (first seed).
+A line falling steeply to the left is a vanishing gradient.</p>{_img(flows, 'gradient flow')}
+<h3>Learning curves</h3>{_img(curves, 'learning curves')}
+<details><summary>Spec</summary><pre>{_e(json.dumps(spec, indent=2))}</pre></details>"""
+
+
+def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of every run stored in ``directory`` to ``out`` (default
+    ``DIR/report.html``) and return its path."""
+    directory = Path(directory)
+    out = Path(out) if out else directory / REPORT_NAME
+    with Store(directory) as store:
+        sections = "\n".join(_run_html(store, run) for run in store.runs())
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    page = f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8>
+<meta name=viewport content="width=device-width,initial-scale=1">
+<title>gradwell lab report</title><style>{_CSS}</style></head><body><main>
+<h1>gradwell lab report</h1><p class=meta>{_e(directory.resolve())} · {stamp}</p>
+{sections or '<p>No runs in this directory.</p>'}
+</main></body></html>"""
+    out.write_text(page, encoding="utf-8")
+    return out
