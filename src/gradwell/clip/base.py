@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
-__all__ = ["Clipper", "clip_", "grad_norms", "total_norm", "check_clipper"]
+__all__ = ["Clipper", "clip_", "grad_norms", "total_norm", "check_clipper", "nonfinite_flag"]
 
 
 class Clipper:
@@ -74,7 +74,12 @@ def grad_norms(grads: list[Tensor], norm_type: float = 2.0) -> list[Tensor]:
     """Per-tensor ``norm_type``-norms of ``grads`` in one foreach pass (0-dim tensors, no sync)."""
     if not grads:
         return []
-    return list(torch._foreach_norm(grads, norm_type))
+    return list(torch._foreach_norm(_values(grads), norm_type))
+
+
+def _values(grads: list[Tensor]) -> list[Tensor]:
+    """Sparse gradients by their stored values (same norm, same finiteness)."""
+    return [g.coalesce()._values() if g.is_sparse else g for g in grads]
 
 
 def total_norm(norms: list[Tensor], norm_type: float = 2.0) -> Tensor:
@@ -87,6 +92,30 @@ def total_norm(norms: list[Tensor], norm_type: float = 2.0) -> Tensor:
         return torch.tensor(0.0)
     device = norms[0].device
     return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]), norm_type)
+
+
+def nonfinite_flag(grads: list[Tensor], norms: list[Tensor], total: Tensor, norm_type: float
+                   ) -> tuple[Tensor, list[Tensor], Tensor]:
+    """``found_inf`` (0-dim float32, 1.0 if any gradient holds NaN/Inf) from the norm pass.
+
+    A non-finite element makes the norm non-finite, so a finite ``total`` proves the step clean
+    at no extra cost. The converse fails only when the norm itself overflows (float32 elements
+    above ~1e19 for the 2-norm). On the CPU, where reading a value costs no synchronisation,
+    that rare case is settled exactly: the elements are checked, and the norms of finite
+    gradients are recomputed with float64 accumulation. On accelerators, where that read would
+    stall the stream, an overflowing norm counts as non-finite.
+
+    Returns:
+        ``(found_inf, norms, total)``, the norms recomputed if they had overflowed.
+    """
+    found_inf = (~torch.isfinite(total)).to(torch.float32)
+    if total.device.type != "cpu" or not found_inf.item():
+        return found_inf, norms, total
+    grads = _values(grads)
+    if any(not bool(torch.isfinite(g).all()) for g in grads):
+        return found_inf, norms, total
+    norms = list(torch._foreach_norm(grads, norm_type, dtype=torch.float64))
+    return torch.zeros((), dtype=torch.float32), norms, total_norm(norms, norm_type)
 
 
 def clip_(parameters: Tensor | Iterable[Tensor], clipper: Clipper) -> tuple[Tensor, Tensor]:
@@ -114,9 +143,10 @@ def clip_(parameters: Tensor | Iterable[Tensor], clipper: Clipper) -> tuple[Tens
     factor = clipper(grads, params, norms, total)
     if factor is not None:
         apply_factor_(grads, factor)
-        return total, factor
-    after = total_norm(grad_norms(grads, clipper.norm_type), clipper.norm_type)
-    return total, torch.where(total > 0, after / total, torch.ones_like(total))
+    else:
+        after = total_norm(grad_norms(grads, clipper.norm_type), clipper.norm_type)
+        factor = torch.where(total > 0, after / total, torch.ones_like(total))
+    return total, torch.where(torch.isfinite(total), factor, torch.full_like(factor, math.nan))
 
 
 def apply_factor_(grads: list[Tensor], factor: Tensor) -> None:

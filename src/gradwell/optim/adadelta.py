@@ -40,8 +40,8 @@ class scale_by_adadelta(Transform):  # noqa: N801
         self.check(self.defaults)
 
     def check(self, group: dict[str, Any]) -> None:
-        check_range("rho value", group["rho"], 0.0, 1.0, high_open=True)
-        check_range("epsilon value", group["eps"])
+        check_range("rho", group["rho"], 0.0, 1.0, high_open=True)
+        check_range("eps", group["eps"])
 
     def init(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         return {"step": torch.zeros((), dtype=torch.float32, device=param.device),

@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.adagrad import adagrad as torch_adagrad
 
 from ..clip.base import Clipper
 from .base import Quotient, Transform, chain, check_range, scalar_steps
-from .dropin import DropIn, fused_groups, run_with_steps
+from .dropin import DropIn, fused_groups, run_with_steps, scale_
 from .optimizer import GroupBatch, ParamsT
 from .weight_decay import add_decayed_weights
 
@@ -41,9 +42,9 @@ class scale_by_adagrad(Transform):  # noqa: N801
         self.check(self.defaults)
 
     def check(self, group: dict[str, Any]) -> None:
-        check_range("lr_decay value", group["lr_decay"])
-        check_range("initial_accumulator value", group["initial_accumulator_value"])
-        check_range("epsilon value", group["eps"])
+        check_range("lr_decay", group["lr_decay"])
+        check_range("initial_accumulator_value", group["initial_accumulator_value"])
+        check_range("eps", group["eps"])
 
     def init(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         return {"step": torch.zeros((), dtype=torch.float32, device=param.device),
@@ -71,6 +72,7 @@ class Adagrad(DropIn):
     """Drop-in for ``torch.optim.Adagrad``, plus ``clip=`` and ``skip_nonfinite=``."""
 
     has_fused_kernel = True
+    supports_sparse = True
 
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, lr_decay: float = 0,
                  weight_decay: float = 0, initial_accumulator_value: float = 0,
@@ -95,3 +97,12 @@ class Adagrad(DropIn):
                 ps, gs, sums, st, lr=g["lr"], lr_decay=g["lr_decay"],
                 weight_decay=g["weight_decay"], eps=g["eps"], maximize=g["maximize"],
                 grad_scale=scale, found_inf=inf))
+
+    def _sparse_step(self, b: GroupBatch, factor: Tensor | None) -> None:
+        """Sparse gradients (``nn.Embedding(sparse=True)``) take torch's own sparse Adagrad."""
+        g = b.group
+        scale_(b.grads, factor)
+        torch_adagrad(
+            b.params, b.grads, [s["sum"] for s in b.states], [s["step"] for s in b.states],
+            has_sparse_grad=True, foreach=False, lr=g["lr"], weight_decay=g["weight_decay"],
+            lr_decay=g["lr_decay"], eps=g["eps"], maximize=g["maximize"])

@@ -49,7 +49,7 @@ class scale_by_adam(Transform):  # noqa: N801
 
     def check(self, group: dict[str, Any]) -> None:
         check_betas(group["betas"])
-        check_range("epsilon value", group["eps"])
+        check_range("eps", group["eps"])
 
     def init(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state = {"step": torch.zeros((), dtype=torch.float32, device=param.device),

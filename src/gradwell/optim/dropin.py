@@ -119,6 +119,13 @@ def fused_groups(tensorlists: list[list[Tensor]], factor: Tensor | None,
     return out
 
 
+def scale_(grads: list[Tensor], factor: Tensor | None) -> None:
+    """Multiply each gradient (dense or sparse) by ``factor`` in place, if there is one."""
+    if factor is not None:
+        for g in grads:
+            g.mul_(factor.to(g.device))
+
+
 def run_with_steps(steps: list[Tensor], found_inf: Tensor | None,
                    kernel: Callable[[], None]) -> None:
     """``steps += 1``, run the kernel, and undo the increment where the step was skipped."""
@@ -133,4 +140,4 @@ def check_betas(betas: Any) -> None:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"Invalid betas: {betas!r}; allowed: a pair (beta1, beta2) in [0, 1)")
     for i, b in enumerate(betas):
-        check_range(f"beta parameter at index {i}", b, 0.0, 1.0, high_open=True)
+        check_range(f"betas[{i}]", b, 0.0, 1.0, high_open=True)

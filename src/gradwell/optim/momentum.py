@@ -47,8 +47,8 @@ class trace(Transform):  # noqa: N801 - optax-style lower-case transformation na
         self.check(self.defaults)
 
     def check(self, group: dict[str, Any]) -> None:
-        check_range("momentum value", group["momentum"])
-        check_range("dampening value", group["dampening"], 0.0, 1.0)
+        check_range("momentum", group["momentum"])
+        check_range("dampening", group["dampening"], 0.0, 1.0)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum > 0 and zero dampening, got "
                              f"momentum={group['momentum']!r}, dampening={group['dampening']!r}")

@@ -16,12 +16,14 @@ so neither costs a pass over memory or a host synchronisation.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import MutableMapping
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
 
-from ..clip.base import Clipper, apply_factor_, check_clipper, grad_norms, total_norm
+from ..clip.base import (Clipper, apply_factor_, check_clipper, grad_norms, nonfinite_flag,
+                         total_norm)
 from .base import Chain, Quotient, Transform, as_tensors, check_range
 
 __all__ = ["Optimizer", "GroupBatch"]
@@ -32,12 +34,13 @@ ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tens
 class GroupBatch:
     """The parameters of one group that have gradients, with their gradients and states."""
 
-    __slots__ = ("group", "params", "grads", "states", "fresh")
+    __slots__ = ("group", "params", "grads", "states", "fresh", "sparse")
 
     def __init__(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
                  states: list[dict[str, Any]], fresh: list[Tensor]) -> None:
         self.group, self.params, self.grads, self.states, self.fresh = (
             group, params, grads, states, fresh)
+        self.sparse = any(g.is_sparse for g in grads)
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -53,6 +56,9 @@ class Optimizer(torch.optim.Optimizer):
             and no state, and is counted in :attr:`skipped_steps`.
         maximize: maximise the objective instead of minimising it.
     """
+
+    #: Drop-ins whose torch namesake accepts sparse gradients (SGD, Adagrad) set this.
+    supports_sparse: bool = False
 
     def __init__(self, params: ParamsT, transform: Transform, lr: float | Tensor = 1e-3, *,
                  clip: Clipper | None = None, skip_nonfinite: bool = False,
@@ -78,7 +84,7 @@ class Optimizer(torch.optim.Optimizer):
 
     # ----------------------------------------------------------------- construction and state
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        check_range("learning rate (lr)", param_group.get("lr", self.defaults["lr"]))
+        check_range("lr", param_group.get("lr", self.defaults["lr"]))
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         params = param_group["params"]
         params = [params] if isinstance(params, Tensor) else list(params)
@@ -121,13 +127,18 @@ class Optimizer(torch.optim.Optimizer):
             self._skipped = None
             if extra.get("skipped_steps"):
                 self._skipped = torch.tensor(extra["skipped_steps"], dtype=torch.int64)
-            clippers = self._clippers()
-            saved = extra.get("clippers", [])
-            if len(saved) != len(clippers):
-                raise ValueError(f"state_dict holds state of {len(saved)} clippers, but this "
-                                 f"optimizer has {len(clippers)}")
-            for c, s in zip(clippers, saved):
-                c.load_state_dict(s)
+            self._load_clippers(extra.get("clippers", []))
+
+    def _load_clippers(self, saved: list[dict[str, Any]]) -> None:
+        """Restore clipper state; clippers new since the save (none saved) start fresh."""
+        clippers = self._clippers()
+        if not any(saved):
+            return
+        if len(saved) != len(clippers):
+            raise ValueError(f"state_dict holds the state of {len(saved)} clippers, but this "
+                             f"optimizer has {len(clippers)}: {clippers}")
+        for c, s in zip(clippers, saved):
+            c.load_state_dict(s)
 
     def _clippers(self) -> list[Clipper]:
         from .base import ClipTransform
@@ -159,9 +170,12 @@ class Optimizer(torch.optim.Optimizer):
         norms = self._norms(batches)
         found_inf = None
         if self.skip_nonfinite:
-            found_inf = (~torch.isfinite(norms[2])).to(torch.float32)
+            params, per_tensor, total = norms
+            found_inf, per_tensor, total = nonfinite_flag(
+                [p.grad for p in params], per_tensor, total, self._norm_type())
+            norms = self.last_grad_norms = (params, per_tensor, total)
             self._count_skip(found_inf)
-            if any(b.fresh for b in batches) or not all(self._fusable(b) for b in batches):
+            if any(b.fresh or b.sparse or not self._fusable(b) for b in batches):
                 if bool(found_inf):  # one host read per step; none on the fused paths
                     self._forget_fresh_state(batches)
                     return loss
@@ -171,7 +185,9 @@ class Optimizer(torch.optim.Optimizer):
             params, per_tensor, total = norms
             factor = self.clip([p.grad for p in params], params, per_tensor, total)
         for b in batches:
-            if not self._fused_step(b, factor, found_inf):
+            if b.sparse:
+                self._sparse_step(b, factor)
+            elif not self._fused_step(b, factor, found_inf):
                 if factor is not None:
                     apply_factor_(b.grads, factor)
                 self._transform_step(b)
@@ -182,7 +198,7 @@ class Optimizer(torch.optim.Optimizer):
         states, fresh = [], []
         transform = self._transform_for(group)
         for p in params:
-            if p.grad.is_sparse:
+            if p.grad.is_sparse and not self.supports_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             state = self.state[p]
             if not state:
@@ -197,10 +213,12 @@ class Optimizer(torch.optim.Optimizer):
         if self.clip is None and not self.skip_nonfinite:
             return None
         params = [p for b in batches for p in b.params]
-        norm_type = self.clip.norm_type if self.clip is not None else 2.0
-        norms = grad_norms([p.grad for p in params], norm_type)
-        self.last_grad_norms = (params, norms, total_norm(norms, norm_type))
+        norms = grad_norms([p.grad for p in params], self._norm_type())
+        self.last_grad_norms = (params, norms, total_norm(norms, self._norm_type()))
         return self.last_grad_norms
+
+    def _norm_type(self) -> float:
+        return self.clip.norm_type if self.clip is not None else 2.0
 
     def _count_skip(self, found_inf: Tensor) -> None:
         if self._skipped is None:
@@ -215,17 +233,25 @@ class Optimizer(torch.optim.Optimizer):
 
     def _transform_step(self, b: GroupBatch) -> None:
         group = b.group
-        grads = list(torch._foreach_neg(b.grads)) if group["maximize"] else b.grads
-        updates = self._transform_for(group).update(grads, b.states, b.params, group)
+        params, grads, states = b.params, b.grads, b.states
+        if any(p.is_complex() for p in params):  # complex numbers as pairs of reals, like torch
+            params, grads = _real_views(params), _real_views(grads)
+            states = [RealView(s) if p.is_complex() else s for p, s in zip(b.params, states)]
+        grads = list(torch._foreach_neg(grads)) if group["maximize"] else grads
+        updates = self._transform_for(group).update(grads, states, params, group)
         lr = group["lr"]
         if isinstance(lr, Tensor):
-            torch._foreach_add_(b.params, torch._foreach_mul(as_tensors(updates), -lr))
+            torch._foreach_add_(params, torch._foreach_mul(as_tensors(updates), -lr))
         elif isinstance(updates, Quotient):
-            torch._foreach_addcdiv_(b.params, updates.num, updates.den, -lr)
+            torch._foreach_addcdiv_(params, updates.num, updates.den, -lr)
         else:
-            torch._foreach_add_(b.params, updates, alpha=-lr)
+            torch._foreach_add_(params, updates, alpha=-lr)
 
     # --------------------------------------------------------------- hooks for subclasses
+    def _sparse_step(self, b: GroupBatch, factor: Tensor | None) -> None:
+        """A step for a group with sparse gradients (SGD and Adagrad override this)."""
+        raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+
     def _transform_for(self, group: dict[str, Any]) -> Transform:
         """The transformation for ``group`` (drop-ins choose by group flags)."""
         return self.transform
@@ -248,6 +274,35 @@ class Optimizer(torch.optim.Optimizer):
         if type(self) is Optimizer:
             extra.append(f"transform: {self.transform!r}")
         return head[:-1] + "".join(f"    {e}\n" for e in extra) + ")" if extra else head
+
+
+def _real_views(tensors: list[Tensor]) -> list[Tensor]:
+    return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
+
+
+class RealView(MutableMapping):
+    """A complex parameter's state seen as real pairs (``torch.view_as_real``), written through."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def __getitem__(self, key: str) -> Any:
+        v = self.state[key]
+        return torch.view_as_real(v) if isinstance(v, Tensor) and v.is_complex() else v
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if isinstance(value, Tensor) and value.ndim > 0 and value.shape[-1] == 2:
+            value = torch.view_as_complex(value.contiguous())
+        self.state[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.state[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.state)
+
+    def __len__(self) -> int:
+        return len(self.state)
 
 
 def _materialize(params: ParamsT) -> list[Any]:

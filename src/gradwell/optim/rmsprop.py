@@ -44,8 +44,8 @@ class scale_by_rms(Transform):  # noqa: N801
         self.check(self.defaults)
 
     def check(self, group: dict[str, Any]) -> None:
-        check_range("alpha value", group["alpha"])
-        check_range("epsilon value", group["eps"])
+        check_range("alpha", group["alpha"])
+        check_range("eps", group["eps"])
 
     def init(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state = {"step": torch.zeros((), dtype=torch.float32, device=param.device),

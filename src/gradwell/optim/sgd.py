@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.sgd import sgd as torch_sgd
 
 from ..clip.base import Clipper
 from .base import chain, check_range
-from .dropin import DropIn, fused_groups
+from .dropin import DropIn, fused_groups, scale_
 from .momentum import trace
 from .optimizer import GroupBatch, ParamsT
 from .weight_decay import add_decayed_weights
@@ -30,13 +31,14 @@ class SGD(DropIn):
     """Drop-in for ``torch.optim.SGD``, plus ``clip=`` and ``skip_nonfinite=``."""
 
     has_fused_kernel = True
+    supports_sparse = True
 
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3, momentum: float = 0,
                  dampening: float = 0, weight_decay: float | Tensor = 0, nesterov: bool = False,
                  *, maximize: bool = False, foreach: bool | None = None,
                  differentiable: bool = False, fused: bool | None = None,
                  clip: Clipper | None = None, skip_nonfinite: bool = False) -> None:
-        check_range("momentum value", momentum)
+        check_range("momentum", momentum)
         super().__init__(params, _SGD, lr, clip=clip, skip_nonfinite=skip_nonfinite,
                          momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                          nesterov=nesterov, maximize=maximize, foreach=foreach,
@@ -71,3 +73,16 @@ class SGD(DropIn):
                               momentum=g["momentum"], lr=g["lr"], dampening=g["dampening"],
                               nesterov=g["nesterov"], maximize=g["maximize"],
                               is_first_step=is_first_step, grad_scale=sc, found_inf=inf)
+
+    def _sparse_step(self, b: GroupBatch, factor: Tensor | None) -> None:
+        """Sparse gradients (``nn.Embedding(sparse=True)``) take torch's own sparse SGD."""
+        g = b.group
+        scale_(b.grads, factor)
+        bufs = [s.get("momentum_buffer") for s in b.states]
+        torch_sgd(b.params, b.grads, bufs, has_sparse_grad=True, foreach=False,
+                  weight_decay=g["weight_decay"], momentum=g["momentum"], lr=g["lr"],
+                  dampening=g["dampening"], nesterov=g["nesterov"],
+                  maximize=g["maximize"])
+        if g["momentum"] != 0:
+            for s, buf in zip(b.states, bufs):
+                s["momentum_buffer"] = buf

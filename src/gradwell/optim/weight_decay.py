@@ -43,7 +43,7 @@ class add_decayed_weights(Transform):  # noqa: N801
         self.check(self.defaults)
 
     def check(self, group: dict[str, Any]) -> None:
-        check_range("weight_decay value", group["weight_decay"])
+        check_range("weight_decay", group["weight_decay"])
 
     def update(self, updates: list[Tensor], states: list[dict[str, Any]], params: list[Tensor],
                group: dict[str, Any]) -> list[Tensor]:
