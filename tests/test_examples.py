@@ -23,3 +23,11 @@ def test_quickstart_learns_digits_and_skips_the_nan_batch(capsys: pytest.Capture
 
 def test_composed_optimizer_matches_clip_grad_norm_then_torch_adam() -> None:
     assert load("compose_optimizer").main() < 1e-5  # float32 rounding only
+
+
+def test_gd_vs_sgd_minibatch_gets_further_in_the_same_epochs() -> None:
+    results = load("gd_vs_sgd").main()
+    (gd_loss, gd_acc, gd_steps), (sgd_loss, sgd_acc, sgd_steps) = results.values()
+    assert gd_steps == 30  # one full-batch step per epoch
+    assert sgd_steps > 40 * gd_steps  # ~45 mini-batches per epoch
+    assert sgd_loss < gd_loss and sgd_acc > 0.9

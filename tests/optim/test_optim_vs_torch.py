@@ -13,8 +13,7 @@ import inspect
 import pytest
 import torch
 
-import gradwell
-from optim_harness import (BASE_LR, NAMES, STEPS, assert_groups_equal, assert_state_close, gw,
+from optim_harness import (BASE_LR, NAMES, assert_groups_equal, assert_state_close, gw,
                            gw_opt, lockstep, make_model, paths, torch_opt, two_groups)
 
 OPTION_SPACE: dict[str, list[dict]] = {
@@ -52,8 +51,12 @@ OPTION_SPACE: dict[str, list[dict]] = {
     ],
 }
 
+# Every option on the automatic path and the slow one; the forced fused path (where torch has
+# one) on the first and the last, most combined, option set.
 CASES = [pytest.param(name, kw, path_kw, id=f"{name}-{path}-{kw}")
-         for name in NAMES for kw in OPTION_SPACE[name] for path, path_kw in paths(name)]
+         for name in NAMES for i, kw in enumerate(OPTION_SPACE[name])
+         for path, path_kw in paths(name)
+         if path != "fused=True" or i in (0, len(OPTION_SPACE[name]) - 1)]
 
 GROUPS = {
     "SGD": ({"momentum": 0.9, "nesterov": True},
@@ -104,6 +107,17 @@ def test_tensor_learning_rate(name: str, path: str, path_kw: dict) -> None:
              lambda m: gw(name)(m.parameters(), lr=lr.clone(), **path_kw), steps=20)
 
 
+@pytest.mark.parametrize("path_kw", [{}, {"fused": False}])
+def test_tensor_betas_and_weight_decay(path_kw: dict) -> None:
+    """The signatures allow tensors for Adam's betas and SGD's weight_decay."""
+    def t(x):
+        return torch.tensor(x, dtype=torch.float64)
+    lockstep(torch_opt("Adam", lr=0.01, betas=(t(0.9), t(0.99))),
+             gw_opt("Adam", lr=0.01, betas=(t(0.9), t(0.99)), **path_kw), steps=20)
+    lockstep(torch_opt("SGD", lr=0.05, momentum=0.9, weight_decay=t(0.1)),
+             gw_opt("SGD", lr=0.05, momentum=0.9, weight_decay=t(0.1), **path_kw), steps=20)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_signature_and_defaults_match_torch(name: str) -> None:
     """Same parameters, kinds and defaults as torch.optim 2.13, plus clip= and skip_nonfinite=."""
@@ -145,9 +159,30 @@ def test_adagrad_state_of_unused_parameter_like_torch(path_kw: dict) -> None:
     assert_state_close(ref.opt, got.opt, "after one step", lenient_untouched=False)
 
 
-def test_default_path_on_cpu_float64_is_not_slower_variant_only() -> None:
-    """``fused=None`` must stay a valid request, and an explicit ``foreach=True`` too."""
-    for name in NAMES:
-        kw = {"lr": BASE_LR[name]}
-        lockstep(torch_opt(name, **kw), gw_opt(name, foreach=True, **kw), steps=5)
-    assert gradwell.optim.SGD is gw("SGD")
+@pytest.mark.parametrize("name", NAMES)
+def test_explicit_foreach_true_is_accepted_and_matches(name: str) -> None:
+    kw = {"lr": BASE_LR[name]}
+    lockstep(torch_opt(name, **kw), gw_opt(name, foreach=True, **kw), steps=10)
+
+
+KERNELS = {"SGD": "_fused_sgd_", "Adagrad": "_fused_adagrad_", "Adam": "_fused_adam_",
+           "AdamW": "_fused_adamw_"}
+
+
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_auto_path_takes_torchs_fused_kernel_and_fused_false_does_not(name, monkeypatch) -> None:
+    """So that the "auto" and "fused=False" comparisons above really cover two code paths."""
+    calls = []
+    kernel = getattr(torch, KERNELS[name])
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(torch, KERNELS[name], counting)
+    kw = {"lr": BASE_LR[name], **({"momentum": 0.9} if name == "SGD" else {})}
+    lockstep(torch_opt(name, **kw), gw_opt(name, **kw), steps=3)
+    assert calls, f"gradwell.optim.{name}() on CPU float64 never called torch.{KERNELS[name]}"
+    calls.clear()
+    lockstep(torch_opt(name, **kw), gw_opt(name, fused=False, **kw), steps=3)
+    assert not calls, f"gradwell.optim.{name}(fused=False) still called the fused kernel"
