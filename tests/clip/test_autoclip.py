@@ -14,7 +14,8 @@ from gradwell.clip import AutoClip, clip_
 from clip_helpers import grads_with_norm, no_host_sync, norm_sequence
 
 
-def run_reference(norms: list[float], percentile: float, window: int | None) -> list[list[np.ndarray]]:
+def run_reference(norms: list[float], percentile: float,
+                  window: int | None) -> list[list[np.ndarray]]:
     """Seetharaman et al. 2020: append the norm, clip_grad_norm_ to the percentile."""
     history: list[float] = []
     out = []
@@ -143,3 +144,22 @@ def test_bad_history() -> None:
         AutoClip(10, history=5).load_state_dict(AutoClip(10, history=3).state_dict()
                                                 or {"history": torch.zeros(3),
                                                     "pos": torch.tensor(0)})
+
+
+def test_dropin_adam_folds_the_factor_like_the_reference() -> None:
+    """gradwell.optim.Adam(clip=AutoClip) against torch.optim.Adam after the paper's recipe."""
+    norms = norm_sequence(40, seed=13, spikes=(10, 25))
+    history: list[float] = []
+    p_ref = torch.nn.Parameter(torch.zeros(15, dtype=torch.float64))
+    p_gw = torch.nn.Parameter(torch.zeros(15, dtype=torch.float64))
+    opt_ref = torch.optim.Adam([p_ref], lr=0.01)
+    opt_gw = gradwell.optim.Adam([p_gw], lr=0.01, clip=AutoClip(25, history=100))
+    for t, target in enumerate(norms):
+        g = grads_with_norm(target, t)[0].reshape(-1).double()
+        p_ref.grad, p_gw.grad = g.clone(), g.clone()
+        history.append(float(torch.linalg.vector_norm(g)))
+        torch.nn.utils.clip_grad_norm_([p_ref], float(np.percentile(history, 25)))
+        opt_ref.step()
+        opt_gw.step()
+    np.testing.assert_allclose(p_gw.detach().numpy(), p_ref.detach().numpy(), rtol=1e-6,
+                               atol=1e-9)

@@ -72,15 +72,21 @@ def test_spike_during_warmup_is_not_clipped() -> None:
 
 def test_nonfinite_norm_leaves_statistics_alone() -> None:
     a, b = ZClip(0.9, 2.0, 3), ZClip(0.9, 2.0, 3)
-    seq = [1.0, 1.2, 0.9, 1.1, 1.05]
-    for i, v in enumerate(seq):
+    for i, v in enumerate([1.0, 1.2, 0.9, 1.1, 1.05, 3.0, 1.0]):
         a([], [], [], torch.tensor(v))
-        if i in (1, 3):
+        b([], [], [], torch.tensor(v))
+        if i in (3, 5):  # after warmup
             a([], [], [], torch.tensor(float("nan")))
             a([], [], [], torch.tensor(float("inf")))
-        b([], [], [], torch.tensor(v))
-    for k, v in b.state_dict().items():
-        assert torch.equal(a.state_dict()[k], v), k
+        assert torch.equal(a.stats[0], b.stats[0]) and torch.equal(a.stats[1], b.stats[1]), i
+
+
+def test_nonfinite_norm_in_warmup_is_left_out_of_initial_statistics() -> None:
+    clipper = ZClip(0.9, 2.0, warmup=4)
+    for v in [1.0, float("nan"), 3.0, float("inf")]:
+        clipper([], [], [], torch.tensor(v))
+    mean, std = clipper.stats
+    assert float(mean) == 2.0 and float(std) == 1.0  # of (1, 3) only
 
 
 def test_no_host_sync() -> None:
@@ -134,3 +140,25 @@ def test_state_dict_round_trip_through_optimizer() -> None:
 def test_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ZClip(**kwargs)
+
+
+def test_dropin_adam_folds_the_factor_like_the_reference() -> None:
+    """gradwell.optim.Adam(clip=ZClip) (the factor rides in the fused kernel) against
+    torch.optim.Adam on gradients scaled by the reference loop's factor."""
+    norms = norm_sequence(40, seed=11, spikes=(15, 30))
+    ref = ZClipReference(0.97, 2.5, 8, True)
+    p_ref = torch.nn.Parameter(torch.zeros(15, dtype=torch.float64))
+    p_gw = torch.nn.Parameter(torch.zeros(15, dtype=torch.float64))
+    opt_ref = torch.optim.Adam([p_ref], lr=0.01)
+    opt_gw = gradwell.optim.Adam([p_gw], lr=0.01, clip=ZClip(warmup=8))
+    clipped = 0
+    for t, target in enumerate(norms):
+        g = grads_with_norm(target, t)[0].reshape(-1).double()
+        factor = ref.factor(float(torch.linalg.vector_norm(g)))
+        clipped += factor < 1
+        p_ref.grad, p_gw.grad = g * factor, g.clone()
+        opt_ref.step()
+        opt_gw.step()
+    assert clipped >= 2
+    np.testing.assert_allclose(p_gw.detach().numpy(), p_ref.detach().numpy(), rtol=1e-6,
+                               atol=1e-9)

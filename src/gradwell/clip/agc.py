@@ -9,7 +9,7 @@ one output filter of a convolution) of layer :math:`\\ell`:
     G^\\ell_i \\leftarrow
     \\begin{cases}
       \\lambda \\dfrac{\\lVert W^\\ell_i\\rVert^\\star}{\\lVert G^\\ell_i\\rVert} G^\\ell_i
-        & \\text{if } \\dfrac{\\lVert G^\\ell_i\\rVert}{\\lVert W^\\ell_i\\rVert^\\star} > \\lambda \\\\
+        & \\text{if } \\lVert G^\\ell_i\\rVert / \\lVert W^\\ell_i\\rVert^\\star > \\lambda \\\\
       G^\\ell_i & \\text{otherwise}
     \\end{cases}
     \\qquad \\lVert W_i\\rVert^\\star = \\max(\\lVert W_i\\rVert_F, \\epsilon)
@@ -22,8 +22,9 @@ in torch's layout; a 1-D tensor (bias, norm gain) or a scalar is a single unit.
 The paper does not clip the final classifier layer ("we find it is beneficial not to clip the
 final linear layer"); pass it as ``exclude=`` (a module, a tensor, or an iterable of them).
 
-Cost: two row-norm reductions per matrix (gradient and weight), one vectorised computation of all
-factors, one foreach multiply; no value is read back to the host.
+Cost: two row-norm reductions per matrix (gradient and weight; the norms of 1-D gradients come
+from the caller), four foreach ops on the small list of unit norms, one broadcasting foreach
+multiply; no value is read back to the host.
 """
 
 from __future__ import annotations
@@ -72,16 +73,13 @@ class AGC(Clipper):
             return None
         gs = [grads[i] for i in keep]
         g_units = unit_norms(gs, [norms[i] for i in keep] if norms else None)
-        w_units = unit_norms([params[i].detach() for i in keep])
-        sizes = [n.numel() for n in g_units]
-        g_all = torch.cat([n.reshape(-1).to(g_units[0].device) for n in g_units])
-        w_all = torch.cat([n.reshape(-1).to(g_units[0].device) for n in w_units])
-        max_norm = w_all.clamp_min(self.eps).mul_(self.clipping)
+        max_norms = unit_norms([params[i].detach() for i in keep])
+        torch._foreach_clamp_min_(max_norms, self.eps)
+        torch._foreach_mul_(max_norms, self.clipping)
         # min(1, max_norm / ||G_i||): an all-zero unit gives inf -> 1, i.e. it is left alone.
-        factors = torch.clamp(max_norm / g_all, max=1.0)
-        shaped = [f.reshape(_unit_shape(g)).to(device=g.device, dtype=g.dtype)
-                  for f, g in zip(factors.split(sizes), gs)]
-        torch._foreach_mul_(gs, shaped)
+        factors = torch._foreach_div(max_norms, g_units)
+        torch._foreach_clamp_max_(factors, 1.0)
+        torch._foreach_mul_(gs, factors)  # factors broadcast over each unit
         return None
 
     @property
@@ -97,9 +95,9 @@ class AGC(Clipper):
 def unit_norms(tensors: list[Tensor], whole: list[Tensor] | None = None) -> list[Tensor]:
     """Frobenius norm of every unit of every tensor (see the module docstring for units).
 
-    Tensors with ``ndim <= 1`` are one unit each: their norms come from one foreach pass (or
-    from ``whole``, the per-tensor norms the caller already has). Larger tensors get one
-    reduction over all axes but the first.
+    Tensors with ``ndim <= 1`` are one unit each: a 0-dim norm from one foreach pass (or from
+    ``whole``, the per-tensor norms the caller already has). Larger tensors get one reduction
+    over all axes but the first, kept as ``(units, 1, ..., 1)`` so that it broadcasts.
     """
     out: list[Tensor | None] = [None] * len(tensors)
     small = [i for i, t in enumerate(tensors) if t.ndim <= 1]
@@ -109,18 +107,11 @@ def unit_norms(tensors: list[Tensor], whole: list[Tensor] | None = None) -> list
         else:
             found = list(torch._foreach_norm([tensors[i] for i in small], 2.0))
         for i, n in zip(small, found):
-            out[i] = n.reshape(1)
+            out[i] = n
     for i, t in enumerate(tensors):
         if t.ndim > 1:
-            out[i] = torch.linalg.vector_norm(t, 2.0, dim=tuple(range(1, t.ndim)))
+            out[i] = torch.linalg.vector_norm(t, 2.0, dim=tuple(range(1, t.ndim)), keepdim=True)
     return out  # type: ignore[return-value]
-
-
-def _unit_shape(t: Tensor) -> tuple[int, ...]:
-    """Shape of the per-unit factor that broadcasts against ``t``."""
-    if t.ndim <= 1:
-        return (1,) * t.ndim
-    return (t.shape[0],) + (1,) * (t.ndim - 1)
 
 
 def _collect(exclude: Excludable | None) -> list[Tensor]:

@@ -8,7 +8,8 @@ Separation Networks" (IEEE MLSP), section 2. At step :math:`t`, with the global 
 .. math::
 
     \\eta_c(t) = \\operatorname{percentile}_p(h), \\qquad
-    g_t \\leftarrow g_t \\cdot \\min\\left(1, \\frac{\\eta_c(t)}{\\lVert g_t\\rVert + 10^{-6}}\\right)
+    g_t \\leftarrow g_t \\cdot
+        \\min\\left(1, \\frac{\\eta_c(t)}{\\lVert g_t\\rVert + 10^{-6}}\\right)
 
 The percentile interpolates linearly (``numpy.percentile``'s default), and the scaling is
 ``torch.nn.utils.clip_grad_norm_``'s, as in the paper's code. The paper keeps the whole history;
@@ -95,7 +96,8 @@ class AutoClip(Clipper):
             self._buf = self._pos = None
             return
         if set(state) != {"history", "pos"}:
-            raise ValueError(f"AutoClip state must have keys ['history', 'pos'], got {sorted(state)}")
+            raise ValueError("AutoClip state must have keys ['history', 'pos'], got "
+                             f"{sorted(state)}")
         buf = state["history"]
         if buf.shape != (self.history,):
             raise ValueError(f"AutoClip state holds a history of {tuple(buf.shape)}, but this "

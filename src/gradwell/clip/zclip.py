@@ -1,8 +1,9 @@
 """ZClip: clip gradient-norm spikes detected by a z-score against running statistics.
 
 Kumar, Owen, Roy Chowdhury & Güra 2025, "ZClip: Adaptive Spike Mitigation for LLM
-Pre-Training" (arXiv:2504.02507), Algorithm 1. The first ``warmup`` finite norms are only
-recorded; their mean and (population) variance start the statistics. Then, at every step, with
+Pre-Training" (arXiv:2504.02507), Algorithm 1. The norms of the first ``warmup`` steps are only
+recorded; their mean and (population) variance start the statistics (non-finite norms among them
+are left out). Then, at every step, with
 :math:`g_t` the global gradient norm:
 
 .. math::
@@ -22,12 +23,15 @@ The statistics are updated with the *clipped* norm, so a spike does not inflate 
 clipping pulls larger outliers further down (the paper's default); ``reciprocal=False`` clips
 to the threshold itself, :math:`g^\\ast_t = \\mu_{t-1} + z_{thres}\\,\\sigma_{t-1}`.
 
-All statistics are 0-dim tensors on the gradients' device, every branch is a ``torch.where``,
-so a step never reads a value back to the host. A non-finite norm leaves the statistics alone.
+All statistics are 0-dim tensors on the gradients' device and every branch after warmup is a
+``torch.where`` (about twenty scalar ops a step), so a step never reads a value back to the
+host. A non-finite norm leaves the statistics alone. The EMAs are written as
+``torch.lerp(mu, g, 1 - alpha)``, the same update.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -37,7 +41,7 @@ from .base import Clipper, check_positive
 
 __all__ = ["ZClip"]
 
-_KEYS = ("count", "mean", "var", "warm")
+_KEYS = ("step", "mean", "var", "warm")
 
 
 class ZClip(Clipper):
@@ -46,8 +50,8 @@ class ZClip(Clipper):
     Args:
         alpha: EMA decay in (0, 1) (paper: 0.97).
         z_thresh: z-score above which a norm is a spike, > 0 (paper: 2.5).
-        warmup: number of finite norms used to initialise the statistics, a positive int
-            (paper: 25); nothing is clipped before.
+        warmup: steps whose norms initialise the statistics, a positive int (paper: 25);
+            nothing is clipped before.
         eps: added to the standard deviation in the z-score, > 0.
         reciprocal: clip a spike to ``mu + z_thresh**2 / z * sigma`` (paper) instead of
             ``mu + z_thresh * sigma``.
@@ -68,53 +72,50 @@ class ZClip(Clipper):
         self.warmup = warmup
         self.eps = check_positive("eps", eps)
         self.reciprocal = bool(reciprocal)
+        self._step = 0
         self._state: dict[str, Tensor] = {}
 
     def __call__(self, grads: list[Tensor], params: list[Tensor], norms: list[Tensor],
                  total: Tensor) -> Tensor:
         s = self._tensors(total)
         g = total.detach().to(s["mean"].dtype)
-        ok = torch.isfinite(g)
-        warming = s["count"] < self.warmup
-        self._record_warmup(s, g, ok & warming)
-        spike, clipped = self._detect(s, g, warming)
-        g_eff = torch.where(spike, clipped, g)
-        new_mean = self.alpha * s["mean"] + (1 - self.alpha) * g_eff
-        new_var = self.alpha * s["var"] + (1 - self.alpha) * (g_eff - new_mean) ** 2
-        update = ok & ~warming
-        s["mean"].copy_(torch.where(update, new_mean, s["mean"]))
-        s["var"].copy_(torch.where(update, new_var, s["var"]))
-        s["count"].add_(ok.to(s["count"].dtype))
-        filled = warming & (s["count"] == self.warmup)
-        s["mean"].copy_(torch.where(filled, s["warm"].mean(), s["mean"]))
-        s["var"].copy_(torch.where(filled, s["warm"].var(correction=0), s["var"]))
-        factor = torch.where(spike, clipped / (g + 1e-6), torch.ones_like(g))
-        return factor.to(total.dtype)
-
-    def _detect(self, s: dict[str, Tensor], g: Tensor, warming: Tensor) -> tuple[Tensor, Tensor]:
-        """(is this norm a spike, the norm it is clipped to)."""
+        self._step += 1
+        if self._step <= self.warmup:
+            return self._warm_up(s, g).to(total.dtype)
         std = s["var"].sqrt()
         z = (g - s["mean"]) / (std + self.eps)
-        spike = ~warming & (z > self.z_thresh)
+        spike = z > self.z_thresh  # False for a NaN norm
         if self.reciprocal:
             clipped = s["mean"] + (self.z_thresh ** 2) * std / z
         else:
             clipped = s["mean"] + self.z_thresh * std
-        return spike, clipped
+        g_eff = torch.where(spike, clipped, g)
+        ok = torch.isfinite(g)
+        new_mean = torch.lerp(s["mean"], g_eff, 1 - self.alpha)
+        new_var = torch.lerp(s["var"], (g_eff - new_mean).square(), 1 - self.alpha)
+        s["mean"].copy_(torch.where(ok, new_mean, s["mean"]))
+        s["var"].copy_(torch.where(ok, new_var, s["var"]))
+        return torch.where(spike, clipped / (g + 1e-6), 1.0).to(total.dtype)
 
-    def _record_warmup(self, s: dict[str, Tensor], g: Tensor, take: Tensor) -> None:
-        slot = s["count"].clamp(max=self.warmup - 1).reshape(1)
-        old = s["warm"].index_select(0, slot)
-        s["warm"].index_copy_(0, slot, torch.where(take, g.reshape(1), old))
+    def _warm_up(self, s: dict[str, Tensor], g: Tensor) -> Tensor:
+        """Record the norm; after the last warmup step, start the statistics from the record."""
+        warm = s["warm"]
+        warm[self._step - 1].copy_(torch.where(torch.isfinite(g), g, math.nan))
+        if self._step == self.warmup:
+            finite = ~torch.isnan(warm)
+            n = finite.sum().clamp(min=1)
+            mean = torch.where(finite, warm, 0.0).sum() / n
+            s["mean"].copy_(mean)
+            s["var"].copy_(torch.where(finite, (warm - mean).square(), 0.0).sum() / n)
+        return torch.ones_like(g)
 
     def _tensors(self, total: Tensor) -> dict[str, Tensor]:
         if not self._state:
             dtype = total.dtype if total.dtype in (torch.float32, torch.float64) else torch.float32
             dev = total.device
-            self._state = {"count": torch.zeros((), dtype=torch.int64, device=dev),
-                           "mean": torch.zeros((), dtype=dtype, device=dev),
+            self._state = {"mean": torch.zeros((), dtype=dtype, device=dev),
                            "var": torch.zeros((), dtype=dtype, device=dev),
-                           "warm": torch.zeros(self.warmup, dtype=dtype, device=dev)}
+                           "warm": torch.full((self.warmup,), math.nan, dtype=dtype, device=dev)}
         elif self._state["mean"].device != total.device:
             self._state = {k: v.to(total.device) for k, v in self._state.items()}
         return self._state
@@ -127,18 +128,21 @@ class ZClip(Clipper):
         return self._state["mean"].clone(), self._state["var"].sqrt()
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: v.clone() for k, v in self._state.items()}
+        if not self._state:
+            return {}
+        return {"step": self._step, **{k: v.clone() for k, v in self._state.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
-            self._state = {}
+            self._step, self._state = 0, {}
             return
         if set(state) != set(_KEYS):
             raise ValueError(f"ZClip state must have keys {sorted(_KEYS)}, got {sorted(state)}")
         if state["warm"].shape != (self.warmup,):
             raise ValueError(f"ZClip state was saved with warmup={state['warm'].shape[0]}, but "
                              f"this ZClip has warmup={self.warmup}")
-        self._state = {k: state[k].detach().clone() for k in _KEYS}
+        self._step = int(state["step"])
+        self._state = {k: state[k].detach().clone() for k in _KEYS if k != "step"}
 
     def __repr__(self) -> str:
         extra = "" if self.reciprocal else ", reciprocal=False"

@@ -1,9 +1,11 @@
 """What the guard saw: events, and the same events as findings ``gradwell.watch`` can show.
 
 A :class:`GuardEvent` is one decision (a skipped step, a rollback, a newly trusted snapshot).
-:func:`to_finding` turns a skip or a rollback into a :class:`GuardFinding`, which has the fields
-of ``gradwell.watch``'s ``Finding``: ``kind`` (``"nonfinite"`` or ``"exploding"``), ``layer``,
-``step``, ``severity``, ``evidence`` and ``remedies``, plus ``source = "guard"``.
+:func:`to_finding` turns a skip or a rollback into a :class:`gradwell.diagnose.Finding` (the
+class ``mon.findings()`` returns): ``kind`` ``"nonfinite"`` or ``"exploding"``, ``layer``,
+``step``, ``severity`` (``"info"`` for an AMP overflow, ``"warning"`` for a skip, ``"error"``
+for a rollback), ``evidence`` (with ``source = "guard"`` and a one-line ``summary``) and
+``remedies``. :func:`to_record` is the JSON-able dict the guard adds to a monitor's history.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GuardEvent", "GuardFinding", "to_finding", "REASONS"]
+__all__ = ["GuardEvent", "to_finding", "to_record", "REASONS"]
 
 #: Why a step was not taken, and the finding kind each reason maps to.
 REASONS = {
@@ -48,7 +50,8 @@ class GuardEvent:
     """One guard decision.
 
     Attributes:
-        step: the guard's step counter (calls to ``guard.step``, starting at 1).
+        step: which call of ``guard.step`` it was, counting from 0 (like ``gradwell.watch``):
+            the index of the batch in a loop that calls ``guard.step`` once per batch.
         action: ``"skipped"``, ``"rolled_back"`` or ``"trusted"`` (a snapshot became the
             rollback target).
         reason: for a skip, a key of :data:`REASONS`; for a rollback, ``"max_bad_steps"``;
@@ -71,36 +74,36 @@ class GuardEvent:
                 f"grad_norm={self.grad_norm:.4g}" + (f"; {extra}" if extra else ""))
 
 
-@dataclass(frozen=True)
-class GuardFinding:
-    """A guard event in the shape of a ``gradwell.watch`` finding."""
-
-    kind: str
-    layer: str | None
-    step: int
-    severity: str
-    evidence: dict[str, Any]
-    remedies: list[str]
-    source: str = "guard"
-
-    def __str__(self) -> str:
-        where = f" in {self.layer}" if self.layer else ""
-        return (f"[{self.severity}] {self.kind}{where} at step {self.step} (guard): "
-                f"{self.evidence}; try: {'; '.join(self.remedies)}")
+_SUMMARIES = {
+    "nonfinite_loss": "step skipped: the loss is NaN/Inf",
+    "nonfinite_grad": "step skipped: gradients hold NaN/Inf",
+    "loss_spike": "step skipped: loss spike",
+    "grad_spike": "step skipped: gradient-norm spike",
+    "amp_overflow": "step skipped: float16 overflow, GradScaler lowered its scale",
+}
 
 
-def to_finding(event: GuardEvent) -> GuardFinding | None:
-    """The finding for a skip or rollback; ``None`` for bookkeeping events."""
+def to_finding(event: GuardEvent) -> Any:
+    """The ``gradwell.diagnose.Finding`` for a skip or rollback; ``None`` for bookkeeping."""
+    from ..diagnose.finding import Finding
     if event.action == "skipped":
         kind = REASONS[event.reason]
         severity = "info" if event.reason == "amp_overflow" else "warning"
-        remedies = _REMEDIES[event.reason]
+        remedies, summary = _REMEDIES[event.reason], _SUMMARIES[event.reason]
     elif event.action == "rolled_back":
         kind, severity, remedies = "exploding", "error", _REMEDIES["rollback"]
+        summary = (f"rolled back to good step {event.detail.get('to_good_step')} after repeated "
+                   f"bad steps; learning rates now x{event.detail.get('lr_scale', 1.0):.3g}")
     else:
         return None
     layers = event.detail.get("nonfinite_layers") or []
-    evidence = {"reason": event.reason, "loss": event.loss, "grad_norm": event.grad_norm,
-                **event.detail}
-    return GuardFinding(kind=kind, layer=layers[0] if layers else None, step=event.step,
-                        severity=severity, evidence=evidence, remedies=list(remedies))
+    evidence = {"source": "guard", "summary": summary, "reason": event.reason,
+                "loss": event.loss, "grad_norm": event.grad_norm, **event.detail}
+    return Finding(kind=kind, layer=layers[0] if layers else None, step=event.step,
+                   severity=severity, evidence=evidence, remedies=list(remedies))
+
+
+def to_record(event: GuardEvent) -> dict[str, Any]:
+    """``event`` as a JSON-able dict with ``kind = "guard"`` (for a monitor's event log)."""
+    return {"kind": "guard", "step": event.step, "action": event.action, "reason": event.reason,
+            "loss": event.loss, "grad_norm": event.grad_norm, **event.detail}

@@ -61,6 +61,8 @@ class SnapshotStore:
         self.directory = Path(directory) if directory is not None else None
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
+            for stale in ("candidate.pt", "trusted.pt.tmp", "candidate.pt.tmp"):
+                (self.directory / stale).unlink(missing_ok=True)  # left by an earlier run
         self._memory: dict[str, dict[str, Any]] = {}
         self._present: set[str] = set()
 

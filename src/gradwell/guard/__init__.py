@@ -1,0 +1,20 @@
+"""Never lose a run to a NaN: skip bad steps exactly, roll back when they persist.
+
+``guard = gradwell.guard.Guard(model, optimizer)``, then per batch::
+
+    loss.backward()
+    status = guard.step(loss)        # "ok" (optimizer stepped), "skipped" or "rolled_back"
+
+``guard.events`` says what happened, when and why; ``guard.findings()`` gives the skips and
+rollbacks as ``gradwell.diagnose.Finding`` objects, the ones ``mon.findings()`` returns; with
+``Guard(..., monitor=mon)`` they are also written to the monitor's event log. See
+``docs/guards.md``.
+"""
+
+from .events import GuardEvent, to_finding, to_record
+from .guard import Guard
+from .snapshot import SnapshotStore, capture, restore
+from .spike import RobustZ
+
+__all__ = ["Guard", "GuardEvent", "to_finding", "to_record", "RobustZ", "SnapshotStore",
+           "capture", "restore"]
