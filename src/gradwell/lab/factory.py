@@ -1,8 +1,5 @@
-"""Optimizers and clippers from a trial configuration.
-
-gradwell's drop-in optimizers are used when present (they take ``clip=``); otherwise
-torch.optim, with the clipper applied by :func:`gradwell.clip.clip_` before each step.
-"""
+"""Optimizers and clippers from a trial configuration: gradwell's drop-in optimizers, with the
+clipper passed as ``clip=`` (applied inside the optimizer step)."""
 
 from __future__ import annotations
 
@@ -11,6 +8,7 @@ from typing import Any, Iterable
 import torch
 
 from .. import clip as gclip
+from .. import optim as goptim
 
 __all__ = ["build_optimizer", "build_clip"]
 
@@ -19,7 +17,8 @@ _CLASSES = {"sgd": "SGD", "momentum": "SGD", "nesterov": "SGD", "adagrad": "Adag
 
 
 def build_clip(cfg: dict[str, Any]) -> gclip.Clipper | None:
-    """``clip = "global_norm"`` -> ``GlobalNorm(clip_value)``; ``"value"`` -> ``Value(clip_value)``."""
+    """``clip = "global_norm"`` -> ``GlobalNorm(clip_value)``; ``"value"`` ->
+    ``Value(clip_value)``; ``"none"`` -> None."""
     if cfg.get("clip", "none") == "global_norm":
         return gclip.GlobalNorm(float(cfg["clip_value"]))
     if cfg.get("clip", "none") == "value":
@@ -27,27 +26,11 @@ def build_clip(cfg: dict[str, Any]) -> gclip.Clipper | None:
     return None
 
 
-def _optim_class(name: str) -> tuple[type, bool]:
-    try:
-        from .. import optim as goptim
-        cls = getattr(goptim, _CLASSES[name], None)
-    except ImportError:  # pragma: no cover - while gradwell.optim is incomplete
-        cls = None
-    if cls is not None:
-        return cls, True
-    return getattr(torch.optim, _CLASSES[name]), False
-
-
-def build_optimizer(cfg: dict[str, Any], params: Iterable[torch.Tensor]
-                    ) -> tuple[torch.optim.Optimizer, gclip.Clipper | None]:
-    """``(optimizer, clipper to apply by hand or None)`` for ``cfg``'s optimizer, lr, momentum,
-    weight_decay and clip. ``momentum``/``nesterov`` are SGD with ``cfg["momentum"]``."""
+def build_optimizer(cfg: dict[str, Any], params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` names, with its lr, momentum, weight_decay and clip.
+    ``momentum``/``nesterov`` are SGD with ``cfg["momentum"]``; ``sgd`` has no momentum."""
     name = cfg["optimizer"]
     kw: dict[str, Any] = {"lr": float(cfg["lr"]), "weight_decay": float(cfg.get("weight_decay", 0))}
     if name in ("momentum", "nesterov"):
         kw.update(momentum=float(cfg["momentum"]), nesterov=name == "nesterov")
-    clipper = build_clip(cfg)
-    cls, native = _optim_class(name)
-    if native:
-        return cls(params, clip=clipper, **kw), None
-    return cls(params, **kw), clipper
+    return getattr(goptim, _CLASSES[name])(params, clip=build_clip(cfg), **kw)

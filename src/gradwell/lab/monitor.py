@@ -1,9 +1,11 @@
-"""The lab's view of a trial's gradients: per-layer gradient norms and findings.
+"""The lab's view of a trial's gradients: :mod:`gradwell.watch` records, the lab stores.
 
-Every trial is watched. When :mod:`gradwell.watch` is available its monitor records the
-statistics and produces the findings; otherwise :class:`GradRecorder` records per-layer gradient
-norms itself (one ``torch._foreach_norm`` pass and one host transfer per recorded step) and
-:func:`basic_findings` applies the two textbook rules (vanishing, non-finite).
+:class:`TrialMonitor` attaches ``gradwell.watch(model, optimizer=opt, every=N)`` to a trial and
+turns its history into store rows: per-weight-matrix gradient norms (stat ``grad_norm``, input to
+output, the quantity of the gradient-flow plots and of the first/last-layer ratio) and every
+per-module statistic the monitor keeps (``module_grad_norm``, ``weight_norm``, ``update_ratio``,
+``out_grad_rms``, ``out_mean``, ``out_std``, ``saturated``, ``dead``); its findings come from
+:mod:`gradwell.diagnose`.
 """
 
 from __future__ import annotations
@@ -11,79 +13,95 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["layer_weights", "GradRecorder", "basic_findings", "grad_ratio"]
+__all__ = ["layer_weights", "TrialMonitor", "grad_ratio", "nonfinite_finding"]
 
-#: first/last-layer gradient-norm ratio below which gradients are called vanishing.
-VANISHING_RATIO = 1e-4
+LayerRow = tuple[int, int, str, str, float]
 
 
 def layer_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """``(layer name, weight)`` for every matrix or filter bank, in definition (input-to-output)
-    order: Linear/Conv weights and each recurrent ``weight_ih``/``weight_hh``."""
-    out = []
-    for name, p in model.named_parameters():
-        if p.dim() >= 2:
-            out.append((name.removesuffix(".weight"), p))
-    return out
-
-
-class GradRecorder:
-    """Per-layer gradient L2 norms every ``every`` steps, kept as rows
-    ``(step, layer index, layer name, "grad_norm", value)``."""
-
-    def __init__(self, model: nn.Module, every: int = 10) -> None:
-        self.layers = layer_weights(model)
-        self.every = max(1, int(every))
-        self.rows: list[tuple[int, int, str, str, float]] = []
-
-    def step(self, step: int) -> None:
-        """Record after ``backward()`` of step ``step`` (1-based) if it is a recorded step."""
-        if (step - 1) % self.every:
-            return
-        grads = [p.grad if p.grad is not None else torch.zeros(()) for _, p in self.layers]
-        values = torch.stack(torch._foreach_norm(grads)).tolist()
-        self.rows.extend((step, i, name, "grad_norm", v)
-                         for i, ((name, _), v) in enumerate(zip(self.layers, values)))
-
-    def norms_by_step(self) -> dict[int, list[float]]:
-        """``{step: [norm of layer 0, layer 1, ...]}``."""
-        out: dict[int, list[float]] = {}
-        for step, _, _, stat, v in self.rows:
-            if stat == "grad_norm":
-                out.setdefault(step, []).append(v)
-        return out
+    """``(parameter name, weight)`` for every matrix or filter bank (``dim >= 2``), in definition
+    (input-to-output) order: Linear/Conv weights and each recurrent ``weight_ih``/``weight_hh``."""
+    return [(name, p) for name, p in model.named_parameters() if p.dim() >= 2]
 
 
 def grad_ratio(norms_by_step: dict[int, list[float]]) -> float | None:
-    """Median over recorded steps of ``||g_first layer|| / ||g_last layer||`` (None if nothing
-    was recorded or the last layer's gradient is zero at every step)."""
+    """Median over recorded steps of ``||g_first|| / ||g_last||`` (weight matrices; None when
+    nothing finite was recorded)."""
     ratios = sorted(n[0] / n[-1] for n in norms_by_step.values()
                     if len(n) >= 2 and n[-1] > 0 and math.isfinite(n[0] / n[-1]))
     return ratios[len(ratios) // 2] if ratios else None
 
 
-def basic_findings(recorder: GradRecorder, diverged_step: int | None) -> list[dict[str, Any]]:
-    """The fallback diagnosis: ``vanishing`` when the first/last-layer gradient ratio is below
-    :data:`VANISHING_RATIO` (Glorot & Bengio 2010; He et al. 2015), ``nonfinite`` on NaN/Inf."""
-    findings = []
-    by_step = recorder.norms_by_step()
-    ratio = grad_ratio(by_step)
-    if ratio is not None and ratio < VANISHING_RATIO and recorder.layers:
-        findings.append({
-            "kind": "vanishing", "layer": recorder.layers[0][0], "step": min(by_step),
-            "severity": "error" if ratio < 1e-8 else "warning",
-            "evidence": {"first_last_ratio": ratio, "threshold": VANISHING_RATIO},
-            "remedies": ["use ReLU with He (kaiming) init", "add batch normalisation",
-                         "add residual connections"]})
-    bad = [s for s, n in by_step.items() if not all(math.isfinite(v) for v in n)]
-    if bad or diverged_step is not None:
-        step = min(bad) if bad else diverged_step
-        findings.append({
-            "kind": "nonfinite", "layer": "", "step": step, "severity": "error",
-            "evidence": {"first_nonfinite_step": step},
-            "remedies": ["lower the learning rate", "clip gradients (GlobalNorm)",
-                         "skip non-finite steps (skip_nonfinite=True)"]})
-    return findings
+def nonfinite_finding(step: int) -> dict[str, Any]:
+    """The finding recorded when the loss became NaN/Inf between recorded steps."""
+    return {"kind": "nonfinite", "layer": None, "step": step, "severity": "error",
+            "evidence": {"summary": f"the loss was not finite at step {step}"},
+            "remedies": ["lower the learning rate", "clip gradients (gradwell.clip.GlobalNorm)",
+                         "skip non-finite steps (skip_nonfinite=True)"]}
+
+
+class TrialMonitor:
+    """``gradwell.watch`` on one trial, recording every ``every`` optimizer steps."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, every: int = 10
+                 ) -> None:
+        from .. import watch
+
+        self.weights = [name for name, _ in layer_weights(model)]
+        self.mon = watch.watch(model, optimizer=optimizer, every=max(1, int(every)))
+
+    def close(self) -> None:
+        """Record the pending step and remove the hooks."""
+        self.mon.close()
+
+    def norms_by_step(self) -> dict[int, list[float]]:
+        """``{step: [gradient norm of weight matrix 0, 1, ...]}`` (steps 1-based)."""
+        steps, names, values = self.mon.history.series("param_grad_norm")
+        cols = [names.index(n) for n in self.weights if n in names]
+        return {int(s) + 1: [float(v) for v in row[cols]] for s, row in zip(steps, values)}
+
+    def rows(self) -> list[LayerRow]:
+        """Store rows ``(step, index, layer, stat, value)`` (steps 1-based)."""
+        out: list[LayerRow] = []
+        for step, norms in self.norms_by_step().items():
+            out += [(step, i, n.removesuffix(".weight"), "grad_norm", v)
+                    for i, (n, v) in enumerate(zip(self.weights, norms))]
+        hist = self.mon.history
+        for stat in hist.columns:
+            if stat in ("loss", "total_grad_norm", "param_grad_norm"):
+                continue
+            steps, names, values = hist.series(stat)
+            name = "module_grad_norm" if stat == "grad_norm" else stat
+            for s, row in zip(steps, values):
+                out += [(int(s) + 1, i, n, name, float(v))
+                        for i, (n, v) in enumerate(zip(names, row))]
+        return out
+
+    def total_norms(self) -> list[tuple[int, float]]:
+        """``(step, total gradient norm)`` of every recorded step."""
+        steps, _, values = self.mon.history.series("total_grad_norm")
+        return [(int(s) + 1, float(v)) for s, v in zip(steps, values[:, 0])]
+
+    def findings(self) -> list[dict[str, Any]]:
+        """The diagnosis, as JSON-able dicts (steps 1-based)."""
+        out = []
+        for f in self.mon.findings():
+            d = f.to_dict()
+            d["step"] = int(d["step"]) + 1
+            d["evidence"] = _jsonable(d["evidence"])
+            out.append(d)
+        return out
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x

@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
 __all__ = ["png", "gradient_flow", "curves", "ranking"]
 
@@ -47,6 +48,8 @@ def gradient_flow(flows: dict[str, dict[int, list[float | None]]], cols: int = 4
             ax.plot(range(len(vals)), vals, marker="o", ms=2.5, lw=1.2, color=color,
                     label=f"step {step}")
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title(label, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
@@ -69,7 +72,7 @@ def curves(panels: dict[str, Series], log: set[str] | None = None) -> str | None
         return None
     labels = list(dict.fromkeys(lbl for series in panels.values() for lbl in series))
     colors = dict(zip(labels, _colors(len(labels))))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 3.8), squeeze=False)
     for ax, (title, series) in zip(axes[0], panels.items()):
         for label, points in series.items():
             xs = [s for s, v in points if v is not None]
@@ -91,8 +94,8 @@ def curves(panels: dict[str, Series], log: set[str] | None = None) -> str | None
 def ranking(times: dict[str, float | None], target: str) -> str | None:
     """Horizontal bars of seconds-to-target per configuration, fastest on top; configurations
     that never reached the target are listed as such."""
-    if not times:
-        return None
+    if not any(v is not None for v in times.values()):
+        return None                      # nothing reached the target: the table says so
     order = sorted(times, key=lambda k: (times[k] is None, times[k] or 0.0))
     fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(order) + 1.0))
     reached = [times[k] or 0.0 for k in order]
@@ -104,6 +107,7 @@ def ranking(times: dict[str, float | None], target: str) -> str | None:
                     va="center", fontsize=7, color="#a00")
     ax.set_yticks(range(len(order)), order, fontsize=7)
     ax.invert_yaxis()
+    ax.set_xlim(left=0)
     ax.set_xlabel(f"seconds to {target} (median over seeds)", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import plots
 from .store import Store
-from .summary import COLUMNS, Row, fmt, summarize
+from .summary import Row, columns, fmt, summarize
 from .verdict import Criterion, Results
 
 __all__ = ["write_report", "REPORT_NAME", "verdict_for"]
@@ -62,20 +62,22 @@ def _verdict_html(criteria: list[Criterion] | None) -> str:
         f"<tr><td class=text>{_e(c.claim)}</td><td class=text>{_e(c.expected)}</td>"
         f"<td class=text>{_e(c.measured)}</td><td class={'pass' if c.passed else 'fail'}>"
         f"{'✔ holds' if c.passed else '✘ fails'}</td></tr>" for c in criteria)
-    head = ("<span class=pass>reproduced</span>" if ok else "<span class=fail>not reproduced</span>")
+    head = ("<span class=pass>reproduced</span>" if ok
+            else "<span class=fail>not reproduced</span>")
     return (f"<h3>Verdict: {head}</h3><table><tr><th class=text>criterion</th>"
             f"<th class=text>expected</th><th class=text>measured</th><th>result</th></tr>"
             f"{rows}</table>")
 
 
-def _summary_html(rows: list[Row]) -> str:
-    head = "".join(f"<th>{_e(name)}</th>" for _, name, _ in COLUMNS)
+def _summary_html(rows: list[Row], metrics: list[str] | None) -> str:
+    cols = columns(metrics)
+    head = "".join(f"<th>{_e(name)}</th>" for _, name, _ in cols)
     body = []
     for r in rows:
-        cells = "".join(f"<td>{fmt(r.values.get(k), kind)}</td>" for k, _, kind in COLUMNS)
+        cells = "".join(f"<td>{fmt(r.values.get(k), kind)}</td>" for k, _, kind in cols)
         diag = _e(r.diagnosis)
-        cls = "good" if r.diagnosis == "healthy" else "bad"
-        status = "" if r.status == "done" else f"<br><small>{_e(r.status)}</small>"
+        cls = "good" if r.diagnosis == "no finding" else "bad"
+        status = f"<br><small>{_e(r.status)}</small>" if r.status else ""
         body.append(f"<tr><td>{_e(r.label)}</td><td>{len(r.trials)}</td>{cells}"
                     f"<td class='text {cls}'>{diag}{status}</td></tr>")
     return (f"<table><tr><th>configuration</th><th>trials</th>{head}<th class=text>diagnosis"
@@ -93,11 +95,31 @@ def _ranking_html(rows: list[Row], target: dict | None) -> tuple[str, str | None
         f"<td>{fmt(r.values['seconds_to_target'], 'seconds')}</td>"
         f"<td>{fmt(r.values['steps_to_target'], 'int')}</td><td>{r.reached}/{len(r.trials)}</td>"
         "</tr>" for i, r in enumerate(order, 1))
-    goal = f"{target['metric']} {'≥' if target['metric'].endswith('acc') else '≤'} {target['value']}"
+    sign = "≥" if target["metric"].endswith("acc") else "≤"
+    goal = f"{target['metric']} {sign} {target['value']}"
     table = (f"<table><tr><th>rank</th><th class=text>configuration</th><th>time→target</th>"
              f"<th>steps→target</th><th>reached</th></tr>{body}</table>")
     img = plots.ranking({r.label: r.values["seconds_to_target"] for r in rows}, goal)
     return table, img
+
+
+def _findings_html(store: Store, rows: list[Row]) -> str:
+    items = []
+    for r in rows:
+        for f in store.findings(r.trials[0]["key"]):
+            ev = f["evidence"].get("summary") or ", ".join(
+                f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}"
+                for k, v in list(f["evidence"].items())[:4])
+            fixes = "; ".join(f["remedies"][:3])
+            items.append(f"<tr><td class=text>{_e(r.label)}</td><td class='text bad'>"
+                         f"{_e(f['kind'])} ({_e(f['severity'])})</td><td class=text>"
+                         f"{_e(f['layer'] or 'model')}</td><td>{_e(f['step'])}</td>"
+                         f"<td class=text>{_e(ev)}</td><td class=text>{_e(fixes)}</td></tr>")
+    if not items:
+        return "<p class=meta>gradwell.watch found nothing wrong in any configuration.</p>"
+    return ("<table><tr><th class=text>configuration</th><th class=text>finding</th>"
+            "<th class=text>layer</th><th>from step</th><th class=text>evidence</th>"
+            f"<th class=text>remedies</th></tr>{''.join(items)}</table>")
 
 
 def _img(b64: str | None, alt: str) -> str:
@@ -134,7 +156,8 @@ def _run_html(store: Store, run: dict[str, Any]) -> str:
 <p class=meta>{sum(len(r.trials) for r in rows)} trials · {len(rows)} configurations ·
 budget: {_e(budget)} · medians over seeds</p>
 {_verdict_html(criteria)}
-<h3>Summary</h3>{_summary_html(rows)}{errors}
+<h3>Summary</h3>{_summary_html(rows, spec.get("metrics"))}{errors}
+<h3>Findings (gradwell.watch, first seed)</h3>{_findings_html(store, rows)}
 <h3>Ranking by time to target</h3>{ranking_table}{_img(ranking_img, 'ranking')}
 <h3>Gradient flow per configuration</h3>
 <p class=meta>Gradient norm of each layer's weights, input layer on the left (first seed).

@@ -78,14 +78,18 @@ def run_trials(trials: list[Trial], workers: int, on_result: Callable[[Trial, Tr
         for t in trials:
             on_result(t, execute(t))
         return
-    ctx = get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(trials)), mp_context=ctx,
-                             initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+    pool = ProcessPoolExecutor(min(workers, len(trials)), mp_context=get_context("spawn"),
+                               initializer=_worker_init, initargs=(os.getpid(),))
+    try:
         pending: dict[Future, Trial] = {pool.submit(execute, t): t for t in trials}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 on_result(pending.pop(fut), fut.result())
+    except BaseException:                 # Ctrl-C: drop queued trials, do not wait for them
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _progress(console: Console, enabled: bool) -> Progress:

@@ -12,8 +12,8 @@ from typing import Any, Callable
 from ..nn import ACTIVATIONS, CONNECTIONS, INITS, NORMS
 from .data import DATASETS
 
-__all__ = ["Key", "TRIAL_KEYS", "TRIAL_KINDS", "MODELS", "OPTIMIZERS", "CLIPS", "DEFAULT_LR",
-           "register_kind", "choice", "integer", "number"]
+__all__ = ["Key", "TRIAL_KEYS", "TRIAL_KINDS", "KIND_KEYS", "allowed_keys", "MODELS",
+           "OPTIMIZERS", "CLIPS", "DEFAULT_LR", "register_kind", "choice", "integer", "number"]
 
 MODELS = ("mlp", "cnn", "resnet", "rnn", "gru", "lstm")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw")
@@ -93,6 +93,9 @@ TRIAL_KEYS: dict[str, Key] = {
     "seed": integer(0, 0),
 }
 
+#: Keys that only trials of one kind take (their defaults are filled in for that kind only).
+KIND_KEYS: dict[str, dict[str, Key]] = {"train": {}}
+
 BUDGET_KEYS = {"epochs": integer(1), "steps": integer(1), "max_seconds": number(0.0)}
 TARGET_KEYS = {"metric": choice(*METRICS), "value": number(-1e300)}
 RECORD_KEYS = {"eval_every": integer(1), "grad_every": integer(1, 10)}
@@ -104,11 +107,21 @@ def register_kind(name: str, function: str, keys: dict[str, Key] | None = None) 
     :class:`~gradwell.lab.train.TrialResult`; ``keys`` are the kind's extra configuration keys."""
     if ":" not in function:
         raise ValueError(f"function must be 'module:function'; got {function!r}")
-    TRIAL_KINDS[name] = function
     for key, spec in (keys or {}).items():
-        if key in TRIAL_KEYS and TRIAL_KEYS[key] != spec:
+        known = TRIAL_KEYS.get(key) or next(
+            (k[key] for k in KIND_KEYS.values() if key in k), None)
+        if known is not None and known != spec:
             raise ValueError(f"trial key {key!r} is already defined differently")
-        TRIAL_KEYS[key] = spec
+    TRIAL_KINDS[name] = function
+    KIND_KEYS[name] = dict(keys or {})
+
+
+def allowed_keys() -> dict[str, Key]:
+    """Every key a trial configuration may hold: the common ones and every kind's own."""
+    out = dict(TRIAL_KEYS)
+    for keys in KIND_KEYS.values():
+        out.update(keys)
+    return out
 
 
 def check_config(config: dict[str, Any]) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@
 
     name = "my-experiment"
     description = "what it shows"
+    metrics = ["test_acc", "steps_to_target", "grad_ratio"]   # optional: summary columns
     [base]                      # the configuration every trial starts from (keys: schema.py)
     depth = 20
     activation = "sigmoid"
@@ -38,13 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .schema import (BUDGET_KEYS, DEFAULT_LR, RECORD_KEYS, TARGET_KEYS, TRIAL_KEYS, TRIAL_KINDS,
-                     Key, check_config)
+from .schema import (BUDGET_KEYS, DEFAULT_LR, KIND_KEYS, RECORD_KEYS, TARGET_KEYS, TRIAL_KEYS,
+                     TRIAL_KINDS, Key, allowed_keys, check_config)
 
 __all__ = ["Spec", "Trial", "SpecError", "load_spec", "parse_spec"]
 
-TOP_KEYS = ("name", "description", "base", "grid", "variants", "budget", "target", "record",
-            "quick")
+TOP_KEYS = ("name", "description", "base", "grid", "variants", "budget", "target", "metrics",
+            "record", "quick")
+METRICS = ("test_acc", "test_loss", "train_acc", "train_loss", "steps_to_target",
+           "seconds_to_target", "grad_ratio")
 QUICK_KEYS = ("base", "grid", "budget", "record")
 
 
@@ -64,6 +67,7 @@ class Trial:
     target: dict[str, Any] | None
     record: dict[str, Any]
     function: str = "gradwell.lab.train:run_trial"
+    index: int = 0                 # position in the spec's expansion (report order)
 
 
 @dataclass
@@ -80,6 +84,7 @@ class Spec:
     record: dict[str, Any] = field(default_factory=dict)
     quick: dict[str, Any] = field(default_factory=dict)
     source: str = "<spec>"
+    metrics: list[str] = field(default_factory=list)     # summary columns; [] = the default
 
     def resolved(self, quick: bool = False) -> Spec:
         """This spec, with the ``[quick]`` overrides applied when ``quick``."""
@@ -89,7 +94,7 @@ class Spec:
         return Spec(self.name, self.description, {**self.base, **q.get("base", {})},
                     {**self.grid, **q.get("grid", {})}, self.variants,
                     q.get("budget", self.budget), self.target,
-                    {**self.record, **q.get("record", {})}, {}, self.source)
+                    {**self.record, **q.get("record", {})}, {}, self.source, self.metrics)
 
     def trials(self, quick: bool = False) -> list[Trial]:
         """Every trial: variants x grid axes, each config complete (defaults filled in)."""
@@ -105,7 +110,7 @@ class Spec:
                     raise SpecError(f"{self.source}: {where}.{key}: {msg}")
                 _check_target(spec.target, config, self.source)
                 label = _label(variant, axes, point)
-                out.append(_trial(run, label, config, spec))
+                out.append(_trial(run, label, config, spec, len(out)))
         return out
 
 
@@ -121,6 +126,8 @@ def _point(axes: list[str], point: tuple) -> dict[str, Any]:
 
 
 def _axis_label(axis: str, value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return f"{axis}={value}"           # numbers alone say nothing: "depth=20"
     if not isinstance(value, dict):
         return str(value)
     if "name" in value:
@@ -131,7 +138,10 @@ def _axis_label(axis: str, value: Any) -> str:
 
 
 def _complete(config: dict[str, Any]) -> dict[str, Any]:
-    full = {k: (config[k] if k in config else key.default) for k, key in TRIAL_KEYS.items()}
+    kind = config.get("kind", TRIAL_KEYS["kind"].default)
+    keys = {**TRIAL_KEYS, **KIND_KEYS.get(kind, {})}
+    full = {**config, **{k: (config[k] if k in config else key.default)
+                         for k, key in keys.items()}}
     if full.get("lr") is None and full.get("optimizer") in DEFAULT_LR:
         full["lr"] = DEFAULT_LR[full["optimizer"]]
     return {k: v for k, v in full.items() if v is not None}
@@ -144,12 +154,12 @@ def _label(variant: dict[str, Any], axes: list[str], point: tuple) -> str:
     return " · ".join(parts) or "base"
 
 
-def _trial(run: str, label: str, config: dict, spec: Spec) -> Trial:
+def _trial(run: str, label: str, config: dict, spec: Spec, index: int) -> Trial:
     record = {"grad_every": 10, **spec.record}
     blob = json.dumps([config, spec.budget, spec.target, record], sort_keys=True)
     key = hashlib.sha1(blob.encode()).hexdigest()[:16]
     return Trial(key, run, label, config, dict(spec.budget), spec.target, record,
-                 TRIAL_KINDS[config["kind"]])
+                 TRIAL_KINDS[config["kind"]], index)
 
 
 def _check_target(target: dict | None, config: dict, source: str) -> None:
@@ -183,27 +193,28 @@ def _value(source: str, path: str, value: Any, key: Key) -> None:
 def _grid(source: str, grid: Any) -> dict[str, list]:
     if not isinstance(grid, dict):
         raise SpecError(f"{source}: grid: expected a table of lists, got {grid!r}")
-    partial = {"name": Key((str,), "a string"), **TRIAL_KEYS}
+    every = allowed_keys()
+    partial = {"name": Key((str,), "a string"), **every}
     for k, values in grid.items():
         if isinstance(values, list) and values and all(isinstance(v, dict) for v in values):
             for i, v in enumerate(values):         # an axis of partial configurations
                 _table(source, f"grid.{k}[{i}].", v, partial)
             continue
-        if k not in TRIAL_KEYS:
-            raise _unknown(source, "grid.", k, TRIAL_KEYS)
+        if k not in every:
+            raise _unknown(source, "grid.", k, every)
         if not isinstance(values, list) or not values:
             raise SpecError(f"{source}: grid.{k}: expected a non-empty list of values "
-                            f"({TRIAL_KEYS[k].allowed}) or of tables (partial configurations); "
+                            f"({every[k].allowed}) or of tables (partial configurations); "
                             f"got {values!r}")
         for i, v in enumerate(values):
-            _value(source, f"grid.{k}[{i}]", v, TRIAL_KEYS[k])
+            _value(source, f"grid.{k}[{i}]", v, every[k])
     return {k: list(v) for k, v in grid.items()}
 
 
 def _variants(source: str, variants: Any) -> list[dict]:
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise SpecError(f"{source}: variants: expected an array of tables ([[variants]])")
-    keys = {"name": Key((str,), "a string"), **TRIAL_KEYS}
+    keys = {"name": Key((str,), "a string"), **allowed_keys()}
     return [_table(source, f"variants[{i}].", v, keys) for i, v in enumerate(variants)]
 
 
@@ -220,12 +231,13 @@ def _target(source: str, target: Any) -> dict:
     missing = [k for k in TARGET_KEYS if k not in target]
     if missing:
         raise SpecError(f"{source}: target: missing {', '.join(missing)} "
-                        "(metric: one of test_acc, train_acc, test_loss, train_loss; value: a number)")
+                        "(metric: one of test_acc, train_acc, test_loss, train_loss; "
+                        "value: a number)")
     return target
 
 
 def _quick(source: str, quick: Any) -> dict:
-    checkers = {"base": lambda v: _table(source, "quick.base.", v, TRIAL_KEYS),
+    checkers = {"base": lambda v: _table(source, "quick.base.", v, allowed_keys()),
                 "grid": lambda v: _grid(source, v),
                 "budget": lambda v: _budget(source, "quick.budget.", v),
                 "record": lambda v: _table(source, "quick.record.", v, RECORD_KEYS)}
@@ -235,6 +247,13 @@ def _quick(source: str, quick: Any) -> dict:
         if k not in checkers:
             raise _unknown(source, "quick.", k, QUICK_KEYS)
     return {k: checkers[k](v) for k, v in quick.items()}
+
+
+def _metrics(source: str, metrics: Any) -> list[str]:
+    if not isinstance(metrics, list) or not all(m in METRICS for m in metrics):
+        raise SpecError(f"{source}: metrics: expected a list of {', '.join(METRICS)}; "
+                        f"got {metrics!r}")
+    return list(metrics)
 
 
 def parse_spec(data: dict[str, Any], source: str = "<spec>", name: str | None = None) -> Spec:
@@ -250,12 +269,14 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>", name: str | None = 
                         "(or steps = 500)")
     spec = Spec(
         name=data.get("name") or name or Path(source).stem, description=data.get("description", ""),
-        base=_table(source, "base.", data.get("base", {}), TRIAL_KEYS),
-        grid=_grid(source, data.get("grid", {})), variants=_variants(source, data.get("variants", [])),
+        base=_table(source, "base.", data.get("base", {}), allowed_keys()),
+        grid=_grid(source, data.get("grid", {})),
+        variants=_variants(source, data.get("variants", [])),
         budget=_budget(source, "budget.", data["budget"]),
         target=_target(source, data["target"]) if "target" in data else None,
         record=_table(source, "record.", data.get("record", {}), RECORD_KEYS),
-        quick=_quick(source, data.get("quick", {})), source=source)
+        quick=_quick(source, data.get("quick", {})), source=source,
+        metrics=_metrics(source, data.get("metrics", [])))
     spec.trials()                       # cross-key checks on every configuration
     if spec.quick:
         spec.trials(quick=True)

@@ -13,7 +13,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .spec import Trial
 from .train import TrialResult
@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS runs (
     name TEXT PRIMARY KEY, description TEXT, spec TEXT, updated REAL);
 CREATE TABLE IF NOT EXISTS trials (
     key TEXT PRIMARY KEY, run TEXT NOT NULL, label TEXT NOT NULL, config TEXT NOT NULL,
-    status TEXT NOT NULL, seconds REAL, summary TEXT, error TEXT, finished REAL);
+    status TEXT NOT NULL, seconds REAL, summary TEXT, error TEXT, finished REAL,
+    position INTEGER);
 CREATE TABLE IF NOT EXISTS metrics (
     trial TEXT NOT NULL, step INTEGER, seconds REAL, name TEXT, value REAL);
 CREATE TABLE IF NOT EXISTS layer_stats (
@@ -88,10 +89,10 @@ class Store:
                 col = "key" if table == "trials" else "trial"
                 self.db.execute(f"DELETE FROM {table} WHERE {col} = ?", (trial.key,))
             self.db.execute(
-                "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (trial.key, trial.experiment, trial.label, json.dumps(trial.config),
                  result.status, result.seconds, json.dumps(result.summary), result.error,
-                 time.time()))
+                 time.time(), trial.index))
             self.db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)",
                                 [(trial.key, s, t, n, _finite(v)) for s, t, n, v in result.metrics])
             self.db.executemany(
@@ -111,9 +112,9 @@ class Store:
         return [{"name": n, "description": d, "spec": json.loads(s)} for n, d, s in rows]
 
     def trials(self, run: str | None = None) -> list[dict[str, Any]]:
-        """Trials (of ``run``, or all), in insertion order, with config and summary decoded."""
+        """Trials (of ``run``, or all) in spec order, with config and summary decoded."""
         q = "SELECT key, run, label, config, status, seconds, summary, error FROM trials"
-        rows = self.db.execute(q + (" WHERE run = ? ORDER BY rowid" if run else " ORDER BY rowid"),
+        rows = self.db.execute(q + (" WHERE run = ?" if run else "") + " ORDER BY run, position",
                                (run,) if run else ())
         cols = ("key", "run", "label", "config", "status", "seconds", "summary", "error")
         out = []
@@ -151,7 +152,3 @@ class Store:
             f["evidence"], f["remedies"] = json.loads(f["evidence"]), json.loads(f["remedies"])
             out.append(f)
         return out
-
-    def iter_trial_keys(self) -> Iterator[str]:
-        """Every stored trial key."""
-        yield from (k for (k,) in self.db.execute("SELECT key FROM trials"))

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from .store import Store
 
-__all__ = ["Row", "summarize", "rich_table", "fmt"]
+__all__ = ["Row", "summarize", "rich_table", "fmt", "columns", "METRIC_COLUMNS"]
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Row:
     values: dict[str, float | None] = field(default_factory=dict)
     reached: int = 0
     diagnosis: str = ""
-    status: str = ""
+    status: str = ""             # "" when every trial finished normally, else e.g. "diverged (1/3)"
 
     @property
     def config(self) -> dict[str, Any]:
@@ -42,7 +42,8 @@ def _diagnosis(store: Store, trials: list[dict[str, Any]]) -> str:
     for t in trials:
         kinds.update({f["kind"] for f in store.findings(t["key"])})
     n = len(trials)
-    return ", ".join(f"{k} ({c}/{n})" if n > 1 else k for k, c in kinds.most_common()) or "healthy"
+    text = ", ".join(f"{k} ({c}/{n})" if n > 1 else k for k, c in kinds.most_common())
+    return text or "no finding"
 
 
 def summarize(store: Store, run: str) -> list[Row]:
@@ -52,15 +53,14 @@ def summarize(store: Store, run: str) -> list[Row]:
         groups.setdefault(t["label"], []).append(t)
     rows = []
     for label, trials in groups.items():
-        keys = ("final_test_acc", "final_test_loss", "final_train_loss", "steps_to_target",
-                "seconds_to_target", "grad_ratio")
+        keys = [key for key, _, _ in METRIC_COLUMNS.values()]
         values = {k: _median([t["summary"].get(k) for t in trials]) for k in keys}
         statuses = Counter(t["status"] for t in trials)
         rows.append(Row(label, trials, values,
                         sum(t["summary"].get("steps_to_target") is not None for t in trials),
                         _diagnosis(store, trials),
-                        ", ".join(f"{s} ({c})" if len(trials) > 1 else s
-                                  for s, c in statuses.items())))
+                        ", ".join(f"{s} ({c}/{len(trials)})" if len(trials) > 1 else s
+                                  for s, c in statuses.items() if s != "done")))
     return rows
 
 
@@ -77,20 +77,33 @@ def fmt(value: float | None, kind: str) -> str:
     return f"{value:.3f}"
 
 
-COLUMNS = [("final_test_acc", "test acc", "float"), ("final_test_loss", "test loss", "float"),
-           ("steps_to_target", "steps→target", "int"),
-           ("seconds_to_target", "time→target", "seconds"),
-           ("grad_ratio", "‖g₁‖/‖g_L‖", "ratio")]
+#: spec ``metrics`` name -> (summary key, column header, format)
+METRIC_COLUMNS = {
+    "test_acc": ("final_test_acc", "test acc", "float"),
+    "test_loss": ("final_test_loss", "test loss", "float"),
+    "train_acc": ("final_train_acc", "train acc", "float"),
+    "train_loss": ("final_train_loss", "train loss", "float"),
+    "steps_to_target": ("steps_to_target", "steps→target", "int"),
+    "seconds_to_target": ("seconds_to_target", "time→target", "seconds"),
+    "grad_ratio": ("grad_ratio", "‖g₁‖/‖g_L‖", "ratio"),
+}
+DEFAULT_METRICS = ("test_acc", "test_loss", "steps_to_target", "seconds_to_target", "grad_ratio")
 
 
-def rich_table(rows: list[Row], title: str = "") -> Table:
-    """The summary as a rich table for the terminal."""
+def columns(metrics: list[str] | tuple[str, ...] | None = None) -> list[tuple[str, str, str]]:
+    """The summary columns for a spec's ``metrics`` (default :data:`DEFAULT_METRICS`)."""
+    return [METRIC_COLUMNS[m] for m in (metrics or DEFAULT_METRICS)]
+
+
+def rich_table(rows: list[Row], title: str = "", metrics: list[str] | None = None) -> Table:
+    """The summary as a rich table for the terminal, one column per metric."""
+    cols = columns(metrics)
     table = Table(title=title, title_justify="left")
     table.add_column("configuration")
-    for _, name, _ in COLUMNS:
+    for _, name, _ in cols:
         table.add_column(name, justify="right")
     table.add_column("diagnosis")
     for r in rows:
-        table.add_row(r.label, *(fmt(r.values.get(k), kind) for k, _, kind in COLUMNS),
-                      r.diagnosis if r.status in ("done", "") else f"{r.diagnosis}; {r.status}")
+        table.add_row(r.label, *(fmt(r.values.get(k), kind) for k, _, kind in cols),
+                      f"{r.diagnosis}; {r.status}" if r.status else r.diagnosis)
     return table

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from .. import nn as gnn
 from . import data as datasets
 from .factory import build_optimizer
-from .monitor import GradRecorder, basic_findings, grad_ratio
+from .monitor import TrialMonitor, grad_ratio, nonfinite_finding
 from .spec import Trial
 
 __all__ = ["TrialResult", "run_trial", "build_model", "load_data"]
@@ -35,7 +35,7 @@ class TrialResult:
     status: str                       # "done", "diverged" or "failed"
     seconds: float
     summary: dict[str, Any] = field(default_factory=dict)
-    metrics: list[tuple[int, float, str, float]] = field(default_factory=list)
+    metrics: list[tuple[int, float | None, str, float]] = field(default_factory=list)
     layer_stats: list[tuple[int, int, str, str, float]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
@@ -74,7 +74,7 @@ class _Run:
         torch.manual_seed(cfg["seed"])
         self.data = load_data(cfg)
         self.model = build_model(cfg, self.data)
-        self.opt, self.manual_clip = build_optimizer(cfg, self.model.parameters())
+        self.opt = build_optimizer(cfg, self.model.parameters())
         self.classify = self.data.task == "classification"
         self.loss_fn = nn.CrossEntropyLoss() if self.classify else nn.MSELoss()
         n = len(self.data.y_train)
@@ -82,7 +82,7 @@ class _Run:
         b = trial.budget
         self.total = b["steps"] if "steps" in b else b["epochs"] * self.per_epoch
         self.eval_every = trial.record.get("eval_every", self.per_epoch)
-        self.recorder = GradRecorder(self.model, trial.record.get("grad_every", 10))
+        self.monitor = TrialMonitor(self.model, self.opt, trial.record.get("grad_every", 10))
         self.gen = torch.Generator().manual_seed(cfg["seed"])
         self.metrics: list[tuple[int, float, str, float]] = []
         self.train_seconds = 0.0
@@ -102,16 +102,11 @@ class _Run:
                 yield self.data.x_train[idx], self.data.y_train[idx]
 
     def train_step(self, step: int, x: Tensor, y: Tensor) -> None:
-        self.model.train()
-        out = self.model(x)
+        out = self.model(x)                # train mode: set after each evaluation
         loss = self.loss_fn(out, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.recorder.step(step)
-        if self.manual_clip is not None:
-            from ..clip import clip_
-            clip_(self.model.parameters(), self.manual_clip)
-        self.opt.step()
+        self.opt.step()                  # the monitor records through the optimizer's hooks
         with torch.no_grad():
             self.run_loss += loss.detach() * len(y)
             if self.classify:
@@ -131,6 +126,7 @@ class _Run:
             if self.classify:
                 row["train_acc"] = self.run_correct / self.run_n
         values = dict(zip(row, torch.stack(list(row.values())).tolist()))
+        self.model.train()
         self.metrics += [(step, self.train_seconds, k, v) for k, v in values.items()]
         self._reset_running()
         self._check_target(step, values)
@@ -164,6 +160,7 @@ class _Run:
         return None
 
     def result(self, diverged: int | None, seconds: float) -> TrialResult:
+        self.monitor.close()
         final: dict[str, Any] = {}
         for step, _, name, value in self.metrics:
             final[f"final_{name}"] = value
@@ -171,11 +168,15 @@ class _Run:
         final.update(
             steps_to_target=self.hit[0] if self.hit else None,
             seconds_to_target=self.hit[1] if self.hit else None,
-            grad_ratio=grad_ratio(self.recorder.norms_by_step()), train_seconds=self.train_seconds,
-            layers=[name for name, _ in self.recorder.layers])
+            grad_ratio=grad_ratio(self.monitor.norms_by_step()), train_seconds=self.train_seconds,
+            layers=[n.removesuffix(".weight") for n in self.monitor.weights])
+        findings = self.monitor.findings()
+        if diverged is not None and not any(f["kind"] == "nonfinite" for f in findings):
+            findings.append(nonfinite_finding(diverged))
+        metrics = self.metrics + [(s, None, "grad_norm_total", v)
+                                  for s, v in self.monitor.total_norms()]
         return TrialResult(self.trial.key, "diverged" if diverged is not None else "done", seconds,
-                           final, self.metrics, self.recorder.rows,
-                           basic_findings(self.recorder, diverged))
+                           final, metrics, self.monitor.rows(), findings)
 
 
 def run_trial(trial: Trial) -> TrialResult:

@@ -1,0 +1,50 @@
+"""The built-in experiments: ``gradwell lab list`` shows them, ``gradwell lab run NAME`` runs one.
+
+An :class:`Experiment` is a TOML spec (text, so it ships inside the package) and, optionally, a
+verdict function turning the stored results into pass criteria. Add one with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+
+from ..spec import Spec, parse_spec
+from ..verdict import Verdict
+
+__all__ = ["Experiment", "EXPERIMENTS", "register", "get"]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named spec plus an optional verdict ``verdict(results, quick) -> [Criterion]``."""
+
+    name: str
+    summary: str
+    spec: str
+    verdict: Verdict | None = None
+
+    def load(self) -> Spec:
+        """The validated spec."""
+        return parse_spec(tomllib.loads(self.spec), f"<built-in experiment {self.name}>", self.name)
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register(experiment: Experiment) -> Experiment:
+    """Add ``experiment`` to the catalog (names are unique)."""
+    if experiment.name in EXPERIMENTS:
+        raise ValueError(f"experiment {experiment.name!r} is already registered")
+    EXPERIMENTS[experiment.name] = experiment
+    return experiment
+
+
+def get(name: str) -> Experiment:
+    """The built-in experiment ``name``; a KeyError lists the available ones."""
+    if name not in EXPERIMENTS:
+        raise KeyError(f"no built-in experiment {name!r}; available: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+from . import vanishing  # noqa: E402,F401  (registers itself)
