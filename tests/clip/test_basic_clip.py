@@ -166,11 +166,3 @@ def test_clip_keyword_on_composed_optimizer_spans_all_groups() -> None:
                                         foreach=False), make,
              ref_edit=lambda m: torch.nn.utils.clip_grad_norm_(m.parameters(), 0.3))
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors on a shared machine: intra-op threads only add overhead."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
@@ -156,11 +155,3 @@ def assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
     gb = [{k: v for k, v in g.items()} for g in b["opt"]["param_groups"]]
     assert ga == gb
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Import into a test module: tiny tensors, so one intra-op thread (a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

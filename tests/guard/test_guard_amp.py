@@ -13,7 +13,6 @@ import gradwell
 from gradwell.clip import GlobalNorm, clip_
 from gradwell.guard import Guard
 from guard_helpers import batches, digits, make_model
-from guard_helpers import one_thread  # noqa: F401 - an autouse fixture
 
 STEPS = 25
 

@@ -11,7 +11,6 @@ import torch
 
 import gradwell
 from guard_helpers import LR, WD, Faults, train
-from guard_helpers import one_thread  # noqa: F401 - an autouse fixture
 
 SPIKES = Faults(scale_input=(120, 200, 201))
 

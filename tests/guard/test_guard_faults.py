@@ -10,7 +10,6 @@ import torch
 
 import gradwell
 from guard_helpers import Faults, assert_same_state, state_copy, train
-from guard_helpers import one_thread  # noqa: F401 - an autouse fixture
 
 GUARD = {"snapshot_every": 20, "trust_after": 5}
 

@@ -14,7 +14,6 @@ from torch import nn
 import gradwell
 from gradwell.guard import Guard
 from guard_helpers import assert_same_state, batches, digits, make_model, state_copy
-from guard_helpers import one_thread  # noqa: F401 - an autouse fixture
 
 LR = 0.05
 LAMBDA = lambda epoch: 1.0 / (1 + 0.1 * epoch)  # noqa: E731 - a closed-form schedule
