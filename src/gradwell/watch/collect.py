@@ -39,9 +39,12 @@ def norms(tensors: list[Tensor], device: torch.device) -> Tensor:
 
 
 def first_tensor(out: Any) -> Tensor | None:
-    """The first floating-point tensor of a module output (``RNN`` returns ``(out, h)``)."""
+    """The first floating-point tensor of a module output (``RNN`` returns ``(out, h)``; dict
+    outputs are searched in insertion order)."""
     if isinstance(out, Tensor):
         return out if out.is_floating_point() else None
+    if isinstance(out, dict):
+        out = list(out.values())
     if isinstance(out, (tuple, list)):
         for item in out:
             found = first_tensor(item)
@@ -57,7 +60,7 @@ class ActivationStats:
         self.reset()
 
     def reset(self) -> None:
-        self.acc: dict[str, Tensor] = {}        # [sum, sum of squares, saturated count]
+        self.acc: dict[str, Tensor] = {}        # [sum, sum of squares(, saturated count)]
         self.count: dict[str, int] = {}
         self.alive: dict[str, dict[tuple[int, ...], Tensor]] = {}
         self.out_grad: dict[str, Tensor] = {}   # sum of squares of d loss / d output
@@ -69,16 +72,17 @@ class ActivationStats:
     def on_output(self, name: str, kind: str | None, t: Tensor) -> None:
         """Add one output ``t`` of module ``name`` (activation ``kind`` or None) to the sums."""
         t = t.detach()
-        parts = [t.sum(dtype=torch.float64),
-                 torch.linalg.vector_norm(t, dtype=torch.float64).square()]
         if kind == "tanh":
-            parts.append(torch.count_nonzero(t.abs() > TANH_SATURATED).to(torch.float64))
+            sat = torch.count_nonzero(t.abs() > TANH_SATURATED)
         elif kind == "sigmoid":
-            parts.append(torch.count_nonzero((t - 0.5).abs() > SIGMOID_SATURATED)
-                         .to(torch.float64))
+            sat = torch.count_nonzero((t - 0.5).abs() > SIGMOID_SATURATED)
         else:
-            parts.append(torch.zeros((), dtype=torch.float64, device=t.device))
-        vec = torch.stack(parts)
+            sat = None
+        acc = None if t.dtype in (torch.float32, torch.float64) else torch.float32
+        parts = [t.sum(dtype=acc), torch.linalg.vector_norm(t, dtype=acc).square()]
+        if sat is not None:
+            parts.append(sat.to(parts[0].dtype))
+        vec = torch.stack(parts).to(torch.float64)    # float32 passes, float64 running sums
         if name in self.acc:
             self.acc[name].add_(vec)
             self.count[name] += t.numel()
@@ -102,7 +106,8 @@ class ActivationStats:
     @torch.no_grad()
     def on_out_grad(self, name: str, g: Tensor) -> None:
         """Add the gradient ``g`` of the loss with respect to module ``name``'s output."""
-        sq = torch.linalg.vector_norm(g, dtype=torch.float64).square()
+        acc = None if g.dtype in (torch.float32, torch.float64) else torch.float32
+        sq = torch.linalg.vector_norm(g, dtype=acc).square().to(torch.float64)
         if name in self.out_grad:
             self.out_grad[name].add_(sq)
             self.out_grad_count[name] += g.numel()
@@ -110,23 +115,32 @@ class ActivationStats:
             self.out_grad[name], self.out_grad_count[name] = sq, g.numel()
             self.backward_order.append(name)
 
-    def raw(self, index: LayerIndex, device: torch.device) -> tuple[Tensor, list[int]]:
-        """All sums as one float64 vector (to all-reduce) and the dead-unit segment layout."""
-        z = torch.zeros(3, dtype=torch.float64, device=device)
-        acc = [self.acc.get(n, z).to(device) for n in index.tracked]
+    def raw(self, index: LayerIndex,
+            device: torch.device) -> tuple[Tensor, tuple[tuple[int, int], ...]]:
+        """All sums as one float64 vector (to all-reduce) and the dead-unit segment layout.
+
+        Layout: [sum, sum of squares, saturated] per tracked module, output-gradient sums of
+        squares per layer, output counts, output-gradient counts, alive flags of ReLU units.
+        """
+        z = index.zeros(device)
+        acc = [self._triple(self.acc.get(n), z).to(device) for n in index.tracked]
         counts = [float(self.count.get(n, 0)) for n in index.tracked]
-        layers = [x.name for x in index.layers]
-        zero = torch.zeros((), dtype=torch.float64, device=device)
-        og = [self.out_grad.get(n, zero).to(device) for n in layers]
+        layers = index.layer_names
+        og = [self.out_grad.get(n, z[0]).to(device).reshape(1) for n in layers]
         og_counts = [float(self.out_grad_count.get(n, 0)) for n in layers]
         alive, segments = [], []
         for i, n in enumerate(index.rectified):
             for mask in self.alive.get(n, {}).values():
                 alive.append(mask.to(device, torch.float64).reshape(-1))
-                segments.extend([i] * mask.numel())
+                segments.append((i, mask.numel()))
         host = torch.tensor(counts + og_counts, dtype=torch.float64).to(device)
-        vec = torch.cat([torch.stack(acc).reshape(-1), torch.stack(og), host, *alive])
-        return vec, segments
+        return torch.cat([*acc, *og, host, *alive]), tuple(segments)
+
+    @staticmethod
+    def _triple(vec: Tensor | None, zeros: Tensor) -> Tensor:
+        if vec is None:
+            return zeros
+        return vec if vec.numel() == 3 else torch.cat([vec, zeros[:1]])
 
 
 class Pending:
@@ -135,6 +149,7 @@ class Pending:
     def __init__(self, step: int, grad: Tensor, weight: Tensor, loss: Tensor | None,
                  acts: ActivationStats | None) -> None:
         self.step, self.grad, self.weight, self.loss, self.acts = step, grad, weight, loss, acts
+        self.snapped = False      # True when the parameters were copied to measure the update
 
 
 def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch.device,
@@ -143,7 +158,7 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
 
     Returns the row and the host-side extras (which modules ran, forward and backward order).
     """
-    owner = index.owner.to(device)
+    owner = index.on_device("owner", device)
     n_layers = len(index.layers)
 
     def per_layer(v: Tensor) -> Tensor:
@@ -176,7 +191,7 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
     return row, extra
 
 
-def _activation_columns(raw: Tensor, segments: list[int], index: LayerIndex,
+def _activation_columns(raw: Tensor, segments: tuple[tuple[int, int], ...], index: LayerIndex,
                         device: torch.device) -> tuple[Tensor, Tensor]:
     """out_grad_rms, out_mean, out_std, saturated, dead (+ output counts) from the sums."""
     n_t, n_l = len(index.tracked), len(index.layers)
@@ -188,10 +203,9 @@ def _activation_columns(raw: Tensor, segments: list[int], index: LayerIndex,
     mean = acc[:, 0] / counts
     std = (acc[:, 1] / counts - mean.square()).clamp_min(0).sqrt()
     og_rms = (og / og_counts).sqrt()
-    pos = {n: i for i, n in enumerate(index.tracked)}
-    sat_idx = torch.tensor([pos[n] for n in index.saturating], dtype=torch.long, device=device)
+    sat_idx = index.on_device("saturating_pos", device)
     sat = acc[sat_idx, 2] / counts[sat_idx]
-    seg = torch.tensor(segments, dtype=torch.long, device=device)
+    seg = index.segments(segments, device)
     n_r = len(index.rectified)
     units = torch.zeros(n_r, dtype=torch.float64, device=device).index_add_(
         0, seg, torch.ones_like(alive))

@@ -114,17 +114,18 @@ class History:
         """The last recorded step as a record dict (see :meth:`records`), or None."""
         if self._last is None:
             return None
-        return self._record(*self._last)
+        return self.as_record(*self._last)
 
     def records(self) -> Iterator[dict[str, Any]]:
         """``{"step": s, "<stat>": {"<column>": value}}`` for every row held."""
         steps, data = self._rows()
         for s, row in zip(steps, data):
-            yield self._record(int(s), row)
+            yield self.as_record(int(s), row)
 
     __iter__ = records
 
-    def _record(self, step: int, row: np.ndarray) -> dict[str, Any]:
+    def as_record(self, step: int, row: np.ndarray) -> dict[str, Any]:
+        """``row`` (laid out as :attr:`columns`) as ``{"step": s, "<stat>": {col: value}}``."""
         rec: dict[str, Any] = {"step": int(step)}
         for key, names in self.columns.items():
             vals = row[self._slices[key]]

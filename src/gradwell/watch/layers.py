@@ -109,6 +109,33 @@ class LayerIndex:
             [x.name for x in self.layers] + [x.name for x in self.activations]))
         self.saturating = [a.name for a in self.activations if a.activation in ("sigmoid", "tanh")]
         self.rectified = [a.name for a in self.activations if a.activation == "relu"]
+        self.layer_names = [x.name for x in self.layers]
+        pos = {n: i for i, n in enumerate(self.tracked)}
+        self._host = {"owner": self.owner,
+                      "saturating_pos": torch.tensor([pos[n] for n in self.saturating],
+                                                     dtype=torch.long)}
+        self._cache: dict[Any, Tensor] = {}
+
+    def on_device(self, key: str, device: torch.device) -> Tensor:
+        """A constant index tensor (``"owner"``, ``"saturating_pos"``) on ``device``, cached."""
+        if (key, device) not in self._cache:
+            self._cache[(key, device)] = self._host[key].to(device)
+        return self._cache[(key, device)]
+
+    def zeros(self, device: torch.device) -> Tensor:
+        """A float64 zero vector of length 3 on ``device`` (cached; never written to)."""
+        if ("zeros", device) not in self._cache:
+            self._cache[("zeros", device)] = torch.zeros(3, dtype=torch.float64, device=device)
+        return self._cache[("zeros", device)]
+
+    def segments(self, layout: tuple[tuple[int, int], ...], device: torch.device) -> Tensor:
+        """Module id of every ReLU unit, from ``(module id, units)`` runs; cached per layout."""
+        key = ("segments", device, layout)
+        if key not in self._cache:
+            ids = torch.tensor([i for i, _ in layout], dtype=torch.long)
+            sizes = torch.tensor([n for _, n in layout], dtype=torch.long)
+            self._cache[key] = torch.repeat_interleave(ids, sizes).to(device)
+        return self._cache[key]
 
     def columns(self, activations: bool) -> dict[str, list[str]]:
         """The statistics recorded per step, each with the names of its columns."""

@@ -1,0 +1,190 @@
+"""Per-step overhead of gradwell.watch, compared in the same process with the usual alternatives.
+
+    python benchmarks/watch_overhead.py              # the issue's sizes (slow on small CPUs)
+    python benchmarks/watch_overhead.py --quick      # a smaller, faster run to check it works
+
+Models (CPU): a 20-layer MLP, width 512, batch 256, and a small CNN (4 conv layers, 32-64
+channels, BatchNorm) on 32x32 images, batch 64, both trained with torch.optim.Adam. Variants,
+each timed over the same steps and interleaved in rounds so that machine drift hits all of
+them alike:
+
+* ``bare``                        - no monitoring;
+* ``watch(activations=False)``    - gradient, weight and update statistics (target <= 1.03x);
+* ``watch()``                     - plus activation and back-propagated gradient statistics
+                                    (target <= 1.10x);
+* ``watch(every=10)``             - one step in ten (target <= 1.01x);
+* ``naive .norm().item()``        - a per-parameter Python loop, one host read per parameter
+                                    (cheap on CPU, where a read is no synchronisation; on a GPU
+                                    every ``.item()`` waits for the device);
+* ``add_histogram``               - TensorBoard's ``SummaryWriter.add_histogram`` of every
+                                    gradient per step (emulated with numpy's histogram, which is
+                                    what it computes, when tensorboard is not installed).
+
+Prints milliseconds per step and the ratio to ``bare``, by wall clock and by the process's CPU
+time (which a busy, shared machine disturbs less), each the best (minimum) round: noise only
+ever adds time. Results belong in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+import gradwell
+
+
+def mlp(depth: int, width: int) -> nn.Module:
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+def cnn(channels: int) -> nn.Module:
+    c = channels
+    return nn.Sequential(
+        nn.Conv2d(3, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
+        nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c, 2 * c, 3, padding=1), nn.BatchNorm2d(2 * c), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(2 * c, 10))
+
+
+def histogram_writer() -> tuple[Callable[[str, torch.Tensor, int], None], str]:
+    try:
+        import tensorboard  # noqa: F401
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        pos = 1e-12 * 1.1 ** np.arange(0, 775)          # TensorFlow's default buckets
+        edges = np.concatenate([-pos[::-1], [0.0], pos[pos < 1e20]])
+
+        def emulate(tag: str, t: torch.Tensor, step: int) -> None:
+            v = t.detach().cpu().numpy().astype(float)   # what add_histogram computes
+            np.histogram(v, bins=edges)
+            v.min(), v.max(), v.sum(), v.dot(v.ravel()) if v.ndim == 1 else (v * v).sum()
+        return emulate, "add_histogram (emulated with numpy)"
+    writer = SummaryWriter(tempfile.mkdtemp())
+    return writer.add_histogram, "add_histogram (tensorboard)"
+
+
+class Variant:
+    """Set up before a round, called after backward each step, torn down after the round."""
+
+    def __init__(self, name: str, start: Callable[[nn.Module], Any] | None = None,
+                 per_step: Callable[[Any, nn.Module, int], None] | None = None) -> None:
+        self.name, self.start, self.per_step = name, start, per_step
+
+
+def variants() -> list[Variant]:
+    hist, hist_name = histogram_writer()
+
+    def naive(state: Any, model: nn.Module, step: int) -> None:
+        for p in model.parameters():
+            p.grad.norm().item()
+
+    def histograms(state: Any, model: nn.Module, step: int) -> None:
+        for name, p in model.named_parameters():
+            hist(f"grad/{name}", p.grad, step)
+
+    return [
+        Variant("bare"),
+        Variant("watch(activations=False)", lambda m: gradwell.watch(m, activations=False),
+                lambda mon, m, s: mon.step()),
+        Variant("watch()", lambda m: gradwell.watch(m), lambda mon, m, s: mon.step()),
+        Variant("watch(every=10)", lambda m: gradwell.watch(m, every=10),
+                lambda mon, m, s: mon.step()),
+        Variant("naive .norm().item()", None, naive),
+        Variant(hist_name, None, histograms),
+    ]
+
+
+def time_round(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               v: Variant, steps: int, warmup: int) -> tuple[float, float, float]:
+    state = v.start(model) if v.start else None
+    wall = cpu = inside = 0.0
+    for step in range(warmup + steps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        opt.zero_grad(set_to_none=False)
+        nn.functional.cross_entropy(model(x), y).backward()
+        t1 = time.perf_counter()
+        if v.per_step is not None:
+            v.per_step(state, model, step)
+        t2 = time.perf_counter()
+        opt.step()
+        if step >= warmup:
+            wall += time.perf_counter() - t0
+            cpu += time.process_time() - c0
+            inside += t2 - t1
+    if state is not None:
+        state.close()
+    return wall / steps, cpu / steps, inside / steps
+
+
+def bench(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, args: Any) -> None:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    vs = variants()
+    times: dict[str, list[tuple[float, float, float]]] = {v.name: [] for v in vs}
+    for r in range(args.rounds):
+        order = vs if r % 2 == 0 else vs[::-1]
+        for v in order:
+            times[v.name].append(time_round(model, opt, x, y, v, args.steps, args.warmup))
+    best = {k: tuple(min(col) for col in zip(*t)) for k, t in times.items()}
+    spread = statistics.median(w for w, _, _ in times["bare"]) / best["bare"][0]
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"\n{name}: {n_params / 1e6:.2f}M parameters, batch {x.shape[0]}, "
+          f"{args.rounds} rounds x {args.steps} steps, {torch.get_num_threads()} threads "
+          f"(bare: median round / best round = {spread:.2f}; near 1 means a quiet machine)")
+    print(f"  {'variant':<40}{'wall ms':>10}{'ratio':>8}{'cpu ms':>10}{'ratio':>8}"
+          f"{'call ms':>10}")
+    for v in vs:
+        w, c, inside = best[v.name]
+        print(f"  {v.name[:40]:<40}{w * 1e3:>10.2f}{w / best['bare'][0]:>8.3f}"
+              f"{c * 1e3:>10.2f}{c / best['bare'][1]:>8.3f}{inside * 1e3:>10.2f}")
+    print("  (call ms: time inside the per-step call - mon.step(), the .item() loop or the "
+          "histograms - without the forward/backward hooks)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small models, few steps: a smoke run")
+    p.add_argument("--steps", type=int, help="timed steps per round (20; quick: 4)")
+    p.add_argument("--warmup", type=int, help="untimed steps per round (3; quick: 1)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds per variant (5; quick: 2)")
+    p.add_argument("--depth", type=int, help="MLP layers (20; quick: 8)")
+    p.add_argument("--width", type=int, help="MLP width (512; quick: 128)")
+    p.add_argument("--batch", type=int, help="batch size (256; quick: 64)")
+    p.add_argument("--channels", type=int, help="CNN width (32; quick: 8)")
+    p.add_argument("--image", type=int, help="CNN input size (32; quick: 16)")
+    p.add_argument("--cnn-batch", type=int, help="CNN batch size (64; quick: 32)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--only", choices=["mlp", "cnn"], default=None)
+    args = p.parse_args()
+    full = dict(steps=20, warmup=3, rounds=5, depth=20, width=512, batch=256, channels=32,
+                image=32, cnn_batch=64)
+    quick = dict(steps=4, warmup=1, rounds=2, depth=8, width=128, batch=64, channels=8, image=16,
+                 cnn_batch=32)
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.only in (None, "mlp"):
+        x, y = torch.randn(args.batch, args.width), torch.randint(0, 10, (args.batch,))
+        bench(f"MLP {args.depth}x{args.width}", mlp(args.depth, args.width), x, y, args)
+    if args.only in (None, "cnn"):
+        x = torch.randn(args.cnn_batch, 3, args.image, args.image)
+        y = torch.randint(0, 10, (args.cnn_batch,))
+        bench(f"CNN {args.channels} channels, {args.image}x{args.image}", cnn(args.channels),
+              x, y, args)
+
+
+if __name__ == "__main__":
+    main()

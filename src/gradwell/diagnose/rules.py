@@ -1,0 +1,256 @@
+"""The diagnosis rules: recorded statistics in, :class:`Finding` objects out.
+
+Every rule reads only finite recorded steps (a non-finite step is the ``nonfinite`` rule's),
+asks that its condition persist (``Thresholds.persist_share``), and reports the first step at
+which the condition held. The rules and their literature are in ``docs/diagnosis.md``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from . import remedies
+from .finding import Finding
+from .thresholds import Thresholds
+
+__all__ = ["View", "vanishing", "exploding", "nonfinite", "saturation", "dead_units"]
+
+
+class View:
+    """The arrays the rules need, taken once from a ``History``."""
+
+    def __init__(self, history: Any, th: Thresholds) -> None:
+        self.th, self.meta = th, history.meta
+        self.steps, self.layers, self.grad = history.series("grad_norm")
+        self.weight = history.series("weight_norm")[2]
+        self.update = history.series("update_ratio")[2]
+        self.total = history.series("total_grad_norm")[2][:, 0]
+        self.finite = np.isfinite(self.total) & np.isfinite(self.grad).all(axis=1)
+        info = {x["name"]: x for x in self.meta.get("layers", [])}
+        used = (self.grad[self.finite] > 0).any(axis=0) if self.finite.any() else []
+        #: weight matrices/kernels that received gradients, in registration order
+        self.matrix = [i for i, n in enumerate(self.layers)
+                       if info.get(n, {}).get("weight_ndim", 0) >= 2 and used[i]]
+        self.history = history
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.rel = self.grad / self.weight           # relative gradient ||dW|| / ||W||
+        self.og_ratio = self._depth_trend(history)
+
+    def _depth_trend(self, history: Any) -> np.ndarray | None:
+        """Back-propagated gradient RMS, first hidden layer / last hidden layer, per step."""
+        if "out_grad_rms" not in history.columns or len(self.matrix) < 3:
+            return None
+        og = history.series("out_grad_rms")[2]
+        first, last_hidden = self.matrix[0], self.matrix[-2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = og[:, first] / og[:, last_hidden]
+        return ratio
+
+    def persists(self, cond: np.ndarray) -> bool:
+        """``cond`` (one bool per finite step) holds in enough of all, or of the latest, steps."""
+        if cond.size == 0:
+            return False
+        share = self.th.persist_share
+        return bool(cond.mean() >= share or cond[-self.th.window:].mean() >= share)
+
+    def first_step(self, cond: np.ndarray) -> int:
+        return int(self.steps[self.finite][np.argmax(cond)])
+
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _quiet(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """numpy's nan-reductions without the all-NaN-column warning (a module that never ran)."""
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return fn(*args, **kwargs)
+
+
+def vanishing(v: View) -> Finding | None:
+    """Relative gradients fall by ``vanishing_ratio`` below the top layer's, or the
+    back-propagated gradient shrinks by ``depth_trend`` from the last to the first hidden layer
+    (Glorot & Bengio 2010)."""
+    th, idx = v.th, v.matrix
+    if len(idx) < 2 or not v.finite.any():
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = v.rel[v.finite][:, idx]
+        ratio = rel / _quiet(np.nanmax, rel, axis=1, keepdims=True)
+    cond = (ratio < th.vanishing_ratio).any(axis=1)
+    og = v.og_ratio[v.finite] if v.og_ratio is not None else None
+    if og is not None:
+        cond = cond | (og < 1.0 / th.depth_trend)
+    if not v.persists(cond):
+        return None
+    med = _quiet(np.nanmedian, ratio, axis=0)
+    affected = {v.layers[i]: float(r) for i, r in zip(idx, med) if r < th.vanishing_ratio}
+    worst = v.layers[idx[int(_quiet(np.nanargmin, med))]]
+    ev: dict[str, Any] = {
+        "relative_grad_vs_top": affected,
+        "smallest_ratio": float(_quiet(np.nanmin, med)),
+        "relative_grad": {v.layers[i]: float(x)
+                          for i, x in zip(idx, _quiet(np.nanmedian, rel, axis=0))},
+        "weight_layers": len(idx)}
+    if og is not None:
+        ev["backprop_grad_first_over_last_hidden"] = float(_quiet(np.nanmedian, og))
+    sat = v.history.columns.get("saturated")
+    if sat:
+        shares = v.history.series("saturated")[2][v.finite]
+        if np.isfinite(shares).any():
+            per_module = _quiet(np.nanmedian, shares, axis=0)
+            ev["saturated_share_max"] = float(_quiet(np.nanmax, per_module))
+    ev["summary"] = (f"relative gradient of {len(affected)} of {len(idx)} weight layers is "
+                     f"< {th.vanishing_ratio:g} x the top layer's (smallest "
+                     f"{_fmt(ev['smallest_ratio'])})")
+    sev = "error" if ev["smallest_ratio"] < th.vanishing_error else "warning"
+    return Finding("vanishing", worst, v.first_step(cond), sev, ev,
+                   remedies.for_vanishing(ev, v.meta, v.th.saturation_share))
+
+
+def _spike(v: View) -> tuple[int, float] | None:
+    """First finite step whose total norm is ``spike_factor`` x the median before it."""
+    th, t, steps = v.th, v.total[v.finite], v.steps[v.finite]
+    for k in range(th.spike_min_history, t.size):
+        ref = np.median(t[max(0, k - th.spike_history):k])
+        if ref > 0 and t[k] > th.spike_factor * ref:
+            return int(steps[k]), float(t[k] / ref)
+    return None
+
+
+def exploding(v: View) -> Finding | None:
+    """Relative gradients above ``exploding_relative_grad``, a back-propagated gradient that
+    grows with depth, a spike or a growth of the total norm (Pascanu et al. 2013)."""
+    th, idx = v.th, v.matrix
+    if not v.finite.any():
+        return None
+    rel = v.rel[v.finite][:, idx] if idx else np.zeros((int(v.finite.sum()), 0))
+    cond = (rel > th.exploding_relative_grad).any(axis=1)
+    if v.og_ratio is not None:
+        cond = cond | (v.og_ratio[v.finite] > th.depth_trend)
+    hits: dict[str, int] = {}
+    if v.persists(cond):
+        hits["persistent"] = v.first_step(cond)
+    spike = _spike(v)
+    if spike is not None:
+        hits["spike"] = spike[0]
+    t = v.total[v.finite]
+    if t.size >= 10 and np.median(t[-5:]) > th.growth_factor * np.median(t[:5]):
+        hits["growth"] = int(v.steps[v.finite][5])
+    if not hits:
+        return None
+    ev = _exploding_evidence(v, rel, idx, hits, spike)
+    worst = None
+    if idx:
+        worst = v.layers[idx[int(_quiet(np.nanargmax, _quiet(np.nanmedian, rel, axis=0)))]]
+    sev = "error" if (ev["max_relative_grad"] > 100 * th.exploding_relative_grad
+                      or v.history.first_nonfinite() is not None) else "warning"
+    return Finding("exploding", worst, min(hits.values()), sev, ev,
+                   remedies.for_exploding(ev, v.meta))
+
+
+def _exploding_evidence(v: View, rel: np.ndarray, idx: list[int], hits: dict[str, int],
+                        spike: tuple[int, float] | None) -> dict[str, Any]:
+    t = v.total[v.finite]
+    before = t[v.steps[v.finite] < min(hits.values())]
+    ev: dict[str, Any] = {
+        "criteria": sorted(hits),
+        "first_step": min(hits.values()),
+        "total_grad_norm_median": float(np.median(t)),
+        "total_grad_norm_p10": float(np.percentile(t, 10)),
+        "total_grad_norm_max": float(t.max()),
+        "max_relative_grad": float(_quiet(np.nanmax, rel)) if rel.size else float("nan"),
+        "relative_grad": {v.layers[i]: float(x)
+                          for i, x in zip(idx, _quiet(np.nanmedian, rel, axis=0))}
+        if rel.size else {}}
+    if before.size >= v.th.spike_min_history:
+        ev["healthy_norm_p10"] = float(np.percentile(before, 10))
+    upd = v.update[v.finite]
+    if np.isfinite(upd).any():
+        with np.errstate(divide="ignore"):
+            logs = np.log10(upd[upd > 0])
+            ev["log10_update_ratio_median"] = float(_quiet(np.nanmedian, logs))
+    if spike is not None:
+        ev["spike_step"], ev["spike_factor"] = spike
+    if v.og_ratio is not None:
+        og = v.og_ratio[v.finite]
+        ev["backprop_grad_first_over_last_hidden"] = float(_quiet(np.nanmedian, og))
+    ev["summary"] = (f"{', '.join(sorted(hits))}: total gradient norm up to "
+                     f"{_fmt(ev['total_grad_norm_max'])} "
+                     f"(median {_fmt(ev['total_grad_norm_median'])}), "
+                     f"relative gradient up to {_fmt(ev['max_relative_grad'])}")
+    return ev
+
+
+def nonfinite(v: View) -> Finding | None:
+    """The first step with NaN/Inf anywhere, and where it appeared first (exact, never
+    downsampled)."""
+    event = v.history.first_nonfinite()
+    if event is None:
+        return None
+    ev = {k: x for k, x in event.items() if k not in ("kind", "step")}
+    place = event.get("parameter") or event.get("layer") or "the loss"
+    ev["summary"] = (f"NaN/Inf first in the {event.get('where')} at {place}; "
+                     f"{event.get('nonfinite_params', 0)} of {event.get('params', 0)} parameter "
+                     "gradients non-finite")
+    before = v.total[v.finite & (v.steps < int(event["step"]))]
+    if before.size:
+        ev["preceding_median_grad_norm"] = float(np.median(before))
+    boom = exploding(v)
+    ev["preceded_by_exploding"] = boom is not None
+    return Finding("nonfinite", event.get("layer"), int(event["step"]), "error", ev,
+                   remedies.for_nonfinite(ev, v.meta))
+
+
+def _share_rule(v: View, stat: str, limit: float,
+                error: float) -> tuple[str, int, str, dict[str, float]] | None:
+    if stat not in v.history.columns or not v.history.columns[stat]:
+        return None
+    _, names, share = v.history.series(stat)
+    share = share[v.finite]
+    if share.size == 0 or np.isnan(share).all():
+        return None
+    cond = np.nan_to_num(share, nan=0.0) > limit
+    if not v.persists(cond.any(axis=1)):
+        return None
+    med = _quiet(np.nanmedian, share, axis=0)
+    affected = {n: float(s) for n, s in zip(names, med) if s > limit}
+    if not affected:
+        return None
+    worst = max(affected, key=affected.get)
+    sev = "error" if affected[worst] > error else "warning"
+    return worst, v.first_step(cond.any(axis=1)), sev, affected
+
+
+def saturation(v: View) -> Finding | None:
+    """Share of sigmoid/tanh outputs in the flat tails above ``saturation_share``
+    (Glorot & Bengio 2010; Karpathy's |tanh| > 0.97)."""
+    th = v.th
+    got = _share_rule(v, "saturated", th.saturation_share, th.saturation_error)
+    if got is None:
+        return None
+    worst, step, sev, affected = got
+    kinds = {a["name"]: a["activation"] for a in v.meta.get("activations", [])}
+    ev = {"saturated_share": affected, "activation": kinds.get(worst),
+          "summary": f"{affected[worst]:.0%} of {kinds.get(worst)} outputs saturated "
+                     f"(> {th.saturation_share:.0%}) in {len(affected)} module(s)"}
+    return Finding("saturation", worst, step, sev, ev, remedies.for_saturation(ev, v.meta))
+
+
+def dead_units(v: View) -> Finding | None:
+    """Share of ReLU units that are zero over the whole batch above ``dead_share``
+    (Maas et al. 2013; Lu et al. 2019)."""
+    th = v.th
+    got = _share_rule(v, "dead", th.dead_share, th.dead_error)
+    if got is None:
+        return None
+    worst, step, sev, affected = got
+    ev = {"dead_share": affected,
+          "summary": f"{affected[worst]:.0%} of units dead over the whole batch "
+                     f"(> {th.dead_share:.0%}) in {len(affected)} module(s)"}
+    return Finding("dead_units", worst, step, sev, ev, remedies.for_dead(ev, v.meta))

@@ -1,0 +1,339 @@
+"""`Monitor`: per-layer gradient, weight, update and activation statistics, recorded cheaply.
+
+Two ways to drive it:
+
+* ``loss.backward(); mon.step(); opt.step()`` - one recorded step per ``mon.step()`` call;
+  the update of step ``s`` (the change ``opt.step()`` makes) is measured at the next call.
+* ``watch(model, optimizer=opt)`` - step hooks on the optimizer record once per optimizer
+  step (so gradient accumulation over micro-batches is one step) and measure the update
+  exactly; ``mon.step()`` is then not needed. Gradwell optimizers that clip (or skip
+  non-finite steps) already computed every gradient norm: the monitor re-uses them.
+
+Cost per recorded step: one foreach norm pass over the gradients, a few reductions per watched
+activation, and exactly one device-to-host transfer. On one recorded step in ``update_every``
+(default: about one training step in 10, ``max(1, 10 // every)`` recorded steps) also a norm
+pass over the weights, and a copy and a subtraction of the parameters for the update
+(``updates=False`` drops these two); in between, the latest weight norms are carried forward.
+``every=N`` records one step in N and does nothing on the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import collect
+from .collect import ActivationStats, Pending, first_tensor, norms
+from .history import History
+from .layers import LayerIndex
+from .sinks import JsonlSink, Sink
+
+__all__ = ["Monitor", "UPDATE_PERIOD"]
+
+#: By default weights and updates are measured about once per this many training steps.
+UPDATE_PERIOD = 10
+
+
+class Monitor:
+    """Watch ``model``'s gradients; see :func:`gradwell.watch.watch` for the arguments."""
+
+    def __init__(self, model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None,
+                 every: int = 1, activations: bool = True, updates: bool = True,
+                 update_every: int | None = None, max_records: int = 1024,
+                 log: str | Path | None = None, sinks: Iterable[Sink] = ()) -> None:
+        if update_every is None and isinstance(every, int) and not isinstance(every, bool):
+            update_every = max(1, UPDATE_PERIOD // max(every, 1))
+        for name, value in (("every", every), ("update_every", update_every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1 (one step in `{name}`), "
+                                 f"got {value!r}")
+        for flag, value in (("activations", activations), ("updates", updates)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be True or False, got {value!r}")
+        self.index = LayerIndex(model)
+        self.every, self.activations, self.updates = every, activations, updates
+        self.update_every = update_every
+        self.optimizer = _check_optimizer(optimizer, self.index)
+        self._device = self.index.params[0].device
+        self._rank, self._world = _rank_world()
+        self._history = History(self.index.columns(activations), self._meta(), max_records)
+        self._sinks: list[Any] = list(sinks)
+        if log is not None:
+            self._sinks.append(JsonlSink(log))
+        self._handles: list[Any] = []
+        self._closed = False
+        self._step = 0                      # index of the step being observed now
+        self._last_finite: int | None = None
+        self._recorded = 0                  # recorded steps so far (sets the weight cadence)
+        self._weight: Tensor | None = None  # latest measured weight norms (device)
+        self._pending: Pending | None = None
+        self._snap: list[Tensor] | None = None
+        self._loss: Tensor | None = None
+        self._acts = ActivationStats()
+        self._armed = True
+        self._register_hooks()
+        if self._rank == 0:
+            for s in self._sinks:
+                s.start(self._history.header())
+
+    def _meta(self) -> dict[str, Any]:
+        return {**self.index.meta(), "every": self.every, "watch_activations": self.activations,
+                "world_size": self._world}
+
+    def _register_hooks(self) -> None:
+        if self.activations:
+            layer_names = {x.name for x in self.index.layers}
+            kinds = {a.name: a.activation for a in self.index.activations}
+            for name in self.index.tracked:
+                hook = self._forward_hook(name, kinds.get(name), name in layer_names)
+                self._handles.append(self.index.modules[name].register_forward_hook(hook))
+        if self.optimizer is not None:
+            self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
+            self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
+
+    def _forward_hook(self, name: str, kind: str | None, is_layer: bool) -> Any:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not self._armed or self._closed or not torch.is_grad_enabled():
+                return
+            t = first_tensor(output)
+            if t is None:
+                return
+            acts = self._acts
+            acts.on_output(name, kind, t)
+            if is_layer and t.requires_grad:
+                t.register_hook(lambda g: None if self._closed else acts.on_out_grad(name, g))
+        return hook
+
+    # ------------------------------------------------------------------------ recording
+    def step(self, loss: Tensor | float | None = None) -> None:
+        """Record this step's statistics (call after ``loss.backward()``, before ``opt.step()``).
+
+        Args:
+            loss: optional; recorded with the step (a tensor is read in the same transfer).
+                With ``optimizer=`` given the step is recorded by the optimizer's hooks and
+                this call only hands over ``loss``.
+        """
+        self._check_open()
+        loss_t = None if loss is None else torch.as_tensor(loss).detach()
+        if self.optimizer is not None:
+            self._loss = loss_t
+            return
+        if all(p.grad is None for p in self.index.params):
+            raise RuntimeError("mon.step() found no gradients: call loss.backward() before "
+                               "mon.step() (and mon.step() before optimizer.zero_grad())")
+        self._flush()
+        if self._step % self.every == 0:
+            self._begin(loss_t, self._grad_norms())
+        self._advance()
+
+    @torch.no_grad()
+    def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._closed or self._step % self.every:
+            return
+        grad = None if _reuses_norms(optimizer) else self._grad_norms()
+        self._begin(self._loss, grad)
+        self._loss = None
+
+    @torch.no_grad()
+    def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._closed:
+            return
+        if self._pending is not None and self._pending.grad is None:
+            self._pending.grad = self._norms_from(optimizer)
+        self._flush()
+        self._loss = None
+        self._advance()
+
+    def _advance(self) -> None:
+        self._step += 1
+        self._armed = self.activations and self._step % self.every == 0
+
+    @torch.no_grad()
+    def _grad_norms(self) -> Tensor:
+        params = self.index.params
+        present = [i for i, p in enumerate(params) if p.grad is not None]
+        if len(present) == len(params):
+            return norms([p.grad for p in params], self._device)
+        out = torch.zeros(len(params), device=self._device)
+        if present:
+            idx = torch.tensor(present, device=self._device)
+            out[idx] = norms([params[i].grad for i in present], self._device)
+        return out
+
+    def _norms_from(self, optimizer: Any) -> Tensor:
+        """This step's gradient norms as the gradwell optimizer computed them (pre-clipping)."""
+        last = getattr(optimizer, "last_grad_norms", None)
+        if last is None:
+            return self._grad_norms()
+        params, per_tensor, _ = last
+        pos = {id(p): i for i, p in enumerate(params)}
+        zero = torch.zeros((), device=self._device)
+        picked = [per_tensor[pos[id(p)]] if id(p) in pos else zero for p in self.index.params]
+        return torch.stack([n.to(self._device, torch.float32) for n in picked])
+
+    @torch.no_grad()
+    def _begin(self, loss: Tensor | None, grad: Tensor | None) -> None:
+        params = self.index.params           # under no_grad: no detach needed
+        measure = self._recorded % self.update_every == 0
+        self._recorded += 1
+        if measure or self._weight is None:
+            self._weight = norms(params, self._device)
+        snapped = measure and self.updates
+        if snapped:
+            if self._snap is None:
+                self._snap = [p.detach().clone() for p in params]
+            else:
+                torch._foreach_copy_(self._snap, params)
+        acts = self._acts if self.activations else None
+        self._pending = Pending(self._step, grad, self._weight, loss, acts)
+        self._pending.snapped = snapped
+        self._acts = ActivationStats()
+
+    @torch.no_grad()
+    def _flush(self) -> None:
+        """Measure the update of the pending step, read it back once and store it."""
+        p, self._pending = self._pending, None
+        if p is None:
+            return
+        if p.grad is None:
+            p.grad = self._grad_norms()
+        update = None
+        if p.snapped and self._snap is not None:
+            torch._foreach_sub_(self._snap, self.index.params)  # old - new, in place
+            update = norms(self._snap, self._device)
+        row, extra = collect.finalize(p, self.index, update, self._device, self._world)
+        extra["loss_given"] = p.loss is not None
+        self._store(p.step, row, extra)
+
+    def _store(self, step: int, row: np.ndarray, extra: dict[str, Any]) -> None:
+        self._history.append(step, row)
+        event = None
+        if not np.isfinite(row).all() and self._history.first_nonfinite() is None:
+            from .events import nonfinite_event
+            event = nonfinite_event(self._history, step, row, extra)
+            if event is not None:
+                event["last_finite_step"] = self._last_finite
+                self._history.add_event(event)
+        if event is None and self._history.first_nonfinite() is None:
+            self._last_finite = step
+        if self._rank == 0 and self._sinks:
+            record = self._history.as_record(step, row)
+            for s in self._sinks:
+                s.write(record)
+                if event is not None:
+                    s.event(event)
+
+    # --------------------------------------------------------------------- results
+    def _results(self) -> History:
+        if not self._closed:
+            self._flush()
+        return self._history
+
+    @property
+    def history(self) -> History:
+        """The record so far (read after ``opt.step()``: the last step's update is measured
+        when the record is read)."""
+        return self._results()
+
+    def findings(self, thresholds: Any = None) -> list[Any]:
+        """Diagnose the record: a list of :class:`gradwell.diagnose.Finding`, worst first."""
+        from ..diagnose import diagnose
+        return diagnose(self._results(), thresholds)
+
+    def summary(self, show: bool = False) -> Any:
+        """A table of layers with their latest statistics and the findings (``rich``).
+
+        ``str(summary)`` is plain text; ``rich.print(summary)`` renders colours. With
+        ``show=True`` it is also printed, on rank 0 only.
+        """
+        from .report import Summary
+        s = Summary(self._results(), self.findings())
+        if show and self._rank == 0:
+            s.print()
+        return s
+
+    def save(self, path: str | Path) -> Path | None:
+        """Write the history as JSON lines (rank 0 only; other ranks return None)."""
+        hist = self._results()
+        return hist.save(path) if self._rank == 0 else None
+
+    def plot(self, path: str | Path) -> Path | None:
+        """Save the gradient-flow figure (rank 0 only; other ranks return None)."""
+        from .report import plot
+        hist = self._results()
+        return plot(hist, path, self.findings()) if self._rank == 0 else None
+
+    @property
+    def layers(self) -> list[str]:
+        """Names of the watched layers (modules with parameters), in registration order."""
+        return [x.name for x in self.index.layers]
+
+    # ------------------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Record the pending step, remove every hook and close the sinks (idempotent)."""
+        if self._closed:
+            return
+        self._flush()
+        self._closed = True
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._snap = None
+        if self._rank == 0:
+            for s in self._sinks:
+                s.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this monitor was closed (close() or the end of its with-block) "
+                               "and records nothing more; create a new one with "
+                               "gradwell.watch(model)")
+
+    def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"step {self._step}"
+        return (f"Monitor({len(self.index.layers)} layers, every={self.every}, "
+                f"activations={self.activations}, {state})")
+
+
+def _check_optimizer(optimizer: Any, index: LayerIndex) -> torch.optim.Optimizer | None:
+    if optimizer is None:
+        return None
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError("optimizer must be a torch.optim.Optimizer (torch's or gradwell's), got "
+                        f"{type(optimizer).__module__}.{type(optimizer).__qualname__}")
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    if not any(id(p) in held for p in index.params):
+        raise ValueError("optimizer holds none of the model's parameters: pass the optimizer "
+                         "that trains this model")
+    return optimizer
+
+
+def _reuses_norms(optimizer: Any) -> bool:
+    """True if the gradwell optimizer computes all L2 gradient norms itself this step."""
+    try:
+        from ..optim.optimizer import Optimizer as GradwellOptimizer
+    except ImportError:    # pragma: no cover - optim is part of the package
+        return False
+    if not isinstance(optimizer, GradwellOptimizer):
+        return False
+    clip = getattr(optimizer, "clip", None)
+    if clip is not None:
+        return float(getattr(clip, "norm_type", 2.0)) == 2.0
+    return bool(getattr(optimizer, "skip_nonfinite", False))
+
+
+def _rank_world() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

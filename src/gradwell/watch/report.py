@@ -1,0 +1,193 @@
+"""Seeing a record: the ``rich`` summary table and the matplotlib gradient-flow figure."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .history import History
+
+__all__ = ["Summary", "plot"]
+
+
+def _num(x: float, log: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if log:
+        return "-inf" if x <= 0 else f"{math.log10(x):.1f}"
+    return f"{x:.3g}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or math.isnan(x) else f"{x:.0%}"
+
+
+def last_measured(history: History, stat: str) -> dict[str, float]:
+    """The latest non-NaN value of every column of ``stat`` (NaN if never measured)."""
+    _, names, values = history.series(stat)
+    out = {}
+    for j, n in enumerate(names):
+        ok = np.flatnonzero(~np.isnan(values[:, j]))
+        out[n] = float(values[ok[-1], j]) if ok.size else math.nan
+    return out
+
+
+class Summary:
+    """Per-layer statistics at the latest recorded step, and the findings.
+
+    ``str(summary)`` is plain text; in ``rich`` (``rich.print``, Jupyter) it is a table.
+    """
+
+    def __init__(self, history: History, findings: list[Any]) -> None:
+        self.history, self.findings = history, findings
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per layer (module with parameters) and per activation module."""
+        rec = self.history.latest()
+        if rec is None:
+            return []
+        meta = self.history.meta
+        upd = last_measured(self.history, "update_ratio")
+        out = []
+        for x in meta.get("layers", []):
+            n = x["name"]
+            g, w = rec["grad_norm"][n], rec["weight_norm"][n]
+            out.append({"layer": n, "type": x["type"], "grad_norm": g, "weight_norm": w,
+                        "grad/weight": g / w if w else math.nan,
+                        "update/weight": upd[n],
+                        "out_grad_rms": rec.get("out_grad_rms", {}).get(n, math.nan),
+                        "out_mean": rec.get("out_mean", {}).get(n, math.nan),
+                        "out_std": rec.get("out_std", {}).get(n, math.nan)})
+        for a in meta.get("activations", []):
+            n = a["name"]
+            out.append({"layer": n, "type": a["type"],
+                        "out_mean": rec.get("out_mean", {}).get(n, math.nan),
+                        "out_std": rec.get("out_std", {}).get(n, math.nan),
+                        "saturated": rec.get("saturated", {}).get(n),
+                        "dead": rec.get("dead", {}).get(n)})
+        return out
+
+    def __rich__(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        rec = self.history.latest()
+        step = rec["step"] if rec else "-"
+        t = Table(title=f"gradwell.watch - step {step} ({self.history.recorded} recorded)")
+        for col in ("layer", "type", "grad norm", "weight norm", "grad/weight",
+                    "log10 upd/w", "out-grad rms", "out mean", "out std", "saturated", "dead"):
+            t.add_column(col, justify="left" if col in ("layer", "type") else "right")
+        for r in self.rows():
+            t.add_row(r["layer"], r["type"], _num(r.get("grad_norm", math.nan)),
+                      _num(r.get("weight_norm", math.nan)), _num(r.get("grad/weight", math.nan)),
+                      _num(r.get("update/weight", math.nan), log=True),
+                      _num(r.get("out_grad_rms", math.nan)), _num(r["out_mean"]),
+                      _num(r["out_std"]), _pct(r.get("saturated")), _pct(r.get("dead")))
+        colour = {"error": "red", "warning": "yellow", "info": "cyan"}
+        lines = [f"[{colour[f.severity]}]{_escape(str(f))}[/]" for f in self.findings]
+        verdict = "\n".join(lines) if lines else "[green]no findings: gradients look healthy[/]"
+        return Group(t, verdict)
+
+    def __str__(self) -> str:
+        from rich.console import Console
+        console = Console(width=160, record=True, color_system=None, force_terminal=False,
+                          file=_Null())
+        console.print(self)
+        return console.export_text()
+
+    def print(self) -> None:
+        from rich.console import Console
+        Console().print(self)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+    return escape(text)
+
+
+class _Null:
+    def write(self, s: str) -> int:
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def plot(history: History, path: str | Path, findings: list[Any] | None = None) -> Path:
+    """Save the gradient-flow figure: layers x steps heatmap of log10 gradient norm, per-layer
+    gradient/weight and update/weight bars (latest step), activation saturation and dead
+    shares (Glorot & Bengio 2010 plot the same quantities per layer)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    if len(history) == 0:
+        raise ValueError("nothing to plot: the history is empty (record some steps first)")
+    fig = Figure(figsize=(13, 8.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 2)
+    steps, names, grad = history.series("grad_norm")
+    _heatmap(axes[0, 0], steps, names, grad)
+    _bars(axes[0, 1], history, names)
+    _activation_panel(axes[1, 0], history)
+    _total_panel(axes[1, 1], history, findings or [])
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _heatmap(ax: Any, steps: np.ndarray, names: list[str], grad: np.ndarray) -> None:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        img = np.log10(np.where(grad > 0, grad, np.nan)).T
+    im = ax.imshow(img, aspect="auto", interpolation="nearest", cmap="viridis",
+                   extent=(float(steps[0]) - 0.5, float(steps[-1]) + 0.5, len(names) - 0.5, -0.5))
+    ax.set_yticks(range(len(names)), [n[-18:] for n in names], fontsize=6)
+    ax.set_xlabel("step")
+    ax.set_title("log10 gradient norm per layer (input at top)")
+    ax.figure.colorbar(im, ax=ax)
+
+
+def _bars(ax: Any, history: History, names: list[str]) -> None:
+    rec = history.latest()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gw = np.log10([rec["grad_norm"][n] / rec["weight_norm"][n] for n in names])
+        upd = last_measured(history, "update_ratio")
+        uw = np.log10([upd[n] for n in names])
+    gw[~np.isfinite(gw)] = np.nan          # a zero update (the layer did not move) has no bar
+    uw[~np.isfinite(uw)] = np.nan
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, gw, 0.4, label="log10 grad/weight")
+    ax.bar(x + 0.2, uw, 0.4, label="log10 update/weight")
+    ax.axhline(-3, color="grey", ls="--", lw=0.8, label="update/weight 1e-3 (Karpathy)")
+    ax.set_xticks(x, [n[-12:] for n in names], rotation=90, fontsize=6)
+    ax.set_title(f"per layer at step {rec['step']}")
+    ax.legend(fontsize=7)
+
+
+def _activation_panel(ax: Any, history: History) -> None:
+    drawn = False
+    for stat, label in (("saturated", "saturated share"), ("dead", "dead share")):
+        if history.columns.get(stat):
+            steps, names, vals = history.series(stat)
+            for j, n in enumerate(names):
+                ax.plot(steps, vals[:, j], lw=0.9, label=f"{label}: {n[-14:]}")
+            drawn = True
+    ax.set_title("activation saturation / dead units")
+    ax.set_xlabel("step")
+    ax.set_ylim(-0.02, 1.02)
+    if drawn and len(ax.lines) <= 12:
+        ax.legend(fontsize=6)
+    if not drawn:
+        ax.text(0.5, 0.5, "no sigmoid/tanh/ReLU modules watched\n(or activations=False)",
+                ha="center", va="center", transform=ax.transAxes)
+
+
+def _total_panel(ax: Any, history: History, findings: list[Any]) -> None:
+    steps, _, total = history.series("total_grad_norm")
+    ax.semilogy(steps, total[:, 0], lw=1.0, label="total gradient norm")
+    for f in findings:
+        ax.axvline(f.step, color="red" if f.severity == "error" else "orange", lw=0.8)
+        ax.text(f.step, ax.get_ylim()[1], f.kind, rotation=90, va="top", fontsize=7)
+    ax.set_title("total gradient norm (findings marked)")
+    ax.set_xlabel("step")
+    ax.legend(fontsize=7)

@@ -1,0 +1,20 @@
+"""examples/watch_digits.py does what its docstring says."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "watch_digits.py"
+
+
+def test_watch_digits_finds_vanishing_and_the_remedy_fixes_it(tmp_path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("watch_digits", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sick, healthy, ratio = module.main(str(tmp_path))
+    assert [f.kind for f in sick] == ["vanishing"] and sick[0].severity == "error"
+    assert healthy == [] and ratio < 0.7
+    assert (tmp_path / "gradient_flow.png").stat().st_size > 20_000
+    out = capsys.readouterr().out
+    assert "[error] vanishing in 0 from step 0" in out and "0 findings" in out
