@@ -88,8 +88,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--quick", action="store_true", help="200k parameters, 2 steps: a smoke run")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.quick:
+        args.numel, args.warmup, args.steps = 2e5, 1, 2
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:

@@ -1,0 +1,25 @@
+"""The benchmark scripts run (their --quick smoke mode) and print their comparison tables.
+
+Their timings are not asserted: benchmarks are measured on a quiet machine and recorded in
+docs/benchmarks.md, never timed inside the test suite.
+"""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, expected", [
+    ("optim_step.py", "clip_grad_norm_ + torch Adam fused"),
+    ("clip_overhead.py", "clip_grad_norm_"),
+    ("watch_overhead.py", "watch"),
+])
+def test_benchmark_runs(script: str, expected: str) -> None:
+    out = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick"], check=True,
+                         capture_output=True, text=True, timeout=600).stdout
+    assert expected in out
