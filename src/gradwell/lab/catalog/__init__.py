@@ -48,3 +48,6 @@ def get(name: str) -> Experiment:
 
 
 from . import vanishing  # noqa: E402,F401  (registers itself)
+from . import pascanu2013_clipping  # noqa: E402,F401
+from . import gated_rnn  # noqa: E402,F401
+from . import he2016_degradation  # noqa: E402,F401
