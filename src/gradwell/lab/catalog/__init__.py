@@ -51,3 +51,6 @@ from . import vanishing  # noqa: E402,F401  (registers itself)
 from . import pascanu2013_clipping  # noqa: E402,F401
 from . import gated_rnn  # noqa: E402,F401
 from . import he2016_degradation  # noqa: E402,F401
+from . import he2015_init  # noqa: E402,F401
+from . import glorot2010  # noqa: E402,F401
+from . import saxe2014_orthogonal  # noqa: E402,F401
