@@ -15,7 +15,7 @@ from .data import DATASETS
 __all__ = ["Key", "TRIAL_KEYS", "TRIAL_KINDS", "KIND_KEYS", "allowed_keys", "MODELS",
            "OPTIMIZERS", "CLIPS", "DEFAULT_LR", "register_kind", "choice", "integer", "number"]
 
-MODELS = ("mlp", "cnn", "resnet", "rnn", "gru", "lstm")
+MODELS = ("mlp", "cnn", "resnet", "rnn", "gru", "lstm", "logistic")  # logistic: one Linear
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw")
 CLIPS = ("none", "global_norm", "value")
 METRICS = ("test_acc", "train_acc", "test_loss", "train_loss")

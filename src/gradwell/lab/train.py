@@ -54,6 +54,8 @@ def load_data(cfg: dict[str, Any]) -> datasets.Dataset:
 def build_model(cfg: dict[str, Any], data: datasets.Dataset) -> nn.Module:
     """The model a configuration asks for, sized for ``data``."""
     m = cfg["model"]
+    if m == "logistic":                # (multinomial) logistic regression: one Linear layer
+        return nn.Sequential(nn.Flatten(), nn.Linear(data.n_in, data.n_out))
     if m == "mlp":
         return gnn.MLP(data.n_in, data.n_out, cfg["depth"], cfg["width"], cfg["activation"],
                        cfg["norm"], cfg["connection"], cfg["init"])

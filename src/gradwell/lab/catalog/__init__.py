@@ -54,3 +54,6 @@ from . import he2016_degradation  # noqa: E402,F401
 from . import he2015_init  # noqa: E402,F401
 from . import glorot2010  # noqa: E402,F401
 from . import saxe2014_orthogonal  # noqa: E402,F401
+from . import ioffe2015_bn  # noqa: E402,F401
+from . import kingma2015_optimizers  # noqa: E402,F401
+from . import founding_claims  # noqa: E402,F401
