@@ -3,10 +3,12 @@
     python benchmarks/optim_step.py                 # 20M float32 parameters in 200 tensors
     python benchmarks/optim_step.py --numel 2e6     # a quicker run
 
-Each variant runs in its own process (so its peak resident memory is its own), takes
-``--warmup`` steps, then times ``--steps`` steps; the median is reported. Gradients are fixed
-random tensors: only the optimizer step is timed. Ratios are against the torch variant named in
-the "vs" column (> 1 means gradwell is faster).
+Time: each comparison runs in one process holding both optimizers, on separate but identical
+parameters, and alternates their steps (gradwell, torch, gradwell, ...) so that the slow phases
+of a shared machine hit both alike; after ``--warmup`` steps each, ``--steps`` steps each are
+timed and the ratio of the medians is reported (> 1: gradwell is faster). Memory: each variant
+also runs alone in a fresh process, whose peak resident memory is reported. Gradients are fixed
+random tensors: only the optimizer step is measured.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ COMPARISONS = [  # (gradwell variant, torch variant, target ratio or None)
 ]
 
 
-def child(name: str, numel: int, tensors: int, warmup: int, steps: int) -> dict:
-    """Run one variant in this process and return its timings and peak memory."""
+def build(name: str, numel: int, tensors: int) -> tuple[list, object, bool]:
+    """Parameters with fixed random gradients and the optimizer of variant ``name``."""
     import gradwell  # noqa: F401 - used by the expressions
     import gradwell.clip  # noqa: F401
     import gradwell.optim  # noqa: F401
@@ -66,19 +68,50 @@ def child(name: str, numel: int, tensors: int, warmup: int, steps: int) -> dict:
     for p in params:
         p.grad = torch.randn(size)
     opt = eval(VARIANTS[name])  # noqa: S307 - fixed table above
-    clip = name.startswith("clip_grad_norm_")
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
+    return params, opt, name.startswith("clip_grad_norm_")
+
+
+def step(params: list, opt: object, clip: bool) -> float:
+    t0 = time.perf_counter()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return time.perf_counter() - t0
+
+
+def time_pair(a: str, b: str, numel: int, tensors: int, warmup: int, steps: int) -> dict:
+    """Alternate the steps of variants ``a`` and ``b``; median milliseconds of each."""
+    runs = [build(a, numel, tensors), build(b, numel, tensors)]
+    times: list[list[float]] = [[], []]
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"median_ms": 1e3 * statistics.median(times), "peak_mb": peak / 1024,
-            "setup_mb": rss_before / 1024}
+        for k, (params, opt, clip) in enumerate(runs if i % 2 == 0 else runs[::-1]):
+            t = step(params, opt, clip)
+            if i >= warmup:
+                times[k if i % 2 == 0 else 1 - k].append(t)
+    return {"a_ms": 1e3 * statistics.median(times[0]), "b_ms": 1e3 * statistics.median(times[1])}
+
+
+def peak_memory(name: str, numel: int, tensors: int) -> dict:
+    """Peak resident memory of a process that builds ``name`` and takes three steps."""
+    params, opt, clip = build(name, numel, tensors)
+    for _ in range(3):
+        step(params, opt, clip)
+    return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def child(args: argparse.Namespace) -> dict:
+    n = int(args.numel)
+    if args.pair:
+        return time_pair(*args.pair, n, args.tensors, args.warmup, args.steps)
+    return peak_memory(args.child, n, args.tensors)
+
+
+def run_child(args: argparse.Namespace, extra: list[str]) -> dict:
+    cmd = [sys.executable, __file__, "--numel", str(args.numel), "--tensors", str(args.tensors),
+           "--warmup", str(args.warmup), "--steps", str(args.steps),
+           "--threads", str(args.threads), *extra]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -86,38 +119,31 @@ def main() -> None:
     ap.add_argument("--numel", type=float, default=20e6, help="total parameters (default 20M)")
     ap.add_argument("--tensors", type=int, default=200, help="number of tensors (default 200)")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--quick", action="store_true", help="200k parameters, 2 steps: a smoke run")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--pair", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
         args.numel, args.warmup, args.steps = 2e5, 1, 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.child:
-        print(json.dumps(child(args.child, int(args.numel), args.tensors, args.warmup,
-                               args.steps)))
+    if args.child or args.pair:
+        print(json.dumps(child(args)))
         return
-    results = {}
-    for name in VARIANTS:
-        cmd = [sys.executable, __file__, "--child", name, "--numel", str(args.numel),
-               "--tensors", str(args.tensors), "--warmup", str(args.warmup),
-               "--steps", str(args.steps), "--threads", str(args.threads)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results[name] = json.loads(out.strip().splitlines()[-1])
-        r = results[name]
-        print(f"{name:60s} {r['median_ms']:9.2f} ms/step   peak RSS {r['peak_mb']:8.1f} MB",
-              flush=True)
-    print(f"\n{int(args.numel):,} float32 parameters in {args.tensors} tensors, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print(f"{'gradwell':58s} {'vs torch':38s} {'speed-up':>8s} {'target':>7s} "
-          f"{'peak MB (gw/torch)':>20s}")
+    memory = {name: run_child(args, ["--child", name])["peak_mb"] for name in VARIANTS}
+    print(f"{int(args.numel):,} float32 parameters in {args.tensors} tensors, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"median of {args.steps} alternating steps\n")
+    print(f"{'gradwell':58s} {'ms':>7s}  {'vs torch':38s} {'ms':>7s} {'speed-up':>8s} "
+          f"{'target':>7s} {'peak MB gw/torch':>17s}")
     for gw, th, target in COMPARISONS:
-        ratio = results[th]["median_ms"] / results[gw]["median_ms"]
+        r = run_child(args, ["--pair", gw, th])
         tgt = "" if target is None else (">=%.2f" % target)
-        mem = f"{results[gw]['peak_mb']:.0f}/{results[th]['peak_mb']:.0f}"
-        print(f"{gw:58s} {th:38s} {ratio:8.2f} {tgt:>7s} {mem:>20s}")
+        mem = f"{memory[gw]:.0f}/{memory[th]:.0f}"
+        print(f"{gw:58s} {r['a_ms']:7.2f}  {th:38s} {r['b_ms']:7.2f} "
+              f"{r['b_ms'] / r['a_ms']:8.2f} {tgt:>7s} {mem:>17s}", flush=True)
 
 
 if __name__ == "__main__":

@@ -57,11 +57,10 @@ class scale_by_adadelta(Transform):  # noqa: N801
         torch._foreach_mul_(sq, rho)
         torch._foreach_addcmul_(sq, updates, updates, 1 - rho)
         std = torch._foreach_add(sq, eps)
-        torch._foreach_sqrt_(std)
         delta = torch._foreach_add(acc, eps)
-        torch._foreach_sqrt_(delta)
-        torch._foreach_div_(delta, std)
+        torch._foreach_div_(delta, std)  # sqrt(a) / sqrt(b) as sqrt(a / b): one root, not two
         del std
+        torch._foreach_sqrt_(delta)
         torch._foreach_mul_(delta, updates)
         torch._foreach_mul_(acc, rho)
         torch._foreach_addcmul_(acc, delta, delta, 1 - rho)

@@ -26,9 +26,9 @@ from torch import Tensor
 
 from ..clip.base import Clipper
 from .base import Quotient, Transform, chain, check_range
-from .dropin import DropIn
+from .dropin import DropIn, fused_groups, run_with_steps
 from .momentum import trace
-from .optimizer import ParamsT
+from .optimizer import GroupBatch, ParamsT
 from .weight_decay import add_decayed_weights
 
 __all__ = ["scale_by_rms", "RMSprop"]
@@ -78,8 +78,15 @@ _RMSPROP = chain(add_decayed_weights(), scale_by_rms(), trace(0.0))
 class RMSprop(DropIn):
     """Drop-in for ``torch.optim.RMSprop``, plus ``clip=`` and ``skip_nonfinite=``.
 
-    torch has no fused RMSprop kernel; gradwell runs ``torch._foreach_*`` ops.
+    torch has no fused RMSprop kernel. Plain RMSprop (no momentum, not centred) on the CPU runs
+    in torch's fused *Adam* kernel instead, which computes exactly RMSprop's rule when
+    ``beta1 = 0`` (the first moment is the gradient itself, read and written in place) and the
+    bias corrections are 1 (a step counter so large that ``alpha ** t`` is 0): one pass over
+    memory instead of five, with the clip factor and the non-finite flag inside it. Otherwise
+    gradwell runs ``torch._foreach_*`` ops.
     """
+
+    has_fused_kernel = True
 
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0, momentum: float = 0,
@@ -90,3 +97,23 @@ class RMSprop(DropIn):
                          alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                          centered=centered, capturable=capturable, foreach=foreach,
                          maximize=maximize, differentiable=differentiable)
+
+    def _fusable(self, b: GroupBatch) -> bool:
+        g = b.group
+        return (g["momentum"] == 0 and not g["centered"] and 0 <= g["alpha"] < 1
+                and b.params[0].device.type == "cpu" and super()._fusable(b))
+
+    def _fused_kernel(self, b: GroupBatch, factor: Tensor | None,
+                      found_inf: Tensor | None) -> None:
+        g = b.group
+        lists = [b.params, b.grads, [s["square_avg"] for s in b.states],
+                 [s["step"] for s in b.states]]
+        for (ps, gs, sq, st), scale, inf in fused_groups(lists, factor, found_inf):
+            no_correction = [_NO_BIAS_CORRECTION] * len(ps)  # alpha ** 1e30 == 0
+            run_with_steps(st, inf, lambda: torch._fused_adam_(
+                ps, gs, gs, sq, [], no_correction, lr=g["lr"], beta1=0.0, beta2=g["alpha"],
+                weight_decay=g["weight_decay"], eps=g["eps"], amsgrad=False,
+                maximize=g["maximize"], grad_scale=scale, found_inf=inf))
+
+
+_NO_BIAS_CORRECTION = torch.tensor(1e30)
