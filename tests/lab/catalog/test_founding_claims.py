@@ -10,26 +10,7 @@ import pytest
 import torch
 
 import gradwell.lab.catalog.founding_claims as exp
-from gradwell.cli import main
 from gradwell.nn import MLP
-
-
-def _run(tmp_path, quick: bool) -> int:
-    args = ["lab", "run", "founding-claims", "--workers", "1", "--no-progress",
-            "--out", str(tmp_path / "lab")]
-    return main(args + (["--quick"] if quick else []))
-
-
-def test_quick_version_reproduces_through_the_cli(tmp_path, capsys):
-    assert _run(tmp_path, quick=True) == 0
-    out = capsys.readouterr().out
-    assert "reproduced" in out and "not reproduced" not in out
-    assert exp.plot(tmp_path / "lab", tmp_path / "claims.png").stat().st_size > 1000
-
-
-@pytest.mark.slow
-def test_full_version_reproduces(tmp_path):
-    assert _run(tmp_path, quick=False) == 0
 
 
 @pytest.mark.parametrize("n,good", [(9, 2), (9, 1), (5, 5), (6, 3)])

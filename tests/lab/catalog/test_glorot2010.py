@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 import gradwell.lab.catalog.glorot2010 as gl
-from gradwell.cli import main
 from gradwell.lab.catalog._at_init import measure, per_layer_factor
 from gradwell.lab.spec import Trial
 from gradwell.lab.store import Store
@@ -71,18 +70,3 @@ def test_verdict_holds_on_the_papers_numbers_and_fails_otherwise(tmp_path):
     assert len(ok) == 5 and all(c.passed for c in ok)
     bad = gl.verdict(_results(tmp_path / "b", 0.4, 0.95, 0.9), quick=False)
     assert [c.passed for c in bad] == [False, True, False, True, False]
-
-
-def test_quick_version_reproduces(tmp_path, capsys):
-    code = main(["lab", "run", "glorot2010", "--quick", "--workers", "1", "--no-progress",
-                 "--out", str(tmp_path)])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    assert out.count("✔") == 5 and "reproduced" in out
-
-
-@pytest.mark.slow
-def test_full_version_reproduces(tmp_path, capsys):
-    code = main(["lab", "run", "glorot2010", "--workers", "2", "--no-progress",
-                 "--out", str(tmp_path)])
-    assert code == 0, capsys.readouterr().out

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 import gradwell.lab.catalog.he2015_init as he
-from gradwell.cli import main
 from gradwell.lab.catalog._at_init import measure, per_layer_factor
 from gradwell.lab.spec import Trial
 from gradwell.lab.store import Store
@@ -74,18 +73,3 @@ def test_verdict_holds_on_the_papers_numbers_and_fails_otherwise(tmp_path):
     assert not trained["Xavier: training stalls"] and trained["torch default: training stalls"]
     level = {c.claim: c.passed for c in he.verdict(_store(tmp_path / "c", 0.1, 1.0), False)}
     assert not level["Xavier: activation std shrinks by 1/√2 = 0.707 per layer"]
-
-
-def test_quick_version_reproduces(tmp_path, capsys):
-    code = main(["lab", "run", "he2015-init", "--quick", "--workers", "1", "--no-progress",
-                 "--out", str(tmp_path)])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    assert out.count("✔") == 8 and "reproduced" in out
-
-
-@pytest.mark.slow
-def test_full_version_reproduces(tmp_path, capsys):
-    code = main(["lab", "run", "he2015-init", "--workers", "2", "--no-progress",
-                 "--out", str(tmp_path)])
-    assert code == 0, capsys.readouterr().out

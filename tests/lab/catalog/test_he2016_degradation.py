@@ -3,10 +3,8 @@ end to end through the CLI."""
 
 from __future__ import annotations
 
-import pytest
 
 import gradwell.lab.catalog.he2016_degradation as exp
-from gradwell.cli import main
 from gradwell.lab.spec import Trial
 from gradwell.lab.store import Store
 from gradwell.lab.train import TrialResult
@@ -31,18 +29,3 @@ def test_verdict_passes_on_degradation_and_fails_without_it(tmp_path):
     no_gap = _results(tmp_path / "b", {("plain", 3): [0.2] * 3, ("plain", 20): [0.3] * 3,
                                        ("residual", 20): [0.25] * 3}, ratio=1e-5)
     assert [c.passed for c in exp.verdict(no_gap, False)] == [False, False, False]
-
-
-def test_quick_version_reproduces(tmp_path, capsys):
-    code = main(["lab", "run", "he2016-degradation", "--quick", "--workers", "1",
-                 "--out", str(tmp_path / "lab"), "--no-progress"])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    assert "reproduced" in out and "✘" not in out
-
-
-@pytest.mark.slow
-def test_full_version_reproduces(tmp_path, capsys):
-    code = main(["lab", "run", "he2016-degradation", "--workers", "2",
-                 "--out", str(tmp_path / "lab"), "--no-progress"])
-    assert code == 0, capsys.readouterr().out

@@ -4,29 +4,8 @@ on results where batch norm does not help."""
 import math
 from types import SimpleNamespace
 
-import pytest
 
 import gradwell.lab.catalog.ioffe2015_bn as exp
-from gradwell.cli import main
-
-
-def _run(tmp_path, quick: bool) -> int:
-    args = ["lab", "run", "ioffe2015-bn", "--workers", "1", "--no-progress",
-            "--out", str(tmp_path / "lab")]
-    return main(args + (["--quick"] if quick else []))
-
-
-def test_quick_version_reproduces_through_the_cli(tmp_path, capsys):
-    assert _run(tmp_path, quick=True) == 0
-    out = capsys.readouterr().out
-    assert "reproduced" in out and "not reproduced" not in out
-    png = exp.plot(tmp_path / "lab", tmp_path / "bn.png")
-    assert png.stat().st_size > 1000
-
-
-@pytest.mark.slow
-def test_full_version_reproduces(tmp_path):
-    assert _run(tmp_path, quick=False) == 0
 
 
 def _trial(label, steps, acc, status="done"):

@@ -7,25 +7,6 @@ from types import SimpleNamespace
 import pytest
 
 import gradwell.lab.catalog.kingma2015_optimizers as exp
-from gradwell.cli import main
-
-
-def _run(tmp_path, quick: bool) -> int:
-    args = ["lab", "run", "kingma2015-optimizers", "--workers", "1", "--no-progress",
-            "--out", str(tmp_path / "lab")]
-    return main(args + (["--quick"] if quick else []))
-
-
-def test_quick_version_reproduces_through_the_cli(tmp_path, capsys):
-    assert _run(tmp_path, quick=True) == 0
-    out = capsys.readouterr().out
-    assert "reproduced" in out and "not reproduced" not in out
-    assert exp.plot(tmp_path / "lab", tmp_path / "opt.png").stat().st_size > 1000
-
-
-@pytest.mark.slow
-def test_full_version_reproduces(tmp_path):
-    assert _run(tmp_path, quick=False) == 0
 
 
 def test_every_shipped_optimizer_is_in_the_spec_with_three_or_more_learning_rates():

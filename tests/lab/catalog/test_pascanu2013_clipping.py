@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import gradwell.lab.catalog.pascanu2013_clipping as exp
-from gradwell.cli import main
 from gradwell.nn import RecurrentNet
 
 
@@ -49,18 +48,3 @@ def test_spike_ratio():
     assert exp.spike_ratio(norms) == pytest.approx(500.0)
     assert exp.spike_ratio(norms, from_step=21) is None
     assert exp.spike_ratio([(s, 2.0) for s in range(1, 10)]) == pytest.approx(1.0)
-
-
-def test_quick_version_reproduces(tmp_path, capsys):
-    code = main(["lab", "run", "pascanu2013-clipping", "--quick", "--workers", "1",
-                 "--out", str(tmp_path / "lab"), "--no-progress"])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    assert "reproduced" in out and "✘" not in out
-
-
-@pytest.mark.slow
-def test_full_version_reproduces(tmp_path, capsys):
-    code = main(["lab", "run", "pascanu2013-clipping", "--workers", "2",
-                 "--out", str(tmp_path / "lab"), "--no-progress"])
-    assert code == 0, capsys.readouterr().out

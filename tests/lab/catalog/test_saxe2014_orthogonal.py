@@ -8,7 +8,6 @@ import math
 import pytest
 
 import gradwell.lab.catalog.saxe2014_orthogonal as sx
-from gradwell.cli import main
 from gradwell.lab.spec import Trial
 from gradwell.lab.store import Store
 from gradwell.lab.train import TrialResult
@@ -66,18 +65,3 @@ def test_verdict_holds_on_the_papers_numbers_and_fails_otherwise(tmp_path):
     assert len(ok) == 4 and all(c.passed for c in ok)
     bad = sx.verdict(_results(tmp_path / "b", [70, 100, 200], [80, 80, 90]), quick=False)
     assert [c.passed for c in bad] == [True, True, False, False]
-
-
-def test_quick_version_reproduces(tmp_path, capsys):
-    code = main(["lab", "run", "saxe2014-orthogonal", "--quick", "--workers", "1",
-                 "--no-progress", "--out", str(tmp_path)])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    assert out.count("✔") == 4 and "reproduced" in out
-
-
-@pytest.mark.slow
-def test_full_version_reproduces(tmp_path, capsys):
-    code = main(["lab", "run", "saxe2014-orthogonal", "--workers", "2", "--no-progress",
-                 "--out", str(tmp_path)])
-    assert code == 0, capsys.readouterr().out
