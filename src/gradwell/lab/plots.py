@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 import math
 from typing import Any
 
@@ -16,6 +17,15 @@ from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 __all__ = ["png", "gradient_flow", "curves", "ranking"]
 
 Series = dict[str, list[tuple[int, float | None]]]
+
+
+def save(fig: Any, out: str | Path, dpi: int = 80) -> Path:
+    """Lay out ``fig``, write it to ``out`` as a PNG, close it, and return the path."""
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
 
 
 def png(fig: Any) -> str:

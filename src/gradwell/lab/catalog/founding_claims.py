@@ -35,6 +35,7 @@ from ..schema import choice, integer, number, register_kind
 from ..spec import Trial
 from ..store import Store
 from ..train import TrialResult, build_model, load_data
+from ..plots import save
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -370,8 +371,4 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     axes[2].axhline(0.8, color="grey", lw=0.6, ls=":")
     axes[2].set(title="claim 3: test acc after 3 epochs", xscale="log", xlabel="SGD lr")
     axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return out
+    return save(fig, out, dpi=80)

@@ -26,6 +26,7 @@ import torch
 from ..schema import number, register_kind
 from ..spec import Trial
 from ..train import TrialResult, _Run
+from ..plots import save
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -173,10 +174,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     ax.set(xlabel="step", ylabel="test MSE", title="adding problem, T = "
            f"{50 if quick else 100} (3 seeds each)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return Path(out)
+    return save(fig, out, dpi=90)
 
 
 EXPERIMENT = register(Experiment(

@@ -33,6 +33,7 @@ from ..schema import register_kind
 from ..spec import Trial
 from ..train import TrialResult
 from ..train import run_trial as run_train_trial
+from ..plots import save
 from ..verdict import Criterion, Results
 from . import Experiment, register
 from . import _at_init  # noqa: F401  (registers the trial kind at_init)
@@ -246,10 +247,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return Path(out)
+    return save(fig, out, dpi=80)
 
 
 def _median_curve(ax: Any, store: Any, trials: list[dict[str, Any]], name: str, ls: str) -> None:

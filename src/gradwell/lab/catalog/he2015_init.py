@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..plots import save
 from ..verdict import Criterion, Results
 from . import Experiment, register
 from . import _at_init  # noqa: F401  (registers the trial kind at_init)
@@ -161,10 +162,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return Path(out)
+    return save(fig, out, dpi=80)
 
 
 def _first(trials: list[dict[str, Any]], label: str) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..plots import save
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -119,10 +120,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     left.legend(fontsize=8)
     right.set(xlabel="step", ylabel="training loss", title="seed 0")
     right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return Path(out)
+    return save(fig, out, dpi=90)
 
 
 EXPERIMENT = register(Experiment(

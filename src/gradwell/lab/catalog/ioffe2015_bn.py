@@ -22,6 +22,7 @@ import statistics
 from pathlib import Path
 
 from ..store import Store
+from ..plots import save
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -205,11 +206,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
         ax.set_xlabel("step")
         ax.legend(fontsize=7, loc="lower right")
     axes[0].set_ylabel("test accuracy (median of 3 seeds)")
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return out
+    return save(fig, out, dpi=80)
 
 
 EXPERIMENT = register(Experiment(

@@ -21,6 +21,7 @@ import statistics
 from pathlib import Path
 
 from ..store import Store
+from ..plots import save
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -158,11 +159,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
             ax.set(title=model, xlabel="epoch (evaluated once per epoch)", yscale="log")
     axes[0].set_ylabel("training loss (seed 0)")
     axes[1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return out
+    return save(fig, out, dpi=80)
 
 EXPERIMENT = register(Experiment(
     "kingma2015-optimizers", "Kingma & Ba 2015: every optimizer at its best lr on logistic "

@@ -25,7 +25,6 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +35,7 @@ from ..data import adding_problem
 from ..schema import register_kind
 from ..spec import Trial
 from ..train import TrialResult
+from ..plots import save
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -266,10 +266,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
         right.set(xlabel="step", ylabel="gradient norm (before clipping)", ylim=(1e-2, 1e12),
                   title="adding problem T = 10, seed 0")
         right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return Path(out)
+    return save(fig, out, dpi=90)
 
 
 EXPERIMENT = register(Experiment(

@@ -37,6 +37,7 @@ from ...nn import init_weights
 from ..schema import register_kind
 from ..spec import Trial
 from ..train import TrialResult
+from ..plots import save
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -238,10 +239,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return Path(out)
+    return save(fig, out, dpi=80)
 
 
 EXPERIMENT = register(Experiment(
