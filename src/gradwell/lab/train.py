@@ -12,7 +12,7 @@ import math
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -181,13 +181,20 @@ class _Run:
                            final, metrics, self.monitor.rows(), findings)
 
 
-def run_trial(trial: Trial) -> TrialResult:
-    """Train one configuration; exceptions become a ``failed`` result carrying the traceback."""
+def run_trial(trial: Trial,
+              prepare: Callable[[nn.Module, Trial], None] | None = None) -> TrialResult:
+    """Train one configuration; exceptions become a ``failed`` result carrying the traceback.
+
+    ``prepare(model, trial)``, if given, adjusts the freshly built model in place before
+    training (the optimizer already holds its parameters), e.g. to set a gate bias.
+    """
     start = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         run = _Run(trial)
+        if prepare is not None:
+            prepare(run.model, trial)
         diverged = run.loop()
         return run.result(diverged, time.perf_counter() - start)
     except Exception:  # noqa: BLE001 - reported in the store and the report

@@ -17,16 +17,15 @@ allows.
 
 from __future__ import annotations
 
-import time
-import traceback
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..schema import number, register_kind
 from ..spec import Trial
-from ..train import TrialResult, _Run
 from ..plots import save
+from ..train import TrialResult, run_trial
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -54,19 +53,12 @@ def set_forget_bias(model: torch.nn.Module, value: float) -> int:
 def gated_trial(trial: Trial) -> TrialResult:
     """Trial kind ``gated_train``: the lab's ``train`` trial, with the LSTM forget-gate bias
     set to ``forget_bias`` after the model is built (the optimizer holds the same tensors)."""
-    start = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run = _Run(trial)
-        if trial.config.get("forget_bias") is not None:
-            set_forget_bias(run.model, float(trial.config["forget_bias"]))
-        return run.result(run.loop(), time.perf_counter() - start)
-    except Exception:  # noqa: BLE001 - reported in the store and the report
-        return TrialResult(trial.key, "failed", time.perf_counter() - start,
-                           error=traceback.format_exc())
-    finally:
-        torch.set_num_threads(threads)
+    return run_trial(trial, prepare=_forget_bias)
+
+
+def _forget_bias(model: nn.Module, trial: Trial) -> None:
+    if trial.config.get("forget_bias") is not None:
+        set_forget_bias(model, float(trial.config["forget_bias"]))
 
 
 register_kind("gated_train", "gradwell.lab.catalog.gated_rnn:gated_trial",
