@@ -9,14 +9,13 @@ optimizer applied to the gradient of the whole data set; mini-batch SGD to a sam
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim.sgd import sgd as torch_sgd
 
 from ..clip.base import Clipper
-from .base import chain, check_range
+from .base import chain
 from .dropin import DropIn, fused_groups, scale_
 from .momentum import trace
 from .optimizer import GroupBatch, ParamsT
@@ -38,7 +37,6 @@ class SGD(DropIn):
                  *, maximize: bool = False, foreach: bool | None = None,
                  differentiable: bool = False, fused: bool | None = None,
                  clip: Clipper | None = None, skip_nonfinite: bool = False) -> None:
-        check_range("momentum", momentum)
         super().__init__(params, _SGD, lr, clip=clip, skip_nonfinite=skip_nonfinite,
                          momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                          nesterov=nesterov, maximize=maximize, foreach=foreach,
