@@ -142,11 +142,21 @@ def clip_(parameters: Tensor | Iterable[Tensor], clipper: Clipper) -> tuple[Tens
     total = total_norm(norms, clipper.norm_type)
     factor = clipper(grads, params, norms, total)
     if factor is not None:
-        apply_factor_(grads, factor)
+        if effective_factor(factor) is not None:
+            apply_factor_(grads, factor)
     else:
         after = total_norm(grad_norms(grads, clipper.norm_type), clipper.norm_type)
         factor = torch.where(total > 0, after / total, torch.ones_like(total))
     return total, torch.where(torch.isfinite(total), factor, torch.full_like(factor, math.nan))
+
+
+def effective_factor(factor: Tensor | None) -> Tensor | None:
+    """``factor``, or None when it is a CPU tensor equal to 1: multiplying by 1 changes no bit,
+    and on the CPU reading the value costs no synchronisation, so the pass can be left out.
+    Factors on accelerators are never read (that would stall the stream)."""
+    if factor is not None and factor.device.type == "cpu" and factor.item() == 1.0:
+        return None
+    return factor
 
 
 def apply_factor_(grads: list[Tensor], factor: Tensor) -> None:

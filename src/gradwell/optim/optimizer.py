@@ -11,7 +11,9 @@ One step, for every parameter group:
 
 Subclasses (the drop-in optimizers) may replace step 3 for a group by one fused kernel call that
 also takes the clip factor (``grad_scale = 1 / factor``) and the non-finite flag (``found_inf``),
-so neither costs a pass over memory or a host synchronisation.
+so neither costs a pass over memory or a host synchronisation. On the CPU, where reading a value
+is free, both are settled first: a non-finite step returns before any kernel, and a factor of
+exactly 1 (nothing to clip) is dropped, so the kernel runs as if there were no clipper.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
-from ..clip.base import (Clipper, apply_factor_, check_clipper, grad_norms, nonfinite_flag,
-                         total_norm)
+from ..clip.base import (Clipper, apply_factor_, check_clipper, effective_factor, grad_norms,
+                         nonfinite_flag, total_norm)
 from .base import Chain, Quotient, Transform, as_tensors, check_range
 
 __all__ = ["Optimizer", "GroupBatch"]
@@ -175,15 +177,17 @@ class Optimizer(torch.optim.Optimizer):
                 [p.grad for p in params], per_tensor, total, self._norm_type())
             norms = self.last_grad_norms = (params, per_tensor, total)
             self._count_skip(found_inf)
-            if any(b.fresh or b.sparse or not self._fusable(b) for b in batches):
-                if bool(found_inf):  # one host read per step; none on the fused paths
+            if found_inf.device.type == "cpu" or any(
+                    b.fresh or b.sparse or not self._fusable(b) for b in batches):
+                if bool(found_inf):  # free on the CPU; elsewhere one read, none on fused paths
                     self._forget_fresh_state(batches)
                     return loss
                 found_inf = None
         factor = None
         if self.clip is not None:
             params, per_tensor, total = norms
-            factor = self.clip([p.grad for p in params], params, per_tensor, total)
+            factor = effective_factor(
+                self.clip([p.grad for p in params], params, per_tensor, total))
         for b in batches:
             if b.sparse:
                 self._sparse_step(b, factor)
