@@ -140,3 +140,23 @@ def test_report_shows_the_verdict_of_a_built_in_experiment(store, remedy_acc, ok
     assert "Verdict" in html and "reproduced" in html
     assert ("not reproduced" in html) == (not ok)
     assert html.count("✘ fails") == (0 if ok else 4)
+
+
+def test_report_plots_other_recorded_series(store):
+    """Series besides loss and accuracy (a custom trial kind's own, the total gradient norm)
+    get a figure of their own; single points and the learning-curve metrics do not."""
+    from gradwell.lab.train import TrialResult
+
+    store.save_run("custom", "a custom kind", {"name": "custom", "budget": {"steps": 3}})
+    for i, label in enumerate(("gaussian", "orthogonal")):
+        t = fake_trial("custom", label, seed=0, index=i)
+        metrics = [(k, None, "lag_grad_ratio", 10.0 ** -k) for k in range(4)]
+        metrics += [(0, None, "one_point", 1.0)]
+        store.save_trial(t, TrialResult(t.key, "done", 1.0, {"steps": 3}, metrics))
+    page = _parse(write_report(store.directory))
+    text = " ".join(page.text)
+    assert "Other recorded series" in text and "Learning curves" in text
+    assert len(page.images) == 1          # no loss, accuracy, ranking or flow data: one figure
+    _fill(store, "plain", [("a", 0, 0.5, 1.0, None)])   # loss and accuracy only
+    html = write_report(store.directory).read_text()
+    assert html.count("Other recorded series") == 1

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
-__all__ = ["png", "gradient_flow", "curves", "ranking"]
+__all__ = ["png", "save", "grid_and_legend", "gradient_flow", "curves", "ranking"]
 
 Series = dict[str, list[tuple[int, float | None]]]
 
@@ -26,6 +26,15 @@ def save(fig: Any, out: str | Path, dpi: int = 80) -> Path:
     fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
+
+
+def grid_and_legend(axes: Any, fontsize: int = 7, **legend: Any) -> None:
+    """A light grid on every axis, and a legend on those that have labelled lines (a panel left
+    empty, e.g. by a ``--quick`` run that skipped its trials, gets none and no warning)."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=fontsize, **legend)
 
 
 def png(fig: Any) -> str:
@@ -74,7 +83,8 @@ def gradient_flow(flows: dict[str, dict[int, list[float | None]]], cols: int = 4
     return png(fig)
 
 
-def curves(panels: dict[str, Series], log: set[str] | None = None) -> str | None:
+def curves(panels: dict[str, Series], log: set[str] | None = None,
+           xlabel: str = "step") -> str | None:
     """Side-by-side panels (e.g. training loss, test accuracy) of one line per configuration
     against the training step, with a shared legend."""
     panels = {k: v for k, v in panels.items() if v}
@@ -91,7 +101,7 @@ def curves(panels: dict[str, Series], log: set[str] | None = None) -> str | None
         if log and title in log:
             ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     handles, names = axes[0][0].get_legend_handles_labels()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -126,17 +127,45 @@ def _img(b64: str | None, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{b64}">' if b64 else ""
 
 
-def _curves(store: Store, rows: list[Row]) -> str | None:
-    panels: dict[str, dict] = {"training loss": {}, "test loss": {}, "test accuracy": {}}
+#: (panel title, metric name) of the learning-curve figure; every other series a trial records
+#: (the total gradient norm of training trials, a custom trial kind's own) goes to a second one.
+_LEARNING = (("training loss", "train_loss"), ("test loss", "test_loss"),
+             ("test accuracy", "test_acc"))
+_MAX_OTHER = 4
+_OTHER_TITLES = {"grad_norm_total": "total gradient norm (before clipping)"}
+
+
+def _series(store: Store, rows: list[Row]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """``{metric: {configuration: [(step, value), ...]}}`` of each configuration's first seed."""
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for r in rows:
-        m = store.metrics(r.trials[0]["key"])
-        for panel, name in (("training loss", "train_loss"), ("test loss", "test_loss"),
-                            ("test accuracy", "test_acc")):
-            if name in m:
-                panels[panel][r.label] = [(s, v) for s, _, v in m[name]]
+        for name, points in store.metrics(r.trials[0]["key"]).items():
+            out.setdefault(name, {})[r.label] = [(s, v) for s, _, v in points]
+    return out
+
+
+def _curves(series: dict[str, dict[str, list]]) -> str | None:
+    panels = {title: series.get(name, {}) for title, name in _LEARNING}
     if panels["test accuracy"]:
         panels.pop("test loss")
     return plots.curves(panels, log={"training loss", "test loss"})
+
+
+def _other_curves(series: dict[str, dict[str, list]]) -> str | None:
+    """Up to four further series with more than one point, log-scaled where they are positive
+    and span two decades or more."""
+    known = {name for _, name in _LEARNING}
+    names = [n for n, s in series.items()
+             if n not in known and any(len(p) > 1 for p in s.values())][:_MAX_OTHER]
+    panels, log = {}, set()
+    for name in names:
+        title = _OTHER_TITLES.get(name, name)
+        panels[title] = series[name]
+        values = [v for points in series[name].values() for _, v in points
+                  if v is not None and math.isfinite(v)]
+        if values and min(values) > 0 and max(values) >= 100 * min(values):
+            log.add(title)
+    return plots.curves(panels, log=log, xlabel="step (as the trial records it)")
 
 
 def _run_html(store: Store, run: dict[str, Any]) -> str:
@@ -147,7 +176,8 @@ def _run_html(store: Store, run: dict[str, Any]) -> str:
     criteria = verdict_for(name, Results(store, name))
     ranking_table, ranking_img = _ranking_html(rows, spec.get("target"))
     flows = plots.gradient_flow({r.label: store.layer_stats(r.trials[0]["key"]) for r in rows})
-    curves = _curves(store, rows)
+    series = _series(store, rows)
+    curves, others = _curves(series), _other_curves(series)
     budget = ", ".join(f"{k} = {v}" for k, v in (spec.get("budget") or {}).items())
     failed = [t for r in rows for t in r.trials if t["status"] == "failed"]
     errors = "".join(f"<details><summary>failed: {_e(t['label'])}</summary><pre>{_e(t['error'])}"
@@ -163,6 +193,7 @@ budget: {_e(budget)} · medians over seeds</p>
 <p class=meta>Gradient norm of each layer's weights, input layer on the left (first seed).
 A line falling steeply to the left is a vanishing gradient.</p>{_img(flows, 'gradient flow')}
 <h3>Learning curves</h3>{_img(curves, 'learning curves')}
+{'<h3>Other recorded series</h3>' + _img(others, 'other series') if others else ''}
 <details><summary>Spec</summary><pre>{_e(json.dumps(spec, indent=2))}</pre></details>"""
 
 

@@ -33,7 +33,7 @@ from ..schema import register_kind
 from ..spec import Trial
 from ..train import TrialResult
 from ..train import run_trial as run_train_trial
-from ..plots import save
+from ..plots import grid_and_legend, save
 from ..verdict import Criterion, Results
 from . import Experiment, register
 from . import _at_init  # noqa: F401  (registers the trial kind at_init)
@@ -244,9 +244,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     axes[0].set(title="sigmoid: mean activation (lr 0.5)", xlabel="step", ylim=(0, 1))
     axes[1].set(title="back-propagated gradient std at init", xlabel="layer")
     axes[2].set(title="test accuracy (median of 3 seeds)", xlabel="step", ylim=(0, 1))
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    grid_and_legend(axes)
     return save(fig, out, dpi=80)
 
 

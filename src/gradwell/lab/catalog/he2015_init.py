@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..plots import save
+from ..plots import grid_and_legend, save
 from ..verdict import Criterion, Results
 from . import Experiment, register
 from . import _at_init  # noqa: F401  (registers the trial kind at_init)
@@ -159,9 +159,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     axes[0].set(title="activation std at init", xlabel="layer")
     axes[1].set(title="back-propagated gradient std at init", xlabel="layer")
     axes[2].set(title="test accuracy (median of 3 seeds)", xlabel="step", ylim=(0, 1))
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    grid_and_legend(axes)
     return save(fig, out, dpi=80)
 
 

@@ -37,7 +37,7 @@ from ...nn import init_weights
 from ..schema import register_kind
 from ..spec import Trial
 from ..train import TrialResult
-from ..plots import save
+from ..plots import grid_and_legend, save
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -236,9 +236,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     axes[1].set_xscale("log", base=2)
     axes[1].set_xticks(depths, [str(d) for d in depths])
     axes[1].set_ylim(bottom=0)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    grid_and_legend(axes)
     return save(fig, out, dpi=80)
 
 
