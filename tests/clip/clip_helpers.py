@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Callable, Iterator
 from unittest import mock
 
 import torch
@@ -39,3 +39,28 @@ def grads_with_norm(target: float, seed: int) -> list[torch.Tensor]:
           torch.randn(2, 2, 2, generator=gen)]
     total = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in gs]))
     return [g * (target / total) for g in gs]
+
+
+def assert_resume_is_seamless(make: Callable[[torch.nn.Parameter], Any], norms: list[float],
+                              split: int) -> None:
+    """``len(norms)`` steps in one go equal ``split`` steps, a ``state_dict`` save, a load into
+    a fresh optimizer, and the remaining steps, bit for bit; resuming *without* the load
+    differs (so the saved state is what carries the run). ``make(p)`` builds the optimizer of a
+    15-element parameter ``p``; step ``t`` gets gradients of norm ``norms[t]``."""
+    def run(opt: Any, p: torch.nn.Parameter, steps: range) -> None:
+        for t in steps:
+            p.grad = grads_with_norm(norms[t], t)[0].reshape(-1)
+            opt.step()
+
+    straight = torch.nn.Parameter(torch.zeros(15))
+    run(make(straight), straight, range(len(norms)))
+    first = torch.nn.Parameter(torch.zeros(15))
+    opt = make(first)
+    run(opt, first, range(split))
+    resumed, forgetful = (torch.nn.Parameter(first.detach().clone()) for _ in range(2))
+    fresh = make(resumed)
+    fresh.load_state_dict(opt.state_dict())
+    run(fresh, resumed, range(split, len(norms)))
+    assert torch.equal(straight, resumed)
+    run(make(forgetful), forgetful, range(split, len(norms)))
+    assert not torch.equal(straight, forgetful)

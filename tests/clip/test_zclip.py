@@ -11,7 +11,7 @@ import torch
 import gradwell
 from gradwell.clip import ZClip, clip_
 
-from clip_helpers import grads_with_norm, no_host_sync, norm_sequence
+from clip_helpers import assert_resume_is_seamless, grads_with_norm, no_host_sync, norm_sequence
 
 
 class ZClipReference:
@@ -100,35 +100,10 @@ def test_no_host_sync() -> None:
 
 
 def test_state_dict_round_trip_through_optimizer() -> None:
-    norms = norm_sequence(40, seed=7, spikes=(20, 33))
-
-    def make() -> tuple[torch.nn.Parameter, gradwell.optim.Optimizer]:
-        p = torch.nn.Parameter(torch.zeros(15))
-        opt = gradwell.optim.Optimizer([p], gradwell.optim.chain(ZClip(warmup=10),
-                                                                 gradwell.optim.trace(0.0)), lr=0.1)
-        return p, opt
-
-    def step(p: torch.nn.Parameter, opt: gradwell.optim.Optimizer, t: int) -> None:
-        p.grad = grads_with_norm(norms[t], t)[0].reshape(-1)
-        opt.step()
-
-    p1, o1 = make()
-    for t in range(40):
-        step(p1, o1, t)
-    p2, o2 = make()
-    for t in range(18):
-        step(p2, o2, t)
-    p3, o3 = make()
-    p3.data.copy_(p2.data)
-    o3.load_state_dict(o2.state_dict())
-    for t in range(18, 40):
-        step(p3, o3, t)
-    assert torch.equal(p1, p3)
-    p4, o4 = make()  # without the saved statistics the run differs
-    p4.data.copy_(p2.data)
-    for t in range(18, 40):
-        step(p4, o4, t)
-    assert not torch.equal(p1, p4)
+    assert_resume_is_seamless(
+        lambda p: gradwell.optim.Optimizer(
+            [p], gradwell.optim.chain(ZClip(warmup=10), gradwell.optim.trace(0.0)), lr=0.1),
+        norm_sequence(40, seed=7, spikes=(20, 33)), split=18)
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -29,15 +29,15 @@ def corrupt(model, value: float) -> None:
     model.fc1.weight.grad[1, 2] = value
 
 
-def run_with_bad_steps(name, kw, path_kw, bad_steps, value, clip=None, ref_clip=None):
-    """gradwell sees every batch (bad ones corrupted); torch sees only the good ones."""
-    ref_model, got_model = twin_models()
-    ref = getattr(torch.optim, name)(ref_model.parameters(), foreach=False, **kw)
-    got = gw(name)(got_model.parameters(), skip_nonfinite=True, clip=clip, **kw, **path_kw)
-    for k in range(STEPS):
+def lockstep_with_bad_steps(ref, got, ref_model, got_model, bad_steps, spoil, ref_clip=None,
+                            steps=STEPS):
+    """gradwell sees every batch (``spoil(model)`` corrupts the bad ones; each is checked to
+    change no bit); torch sees only the good ones, and the parameters must agree after every
+    good step."""
+    for k in range(steps):
         backward_at(got_model, got, k)
         if k in bad_steps:
-            corrupt(got_model, value)
+            spoil(got_model)
             before = snapshot(got_model, got)
             got.step()
             assert_bitwise_equal(before, snapshot(got_model, got), f"skipped step {k}")
@@ -48,8 +48,17 @@ def run_with_bad_steps(name, kw, path_kw, bad_steps, value, clip=None, ref_clip=
             ref_clip(ref_model.parameters())
         ref.step()
         assert_params_close(ref_model, got_model, f"step {k}")
-    assert_state_close(ref, got, lenient_untouched=False)
     assert got.skipped_steps == len(bad_steps)
+
+
+def run_with_bad_steps(name, kw, path_kw, bad_steps, value, clip=None, ref_clip=None):
+    """A drop-in with ``skip_nonfinite=True`` against torch's namesake (``foreach=False``)."""
+    ref_model, got_model = twin_models()
+    ref = getattr(torch.optim, name)(ref_model.parameters(), foreach=False, **kw)
+    got = gw(name)(got_model.parameters(), skip_nonfinite=True, clip=clip, **kw, **path_kw)
+    lockstep_with_bad_steps(ref, got, ref_model, got_model, bad_steps,
+                            lambda m: corrupt(m, value), ref_clip)
+    assert_state_close(ref, got, lenient_untouched=False)
     return got
 
 
@@ -112,19 +121,11 @@ def test_nan_in_one_group_skips_every_group(name, path_kw) -> None:
                                      foreach=False)
     got = gw(name)(two_groups(got_model, {}, kw_b), lr=BASE_LR[name], skip_nonfinite=True,
                    **path_kw)
-    for k in range(12):
-        backward_at(got_model, got, k)
-        if k == 4:
-            got_model.fc2.weight.grad[0, 0] = math.nan
-            before = snapshot(got_model, got)
-            got.step()
-            assert_bitwise_equal(before, snapshot(got_model, got), "NaN in group B")
-            continue
-        got.step()
-        backward_at(ref_model, ref, k)
-        ref.step()
-        assert_params_close(ref_model, got_model, f"step {k}")
-    assert got.skipped_steps == 1
+
+    def nan_in_group_b(model):
+        model.fc2.weight.grad[0, 0] = math.nan
+
+    lockstep_with_bad_steps(ref, got, ref_model, got_model, {4}, nan_in_group_b, steps=12)
 
 
 @pytest.mark.parametrize("path_kw", [{}, {"fused": False}])
@@ -134,20 +135,8 @@ def test_inf_is_judged_before_value_clipping(path_kw) -> None:
     ref = torch.optim.Adam(ref_model.parameters(), lr=0.01, foreach=False)
     got = gw("Adam")(got_model.parameters(), lr=0.01, clip=gradwell.clip.Value(0.25),
                      skip_nonfinite=True, **path_kw)
-    for k in range(10):
-        backward_at(got_model, got, k)
-        if k == 3:
-            corrupt(got_model, math.inf)
-            before = snapshot(got_model, got)
-            got.step()
-            assert_bitwise_equal(before, snapshot(got_model, got), "Inf under Value clip")
-            continue
-        got.step()
-        backward_at(ref_model, ref, k)
-        torch.nn.utils.clip_grad_value_(ref_model.parameters(), 0.25)
-        ref.step()
-        assert_params_close(ref_model, got_model, f"step {k}")
-    assert got.skipped_steps == 1
+    lockstep_with_bad_steps(ref, got, ref_model, got_model, {3}, lambda m: corrupt(m, math.inf),
+                            lambda ps: torch.nn.utils.clip_grad_value_(ps, 0.25), steps=10)
 
 
 def test_transform_optimizer_skips_too() -> None:
@@ -156,19 +145,8 @@ def test_transform_optimizer_skips_too() -> None:
     ref = torch.optim.SGD(ref_model.parameters(), lr=0.05, momentum=0.9, foreach=False)
     got = gradwell.optim.Optimizer(got_model.parameters(), gradwell.optim.trace(0.9), lr=0.05,
                                    skip_nonfinite=True)
-    for k in range(STEPS):
-        backward_at(got_model, got, k)
-        if k in (0, 5):
-            corrupt(got_model, math.nan)
-            before = snapshot(got_model, got)
-            got.step()
-            assert_bitwise_equal(before, snapshot(got_model, got), f"skipped step {k}")
-            continue
-        got.step()
-        backward_at(ref_model, ref, k)
-        ref.step()
-        assert_params_close(ref_model, got_model, f"step {k}")
-    assert got.skipped_steps == 2
+    lockstep_with_bad_steps(ref, got, ref_model, got_model, {0, 5},
+                            lambda m: corrupt(m, math.nan))
 
 
 @pytest.mark.parametrize("name, path_kw", CASES)
