@@ -29,7 +29,9 @@ def test_demo_fits_in_a_minute_on_two_cores_and_reproduces(tmp_path):
     assert "sigmoid plain · SGD" in r.stdout and "ReLU + BN + residual · Adam" in r.stdout
     report = tmp_path / "d" / "report.html"
     assert f"report: {report}" in r.stdout.replace("\n", "")
-    assert report.read_text().count("data:image/png;base64,") == 3
+    html = report.read_text()
+    # ranking, gradient flow, learning curves, and the total gradient norm over training
+    assert html.count("data:image/png;base64,") == 4 and "Other recorded series" in html
 
 
 def test_lab_run_vanishing_quick_passes_its_verdict(tmp_path):

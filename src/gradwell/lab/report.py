@@ -130,7 +130,7 @@ def _img(b64: str | None, alt: str) -> str:
 #: (panel title, metric name) of the learning-curve figure; every other series a trial records
 #: (the total gradient norm of training trials, a custom trial kind's own) goes to a second one.
 _LEARNING = (("training loss", "train_loss"), ("test loss", "test_loss"),
-             ("test accuracy", "test_acc"))
+             ("test accuracy", "test_acc"), ("training accuracy", "train_acc"))
 _MAX_OTHER = 4
 _OTHER_TITLES = {"grad_norm_total": "total gradient norm (before clipping)"}
 
