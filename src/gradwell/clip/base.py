@@ -11,6 +11,8 @@ A clipper sees the gradients of all parameters at once, together with their per-
   and returns ``None``.
 
 Neither path reads a value back to the host: factors stay tensors on the gradients' device.
+Only the caller, on the CPU where a read is free, looks at the factor
+(:func:`effective_factor`) to leave out a multiplication by exactly 1.
 """
 
 from __future__ import annotations
