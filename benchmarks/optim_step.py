@@ -135,8 +135,10 @@ def components(numel: int, tensors: int, warmup: int, steps: int) -> None:
         x.grad = y
     kw = dict(lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False,
               maximize=False)
+    flat = torch.cat(g)
     ops = {
         "norm: torch._foreach_norm(grads)": lambda: torch._foreach_norm(g),
+        "read: torch.sum of the same bytes in one buffer": lambda: flat.sum(),
         "scale: torch._foreach_mul_(grads, c)": lambda: torch._foreach_mul_(g, 1.0),
         "adam: torch._fused_adam_": lambda: torch._fused_adam_(p, g, m, v, [], st, **kw),
         "adam_s: torch._fused_adam_(grad_scale, found_inf)": lambda: torch._fused_adam_(
