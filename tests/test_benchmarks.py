@@ -23,3 +23,12 @@ def test_benchmark_runs(script: str, expected: str) -> None:
     out = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick"], check=True,
                          capture_output=True, text=True, timeout=600).stdout
     assert expected in out
+
+
+@pytest.mark.slow
+def test_optim_step_components_runs() -> None:
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "optim_step.py"), "--components",
+                          "--numel", "2e5", "--warmup", "1", "--steps", "2"], check=True,
+                         capture_output=True, text=True, timeout=600).stdout
+    for name in ("norm:", "read:", "scale:", "adam:", "adam_s:", "when clipping fires"):
+        assert name in out
