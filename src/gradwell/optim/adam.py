@@ -82,7 +82,7 @@ class scale_by_adam(Transform):  # noqa: N801
 
 
 _ADAM_COUPLED = chain(add_decayed_weights(), scale_by_adam())
-_ADAM_DECOUPLED = chain(scale_by_adam(), add_decayed_weights(decoupled=True))
+_ADAM_DECOUPLED = chain(scale_by_adam(), add_decayed_weights())
 
 
 class Adam(DropIn):
@@ -102,6 +102,15 @@ class Adam(DropIn):
                          foreach=foreach, maximize=maximize, capturable=capturable,
                          differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=decoupled_weight_decay)
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        super().check_group(group)
+        if group.get("foreach"):  # torch's foreach Adam cannot take Tensor hyperparameters
+            for name, v in (("lr", group["lr"]), ("betas[0]", group["betas"][0]),
+                            ("betas[1]", group["betas"][1])):
+                if isinstance(v, Tensor):
+                    raise ValueError(f"{name} as a Tensor is not supported for capturable=False "
+                                     "and foreach=True; allowed: a float, or foreach=None/False")
 
     def _transform_for(self, group: dict[str, Any]) -> Transform:
         return _ADAM_DECOUPLED if group.get("decoupled_weight_decay") else _ADAM_COUPLED

@@ -24,8 +24,10 @@ Composition follows optax (Babuschkin et al. 2020, "The DeepMind JAX Ecosystem")
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -47,10 +49,9 @@ class Quotient:
         self.num, self.den = num, den
 
     def tensors(self) -> list[Tensor]:
-        """The divided updates, computed in place in ``den``."""
-        torch._foreach_reciprocal_(self.den)
-        torch._foreach_mul_(self.den, self.num)
-        return list(self.den)
+        """The divided updates ``num / den`` (new tensors; ``1 / den`` first would overflow in
+        float16 when ``den`` is small, and ``inf * 0`` is NaN)."""
+        return list(torch._foreach_div(self.num, self.den))
 
 
 def as_tensors(updates: "list[Tensor] | Quotient") -> list[Tensor]:
@@ -177,20 +178,28 @@ def merge_defaults(parts: Sequence[Transform]) -> dict[str, Any]:
 
 
 def check_range(name: str, value: Any, low: float = 0.0, high: float = math.inf,
-                high_open: bool = False, allowed: str | None = None) -> None:
-    """Raise ValueError naming ``name`` unless ``low <= value <= high`` (``< high`` if open)."""
+                high_open: bool = False, allowed: str | None = None, label: str | None = None
+                ) -> None:
+    """Raise ValueError naming ``name`` unless ``low <= value <= high`` (``< high`` if open).
+
+    Every number type torch accepts passes: Python and NumPy scalars (``numbers.Real``) and
+    1-element tensors. The message starts like torch's (``Invalid momentum value: -0.5``).
+    """
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} must be a number or a 1-element tensor, got shape "
                              f"{tuple(value.shape)}")
         value = value.item()
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    ok = ok and low <= value and (value < high if high_open else value <= high)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if ok:
+        value = float(value) if not isinstance(value, numbers.Integral) else int(value)
+        ok = not math.isnan(value) and low <= value and (
+            value < high if high_open else value <= high)
     if not ok:
         if allowed is None:
             hi = ")" if high_open else "]"
             allowed = f"a number in [{low}, {high}{hi}"
-        raise ValueError(f"Invalid {name}: {value!r}; allowed: {allowed}")
+        raise ValueError(f"Invalid {label or name + ' value'}: {value!r}; allowed: {allowed}")
 
 
 def scalar_steps(steps: list[Tensor]) -> list[float]:

@@ -44,28 +44,36 @@ class DropIn(Optimizer):
     #: True for algorithms with a fused torch kernel (implement :meth:`_fused_kernel`).
     has_fused_kernel: bool = False
 
+    flag_keys = ("foreach", "fused", "capturable", "differentiable", "decoupled_weight_decay")
+
     def __init__(self, params: Any, transform: Any, lr: float | Tensor, *, clip: Any,
                  skip_nonfinite: bool, **hyper: Any) -> None:
-        fused, foreach = hyper.get("fused"), hyper.get("foreach")
-        if fused and foreach:
-            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-        if hyper.get("differentiable"):
-            raise ValueError("differentiable=True is not supported by gradwell optimizers; "
-                             "use torch.optim for differentiating through an optimizer step")
-        if fused and not self.has_fused_kernel:
-            raise RuntimeError(f"{type(self).__name__} has no fused implementation; "
-                               "allowed: fused=None or fused=False")
         self._fusable_cache: dict[int, tuple[tuple[Any, ...], bool]] = {}
         super().__init__(params, transform, lr, clip=clip, skip_nonfinite=skip_nonfinite,
                          **hyper)
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        """torch's checks of the implementation flags, and gradwell's two refusals."""
+        fused, foreach = group.get("fused"), group.get("foreach")
+        if fused and foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        if group.get("differentiable"):
+            raise ValueError("differentiable=True is not supported by gradwell optimizers; "
+                             "use torch.optim for differentiating through an optimizer step")
+        if group.get("capturable"):
+            raise ValueError("capturable=True (CUDA-graph capture) is not supported by gradwell "
+                             "optimizers; allowed: capturable=False. gradwell's fused paths "
+                             "already read nothing back to the host during a step")
+        if fused and not self.has_fused_kernel:
+            raise RuntimeError(f"{type(self).__name__} has no fused implementation; "
+                               "allowed: fused=None or fused=False")
         if fused:
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if not _fusable_tensor(p):
-                        raise RuntimeError(
-                            "`fused=True` requires all the params to be floating point Tensors "
-                            f"of supported devices: {sorted(_FUSED_DEVICES)} but "
-                            f"{p.dtype} and {p.device.type}")
+            for p in group["params"]:
+                if not _fusable_tensor(p):
+                    raise RuntimeError(
+                        "`fused=True` requires all the params to be floating point Tensors "
+                        f"of supported devices: {sorted(_FUSED_DEVICES)} but "
+                        f"{p.dtype} and {p.device.type}")
 
     def _fusable(self, b: GroupBatch) -> bool:
         g = b.group
@@ -74,10 +82,15 @@ class DropIn(Optimizer):
         if g.get("fused") is None and g.get("foreach"):
             return False
         # Device type and dtype decide; they do not change between steps, so cache per group.
-        key = (len(b.params), id(b.params[0]), b.params[0].device, b.params[0].dtype)
+        # Chosen automatically (fused=None) only where the kernel computes torch's default
+        # path's numbers: float32/float64 (torch's CPU fused SGD in 2.13 leaves most of a
+        # float16/bfloat16 tensor unchanged, and half-precision fused kernels compute in float).
+        key = (len(b.params), id(b.params[0]), b.params[0].device, b.params[0].dtype,
+               bool(g.get("fused")))
         cached = self._fusable_cache.get(id(g))
         if cached is None or cached[0] != key:
-            cached = (key, all(_fusable_tensor(p) for p in b.params))
+            test = _fusable_tensor if g.get("fused") else _auto_fusable_tensor
+            cached = (key, all(test(p) for p in b.params))
             self._fusable_cache[id(g)] = cached
         return cached[1]
 
@@ -95,6 +108,10 @@ class DropIn(Optimizer):
 
 def _fusable_tensor(p: Tensor) -> bool:
     return p.is_floating_point() and p.device.type in _FUSED_DEVICES
+
+
+def _auto_fusable_tensor(p: Tensor) -> bool:
+    return p.dtype in (torch.float32, torch.float64) and p.device.type in _FUSED_DEVICES
 
 
 def fused_groups(tensorlists: list[list[Tensor]], factor: Tensor | None,
@@ -136,8 +153,12 @@ def run_with_steps(steps: list[Tensor], found_inf: Tensor | None,
 
 
 def check_betas(betas: Any) -> None:
-    """Each beta in [0, 1), as torch requires."""
+    """Each beta in [0, 1), as torch requires; both floats or both Tensors, as torch requires."""
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"Invalid betas: {betas!r}; allowed: a pair (beta1, beta2) in [0, 1)")
+    if isinstance(betas[0], Tensor) != isinstance(betas[1], Tensor):
+        raise ValueError(f"betas must be either both floats or both Tensors, got {betas!r}")
     for i, b in enumerate(betas):
-        check_range(f"betas[{i}]", b, 0.0, 1.0, high_open=True)
+        check_range(f"betas[{i}]", b, 0.0, 1.0, high_open=True,
+                    label=f"beta parameter at index {i}",
+                    allowed=f"betas[{i}] a number in [0.0, 1.0)")

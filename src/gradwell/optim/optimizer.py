@@ -62,6 +62,9 @@ class Optimizer(torch.optim.Optimizer):
     #: Drop-ins whose torch namesake accepts sparse gradients (SGD, Adagrad) set this.
     supports_sparse: bool = False
 
+    #: Group keys a subclass accepts besides the transformation's hyperparameters.
+    flag_keys: tuple[str, ...] = ()
+
     def __init__(self, params: ParamsT, transform: Transform, lr: float | Tensor = 1e-3, *,
                  clip: Clipper | None = None, skip_nonfinite: bool = False,
                  maximize: bool = False, **hyper: Any) -> None:
@@ -70,6 +73,12 @@ class Optimizer(torch.optim.Optimizer):
         if not isinstance(transform, Transform):
             raise TypeError("transform must be a gradwell.optim transformation (e.g. "
                             f"scale_by_adam() or chain(...)), got {type(transform).__qualname__}")
+        unknown = sorted(set(hyper) - set(transform.defaults) - set(self.flag_keys))
+        if unknown:
+            allowed = sorted({"lr", "clip", "skip_nonfinite", "maximize", *transform.defaults,
+                              *self.flag_keys})
+            raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument "
+                            f"{unknown[0]!r}; allowed: {allowed}")
         self.transform = transform
         self.clip = check_clipper(clip)
         if not isinstance(skip_nonfinite, bool):
@@ -77,25 +86,37 @@ class Optimizer(torch.optim.Optimizer):
         self.skip_nonfinite = skip_nonfinite
         self._skipped: Tensor | None = None
         #: ``(params, per-tensor norms, total norm)`` of the last step's gradients before
-        #: clipping, when the step computed them (``clip=`` or ``skip_nonfinite=True``); read by
-        #: ``gradwell.watch`` so that monitoring costs no second pass.
+        #: clipping, when the step computed them (``clip=`` or ``skip_nonfinite=True``), else
+        #: None. A public attribute: ``gradwell.watch`` reads it so that monitoring costs no
+        #: second pass over the gradients.
         self.last_grad_norms: tuple[list[Tensor], list[Tensor], Tensor] | None = None
+        #: State of stateful clippers (AutoClip's history, ZClip's statistics), owned by the
+        #: optimizer and saved by :meth:`state_dict`: ``"clip"`` for ``clip=``, ``"groups"``
+        #: one ``{chain position: state}`` per parameter group for clippers inside a chain.
+        self.clip_state: dict[str, Any] = {"clip": {}, "groups": []}
+        check_lr(lr)
         defaults = {"lr": lr, "maximize": maximize, **transform.defaults, **hyper}
-        params = _materialize(params)
-        super().__init__(params, defaults)
+        super().__init__(_materialize(params), defaults)
 
     # ----------------------------------------------------------------- construction and state
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        check_range("lr", param_group.get("lr", self.defaults["lr"]))
-        seen = {id(p) for g in self.param_groups for p in g["params"]}
-        params = param_group["params"]
-        params = [params] if isinstance(params, Tensor) else list(params)
-        for p in params:
-            if isinstance(p, Tensor) and id(p) in seen:
-                raise ValueError("a parameter appears in more than one parameter group "
-                                 f"(shape {tuple(p.shape)}); give each parameter to one group only")
+        """Add a group exactly as torch does (any iterable, a single tensor, named parameters,
+        torch's duplicate warning and errors), then check its hyperparameters; a group that
+        fails the check is not added."""
         super().add_param_group(param_group)
-        self._transform_for(self.param_groups[-1]).check(self.param_groups[-1])
+        group = self.param_groups[-1]
+        try:
+            check_lr(group["lr"])
+            self._transform_for(group).check(group)
+            self.check_group(group)
+        except (ValueError, TypeError, RuntimeError):
+            self.param_groups.pop()
+            raise
+        self.__dict__.setdefault("clip_state", {"clip": {}, "groups": []})
+        self.clip_state["groups"].append({})
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        """Subclasses check group flags here (raise ValueError, TypeError or RuntimeError)."""
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -310,12 +331,20 @@ class RealView(MutableMapping):
 
 
 def _materialize(params: ParamsT) -> list[Any]:
-    """Turn ``params`` into a list and reject an empty one with a clear message."""
+    """``list(params)`` (once, so a generator is not exhausted), refusing what torch refuses."""
     if isinstance(params, Tensor):
-        raise TypeError("params must be an iterable of Tensors or dicts (e.g. "
-                        "model.parameters()), got a single Tensor")
+        raise TypeError("params argument given to the optimizer should be an iterable of Tensors "
+                        f"or dicts, but got {torch.typename(params)}; pass model.parameters() or "
+                        "[tensor]")
     params = list(params)
     if not params:
-        raise ValueError("params is empty: the optimizer got no parameters to optimize; pass "
+        raise ValueError("optimizer got an empty parameter list (params is empty); pass "
                          "model.parameters() or a list of parameter groups")
     return params
+
+
+def check_lr(lr: Any) -> None:
+    """torch's rules for ``lr``: a number >= 0, or a 1-element Tensor."""
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError(f"Tensor lr must be 1-element, got shape {tuple(lr.shape)}")
+    check_range("lr", lr)
