@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
-from ..clip.base import (Clipper, apply_factor_, check_clipper, effective_factor, grad_norms,
-                         nonfinite_flag, total_norm)
+from ..clip.base import (Clipper, apply_factor_, call_clipper, check_clipper, effective_factor,
+                         grad_norms, nonfinite_flag, total_norm)
 from .base import Chain, Quotient, Transform, as_tensors, check_range
 
 __all__ = ["Optimizer", "GroupBatch"]
@@ -36,12 +36,12 @@ ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tens
 class GroupBatch:
     """The parameters of one group that have gradients, with their gradients and states."""
 
-    __slots__ = ("group", "params", "grads", "states", "fresh", "sparse")
+    __slots__ = ("group", "params", "grads", "states", "fresh", "sparse", "index")
 
     def __init__(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
-                 states: list[dict[str, Any]], fresh: list[Tensor]) -> None:
-        self.group, self.params, self.grads, self.states, self.fresh = (
-            group, params, grads, states, fresh)
+                 states: list[dict[str, Any]], fresh: list[Tensor], index: int = 0) -> None:
+        self.group, self.params, self.grads, self.states, self.fresh, self.index = (
+            group, params, grads, states, fresh, index)
         self.sparse = any(g.is_sparse for g in grads)
 
 
@@ -120,7 +120,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.update(transform=self.transform, clip=self.clip,
+        state.update(transform=self.transform, clip=self.clip, clip_state=self.clip_state,
                      skip_nonfinite=self.skip_nonfinite, _skipped=self._skipped)
         return state
 
@@ -128,19 +128,29 @@ class Optimizer(torch.optim.Optimizer):
         super().__setstate__(state)  # also called by load_state_dict with state and groups only
         self.__dict__.setdefault("last_grad_norms", None)
         self.__dict__.setdefault("_fusable_cache", {})
+        self.__dict__.setdefault("clip_state", {"clip": {}, "groups": [{} for _ in
+                                                                       self.param_groups]})
         for group in self.param_groups:
             for k, v in self.defaults.items():
                 group.setdefault(k, v)
 
     def state_dict(self) -> dict[str, Any]:
+        """torch's ``state_dict``, plus ``"gradwell"``: skipped steps and the clippers' state
+        (``"clip"`` for ``clip=``, ``"groups"``: per group, ``{chain position: state}``)."""
         sd = super().state_dict()
-        sd["gradwell"] = {"skipped_steps": self.skipped_steps,
-                          "clippers": [c.state_dict() for c in self._clippers()]}
+        cs = self.clip_state
+        sd["gradwell"] = {
+            "skipped_steps": self.skipped_steps,
+            "clip_state": {
+                "clip": self.clip.copy_state(cs["clip"]) if self.clip is not None else {},
+                "groups": [{i: self._chain_clipper(g, i).copy_state(st) for i, st in gs.items()}
+                           for g, gs in zip(self.param_groups, cs["groups"])]}}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         extra = state_dict.pop("gradwell", None)
+        clip_state = self._checked_clip_state(extra or {})  # before anything changes
         super().load_state_dict(state_dict)
         for p, s in self.state.items():  # fused kernels want step counters on the device
             step = s.get("step")
@@ -150,29 +160,47 @@ class Optimizer(torch.optim.Optimizer):
             self._skipped = None
             if extra.get("skipped_steps"):
                 self._skipped = torch.tensor(extra["skipped_steps"], dtype=torch.int64)
-            self._load_clippers(extra.get("clippers", []))
+            self.clip_state = clip_state
 
-    def _load_clippers(self, saved: list[dict[str, Any]]) -> None:
-        """Restore clipper state; clippers new since the save (none saved) start fresh."""
-        clippers = self._clippers()
-        if not any(saved):
-            return
-        if len(saved) != len(clippers):
-            raise ValueError(f"state_dict holds the state of {len(saved)} clippers, but this "
-                             f"optimizer has {len(clippers)}: {clippers}")
-        for c, s in zip(clippers, saved):
-            c.load_state_dict(s)
+    def _checked_clip_state(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """The saved clipper state, validated against this optimizer's clippers."""
+        saved = extra.get("clip_state") or self._from_clipper_list(extra.get("clippers", []))
+        groups = saved.get("groups") or [{} for _ in self.param_groups]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict holds clipper state for {len(groups)} parameter "
+                             f"groups, but this optimizer has {len(self.param_groups)}")
+        glob = saved.get("clip") or {}
+        if glob and self.clip is None:
+            raise ValueError("state_dict holds state of a clip= clipper, but this optimizer "
+                             "has clip=None")
+        return {"clip": self.clip.check_state(glob) if self.clip is not None else {},
+                "groups": [{int(i): self._chain_clipper(g, int(i)).check_state(st)
+                            for i, st in gs.items()}
+                           for g, gs in zip(self.param_groups, groups)]}
 
-    def _clippers(self) -> list[Clipper]:
+    def _from_clipper_list(self, saved: list[dict[str, Any]]) -> dict[str, Any]:
+        """Read the layout of earlier versions: one state per distinct clipper object, ``clip=``
+        first, then the chains' clippers in order of first appearance (shared by groups)."""
         from .base import ClipTransform
-        found = [self.clip] if self.clip is not None else []
-        seen = {id(c) for c in found}
-        for group in self.param_groups:
-            for t in self._transform_for(group).transforms():
-                if isinstance(t, ClipTransform) and id(t.clipper) not in seen:
-                    seen.add(id(t.clipper))
-                    found.append(t.clipper)
-        return found
+        out: dict[str, Any] = {"clip": {}, "groups": [{} for _ in self.param_groups]}
+        if not any(saved):
+            return out
+        states, by_id = iter(saved), {}
+        if self.clip is not None:
+            out["clip"] = next(states, {})
+        for gs, group in zip(out["groups"], self.param_groups):
+            for i, t in enumerate(self._transform_for(group).transforms()):
+                if isinstance(t, ClipTransform):
+                    gs[i] = by_id.setdefault(id(t.clipper), next(states, {}))
+        return out
+
+    def _chain_clipper(self, group: dict[str, Any], position: int) -> Clipper:
+        from .base import ClipTransform
+        parts = self._transform_for(group).transforms()
+        if not (0 <= position < len(parts) and isinstance(parts[position], ClipTransform)):
+            raise ValueError(f"state_dict holds clipper state for chain position {position}, "
+                             f"but this optimizer's chain there is {parts[position:position + 1]}")
+        return parts[position].clipper
 
     @property
     def skipped_steps(self) -> int:
@@ -187,7 +215,8 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        batches = [b for b in (self._gather(g) for g in self.param_groups) if b.params]
+        batches = [b for b in (self._gather(g, i) for i, g in enumerate(self.param_groups))
+                   if b.params]
         if not batches:
             return loss
         norms = self._norms(batches)
@@ -207,8 +236,9 @@ class Optimizer(torch.optim.Optimizer):
         factor = None
         if self.clip is not None:
             params, per_tensor, total = norms
-            factor = effective_factor(
-                self.clip([p.grad for p in params], params, per_tensor, total))
+            factor = effective_factor(call_clipper(
+                self.clip, [p.grad for p in params], params, per_tensor, total,
+                self.clip_state["clip"]))
         for b in batches:
             if b.sparse:
                 self._sparse_step(b, factor)
@@ -218,7 +248,7 @@ class Optimizer(torch.optim.Optimizer):
                 self._transform_step(b)
         return loss
 
-    def _gather(self, group: dict[str, Any]) -> GroupBatch:
+    def _gather(self, group: dict[str, Any], index: int) -> GroupBatch:
         params = [p for p in group["params"] if p.grad is not None]
         states, fresh = [], []
         transform = self._transform_for(group)
@@ -230,7 +260,7 @@ class Optimizer(torch.optim.Optimizer):
                 state.update(transform.init(p, group))
                 fresh.append(p)
             states.append(state)
-        return GroupBatch(group, params, [p.grad for p in params], states, fresh)
+        return GroupBatch(group, params, [p.grad for p in params], states, fresh, index)
 
     def _norms(self, batches: list[GroupBatch]) -> tuple[list[Tensor], list[Tensor], Tensor] | None:
         """Per-tensor and total gradient norms of all groups in one foreach pass, if needed."""
@@ -263,7 +293,12 @@ class Optimizer(torch.optim.Optimizer):
             params, grads = _real_views(params), _real_views(grads)
             states = [RealView(s) if p.is_complex() else s for p, s in zip(b.params, states)]
         grads = list(torch._foreach_neg(grads)) if group["maximize"] else grads
-        updates = self._transform_for(group).update(grads, states, params, group)
+        transform = self._transform_for(group)
+        if transform.uses_group_state:
+            updates = transform.update(grads, states, params, group,  # type: ignore[call-arg]
+                                       self.clip_state["groups"][b.index])
+        else:
+            updates = transform.update(grads, states, params, group)
         lr = group["lr"]
         if isinstance(lr, Tensor):
             torch._foreach_add_(params, torch._foreach_mul(as_tensors(updates), -lr))
