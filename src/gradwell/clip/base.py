@@ -118,7 +118,7 @@ def grad_norms(grads: list[Tensor], norm_type: float = 2.0) -> list[Tensor]:
 
 def _values(grads: list[Tensor]) -> list[Tensor]:
     """Sparse gradients by their stored values (same norm, same finiteness)."""
-    return [g.coalesce()._values() if g.is_sparse else g for g in grads]
+    return [g.coalesce().values() if g.is_sparse else g for g in grads]
 
 
 def total_norm(norms: list[Tensor], norm_type: float = 2.0) -> Tensor:

@@ -27,10 +27,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.adam import adam as torch_adam
 
 from ..clip.base import Clipper
 from .base import Quotient, Transform, chain, check_range, scalar_steps
-from .dropin import DropIn, check_betas, fused_groups, run_with_steps
+from .dropin import DropIn, check_betas, fused_groups
 from .optimizer import GroupBatch, ParamsT
 from .weight_decay import add_decayed_weights
 
@@ -118,7 +119,6 @@ class Adam(DropIn):
     def _fused_kernel(self, b: GroupBatch, factor: Tensor | None,
                       found_inf: Tensor | None) -> None:
         g = b.group
-        kernel = torch._fused_adamw_ if g["decoupled_weight_decay"] else torch._fused_adam_
         amsgrad = g["amsgrad"]
         lists = [b.params, b.grads, [s["exp_avg"] for s in b.states],
                  [s["exp_avg_sq"] for s in b.states],
@@ -126,10 +126,10 @@ class Adam(DropIn):
                  [s["step"] for s in b.states]]
         beta1, beta2 = (float(x) for x in g["betas"])
         for (ps, gs, ms, vs, vmax, st), scale, inf in fused_groups(lists, factor, found_inf):
-            run_with_steps(st, inf, lambda: kernel(
-                ps, gs, ms, vs, vmax, st, lr=g["lr"], beta1=beta1, beta2=beta2,
-                weight_decay=g["weight_decay"], eps=g["eps"], amsgrad=amsgrad,
-                maximize=g["maximize"], grad_scale=scale, found_inf=inf))
+            torch_adam(ps, gs, ms, vs, vmax, st, fused=True, grad_scale=scale, found_inf=inf,
+                       decoupled_weight_decay=g["decoupled_weight_decay"], amsgrad=amsgrad,
+                       beta1=beta1, beta2=beta2, lr=g["lr"], weight_decay=g["weight_decay"],
+                       eps=g["eps"], maximize=g["maximize"])
 
 
 class AdamW(Adam):

@@ -4,7 +4,9 @@ A drop-in stores its hyperparameters in the parameter groups under torch.optim's
 schedulers, ``state_dict`` files and code that reads ``optimizer.param_groups`` keep working.
 Its step takes one of two paths per parameter group:
 
-* **fused**: one ``torch._fused_*_`` kernel call per device and dtype (Adam, AdamW, SGD, Adagrad),
+* **fused**: torch's fused kernel, through torch's public functional API
+  (``torch.optim.adam.adam(..., fused=True, grad_scale=, found_inf=)`` and the SGD/Adagrad
+  ones), once per device and dtype (Adam, AdamW, SGD, Adagrad),
   with the clip factor passed as ``grad_scale = 1 / factor`` and the non-finite flag as
   ``found_inf``: clipping and the skip ride inside the optimizer's own pass over memory and
   nothing is read back to the host;
@@ -123,9 +125,8 @@ def fused_groups(tensorlists: list[list[Tensor]], factor: Tensor | None,
     as torch's kernels take it) and ``found_inf`` on that device. Float64 gradients are scaled
     in place instead, so that clipping keeps double precision.
     """
-    grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype(tensorlists)
     out = []
-    for (device, dtype), (lists, _) in grouped.items():
+    for (device, dtype), lists in by_device_and_dtype(tensorlists).items():
         scale = None
         if factor is not None and dtype == torch.float64:
             torch._foreach_mul_(lists[1], factor.to(device))
@@ -134,6 +135,16 @@ def fused_groups(tensorlists: list[list[Tensor]], factor: Tensor | None,
         fi = None if found_inf is None else found_inf.to(device, non_blocking=True)
         out.append((lists, scale, fi))
     return out
+
+
+def by_device_and_dtype(tensorlists: list[list[Tensor]]
+                        ) -> dict[tuple[torch.device, torch.dtype], list[list[Tensor]]]:
+    """Parallel lists split by the first list's device and dtype (empty lists stay empty)."""
+    index: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, p in enumerate(tensorlists[0]):
+        index.setdefault((p.device, p.dtype), []).append(i)
+    return {key: [[lst[i] for i in idx] if lst else [] for lst in tensorlists]
+            for key, idx in index.items()}
 
 
 def scale_(grads: list[Tensor], factor: Tensor | None) -> None:
