@@ -8,6 +8,7 @@ Sub-packages (imported on first use, so ``import gradwell`` stays light):
 ``guard``          skipping non-finite steps, spike detection, rollback
 ``watch``          the monitor: ``mon = gradwell.watch(model)``
 ``diagnose``       findings with evidence and remedies
+``locate``         where a NaN/Inf is born: ``with gradwell.locate(model) as loc: ...``
 ``nn``             deep MLP/CNN and recurrent building blocks for experiments
 ``lab``            offline datasets, experiment specs, runner, store and reports
 ``cli``            the ``gradwell`` command
@@ -21,7 +22,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("optim", "clip", "guard", "watch", "diagnose", "nn", "lab", "cli")
+_SUBPACKAGES = ("optim", "clip", "guard", "watch", "diagnose", "locate", "nn", "lab", "cli")
 __all__ = ["__version__", *_SUBPACKAGES]
 
 
