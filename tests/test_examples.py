@@ -31,3 +31,14 @@ def test_gd_vs_sgd_minibatch_gets_further_in_the_same_epochs() -> None:
     assert gd_steps == 30  # one full-batch step per epoch
     assert sgd_steps > 40 * gd_steps  # ~45 mini-batches per epoch
     assert sgd_loss < gd_loss and sgd_acc > 0.9
+
+
+def test_locate_names_the_log_of_an_underflowed_softmax_and_log_softmax_fixes_it() -> None:
+    import torch
+    result = load("locate_nan").main()
+    origin = result["origin"]
+    assert result["step"] == 40                      # only the planted batch goes bad
+    assert (origin.phase, origin.module, origin.node) == ("backward", None, "LogBackward0")
+    assert "epsilon" in origin.remedy
+    # torch-only check of the fix: log_softmax on the same batch, gradients all finite
+    assert result["fixed_finite"] and torch.isfinite(torch.tensor(result["fixed_loss"]))
