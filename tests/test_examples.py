@@ -5,6 +5,8 @@ import pathlib
 
 import pytest
 
+import gradwell
+
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -42,3 +44,13 @@ def test_locate_names_the_log_of_an_underflowed_softmax_and_log_softmax_fixes_it
     assert "epsilon" in origin.remedy
     # torch-only check of the fix: log_softmax on the same batch, gradients all finite
     assert result["fixed_finite"] and torch.isfinite(torch.tensor(result["fixed_loss"]))
+
+
+def test_doctor_digits_lr_find_suggests_a_rate_adam_trains_with(tmp_path) -> None:
+    example = load("doctor_digits")
+    result = example.main(plot=str(tmp_path / "lr.png"))
+    # Adam on a small digits MLP trains best between 1e-3 and 1e-1 (tests/doctor/test_lrfind.py
+    # measures the range); the plot is a PNG.
+    assert 1e-3 <= result.suggested_lr <= 1e-1
+    assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+    assert isinstance(example.make_model(), gradwell.nn.MLP)
