@@ -54,3 +54,13 @@ def test_doctor_digits_lr_find_suggests_a_rate_adam_trains_with(tmp_path) -> Non
     assert 1e-3 <= result.suggested_lr <= 1e-1
     assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
     assert isinstance(example.make_model(), gradwell.nn.MLP)
+
+
+def test_guard_replay_names_the_poisoned_samples_and_a_resumed_epoch_skips_nothing(
+        tmp_path) -> None:
+    example = load("guard_replay")
+    result = example.main(str(tmp_path))
+    assert result["found"] == set(example.POISONED)        # the planted NaN samples, no others
+    assert result["triage"] == ["data"] * len(example.POISONED)  # each is drawn once per epoch
+    assert result["first"].count("skipped") == len(example.POISONED)
+    assert result["second"] == ["ok"] * 28                  # (1797 - 4) // 64 full batches
