@@ -22,6 +22,9 @@ in torch's layout; a 1-D tensor (bias, norm gain) or a scalar is a single unit.
 The paper does not clip the final classifier layer ("we find it is beneficial not to clip the
 final linear layer"); pass it as ``exclude=`` (a module, a tensor, or an iterable of them).
 
+Under FSDP2 (``Shard(0)``) every unit is whole on one rank, so row norms are local; the norms
+of sharded 1-D weights (one unit each) are reduced in one all-reduce.
+
 Cost: two row-norm reductions per matrix (gradient and weight; the norms of 1-D gradients come
 from the caller), four foreach ops on the small list of unit norms, one broadcasting foreach
 multiply; no value is read back to the host.
@@ -34,6 +37,7 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
+from .._distributed import param_unit_norms
 from .base import Clipper, check_positive
 
 __all__ = ["AGC", "unit_norms"]
@@ -73,7 +77,7 @@ class AGC(Clipper):
             return None
         gs = [grads[i] for i in keep]
         g_units = unit_norms(gs, [norms[i] for i in keep] if norms else None)
-        max_norms = unit_norms([params[i].detach() for i in keep])
+        max_norms = param_unit_norms([params[i] for i in keep], unit_norms)  # FSDP2-aware
         torch._foreach_clamp_min_(max_norms, self.eps)
         torch._foreach_mul_(max_norms, self.clipping)
         # min(1, max_norm / ||G_i||): an all-zero unit gives inf -> 1, i.e. it is left alone.
