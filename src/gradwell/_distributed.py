@@ -92,6 +92,10 @@ class ShardReducer:
                 check_placements(t)
         self.counts = [_counts_here(t, rank) for t in tensors]
 
+    def mask(self, device: torch.device) -> Tensor:
+        """1.0 where this rank contributes a tensor's local part to a sum over ranks, else 0.0."""
+        return torch.tensor(self.counts, dtype=torch.float64, device=device)
+
     def reduce(self, norms: list[Tensor], norm_type: float = 2.0,
                extra: Tensor | None = None) -> tuple[list[Tensor], Tensor | None]:
         """Full-tensor ``norm_type``-norms from local ones; ``extra`` (1-D) is summed over ranks.

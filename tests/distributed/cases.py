@@ -64,19 +64,24 @@ def build(name: str, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def train(name: str, model: nn.Module, rank: int, world: int, nan_step: int | None = None,
-          nan_rank: int = 1) -> torch.optim.Optimizer:
+          nan_rank: int = 1, nan_input: bool = False) -> torch.optim.Optimizer:
     """``harness.STEPS`` steps on this rank's share of each batch. At ``nan_step`` a NaN is
     written into the local gradient of the middle layer's weight on ``nan_rank`` only (in the
-    reference, world 1, into the whole gradient)."""
+    reference, world 1, into the whole gradient), or with ``nan_input`` into the last example
+    of the batch (on the last rank: its loss is NaN)."""
     x, y = harness.data()
-    opt = build(name, model)
+    if nan_step is not None and nan_input:
+        x[nan_step, -1, 0] = float("nan")
+        nan_step = None
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    opt = build(name, inner)
     for s in range(harness.STEPS):
         opt.zero_grad()
         loss = nn.functional.mse_loss(model(harness.part(x[s], rank, world)),
                                       harness.part(y[s], rank, world))
         loss.backward()
         if s == nan_step and (rank == nan_rank or world == 1):
-            g = model[2].weight.grad
+            g = inner[2].weight.grad
             g = g.to_local() if hasattr(g, "to_local") else g
             g.view(-1)[0] = float("nan")
         opt.step()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._distributed import ShardReducer, local
 from .layers import LayerIndex
 
 __all__ = ["ActivationStats", "Pending", "norms", "first_tensor"]
@@ -29,10 +30,12 @@ SIGMOID_SATURATED = 0.485
 
 
 def norms(tensors: list[Tensor], device: torch.device) -> Tensor:
-    """L2 norms of ``tensors`` as one float32 vector on ``device`` (one foreach pass, no sync)."""
+    """L2 norms of ``tensors`` as one float32 vector on ``device`` (one foreach pass, no sync).
+
+    DTensors (FSDP2) give the norms of their local shards; :func:`finalize` reduces them."""
     if not tensors:
         return torch.zeros(0, device=device)
-    out = torch._foreach_norm(tensors)
+    out = torch._foreach_norm([local(t) for t in tensors])
     if any(n.device != device or n.dtype != torch.float32 for n in out):
         out = [n.to(device, torch.float32) for n in out]
     return torch.stack(out)
@@ -150,11 +153,15 @@ class Pending:
                  acts: ActivationStats | None) -> None:
         self.step, self.grad, self.weight, self.loss, self.acts = step, grad, weight, loss, acts
         self.snapped = False      # True when the parameters were copied to measure the update
+        self.grad_full = False    # True when ``grad`` holds full-tensor norms (FSDP2: reduced)
 
 
 def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch.device,
-             world: int) -> tuple[np.ndarray, dict[str, Any]]:
+             world: int, shards: ShardReducer | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Assemble a recorded step as one row (see ``LayerIndex.columns``) with one host read.
+
+    Under FSDP2 (``shards``) the local-shard norms travel in the same all-reduce as the loss and
+    the activation sums, and come back as the full tensors' norms.
 
     Returns the row and the host-side extras (which modules ran, forward and backward order).
     """
@@ -164,17 +171,31 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
     def per_layer(v: Tensor) -> Tensor:
         return torch.zeros(n_layers, device=device).index_add_(0, owner, v.square()).sqrt()
 
-    grad_l, weight_l = per_layer(p.grad), per_layer(p.weight)
-    upd_l = (per_layer(update) / weight_l if update is not None
-             else torch.full((n_layers,), float("nan"), device=device))
     loss = (p.loss.detach().reshape(1).to(device, torch.float64) if p.loss is not None
             else torch.full((1,), float("nan"), dtype=torch.float64, device=device))
     raw, segments = (p.acts.raw(index, device) if p.acts is not None
                      else (torch.zeros(0, dtype=torch.float64, device=device), []))
     shared = torch.cat([loss, raw])
+    sharded = [] if shards is None else [x for x in (None if p.grad_full else p.grad, p.weight,
+                                                     update) if x is not None]
+    if sharded:    # sums of squares of the local shards, each replicated copy counted once
+        mask = shards.mask(device)  # type: ignore[union-attr]
+        shared = torch.cat([shared, *[x.to(torch.float64).square() * mask for x in sharded]])
     if world > 1:
         torch.distributed.all_reduce(shared)     # sums over ranks: every rank gets the same
         shared[0] /= world
+        if p.acts is not None:  # each rank's loss is its local mean; DDP/FSDP2 average the
+            n_t, n_l = len(index.tracked), len(index.layers)   # ranks: so must output grads
+            shared[1 + 3 * n_t:1 + 3 * n_t + n_l] /= world ** 2
+    if sharded:
+        full = iter(shared[-len(sharded) * len(index.params):].sqrt().float()
+                    .split(len(index.params)))
+        shared = shared[:-len(sharded) * len(index.params)]
+        p.grad = p.grad if p.grad_full else next(full)
+        p.weight, update = next(full), (next(full) if update is not None else None)
+    grad_l, weight_l = per_layer(p.grad), per_layer(p.weight)
+    upd_l = (per_layer(update) / weight_l if update is not None
+             else torch.full((n_layers,), float("nan"), device=device))
     parts = [shared[:1].float(), p.grad.square().sum().sqrt().reshape(1), grad_l, weight_l,
              upd_l, p.grad]
     extra: dict[str, Any] = {}

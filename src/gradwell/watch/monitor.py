@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import _distributed
 from . import collect
 from .collect import ActivationStats, Pending, first_tensor, norms
 from .history import History
@@ -59,7 +60,8 @@ class Monitor:
         self.update_every = update_every
         self.optimizer = _check_optimizer(optimizer, self.index)
         self._device = self.index.params[0].device
-        self._rank, self._world = _rank_world()
+        self._rank, self._world = _distributed.world()
+        self._shards = _distributed.reducer_for(self.index.params)   # FSDP2, else None
         self._history = History(self.index.columns(activations), self._meta(), max_records)
         self._sinks: list[Any] = list(sinks)
         if log is not None:
@@ -144,6 +146,7 @@ class Monitor:
             return
         if self._pending is not None and self._pending.grad is None:
             self._pending.grad = self._norms_from(optimizer)
+            self._pending.grad_full = getattr(optimizer, "last_grad_norms", None) is not None
         self._flush()
         self._loss = None
         self._advance()
@@ -184,10 +187,11 @@ class Monitor:
             self._weight = norms(params, self._device)
         snapped = measure and self.updates
         if snapped:
+            shards = [_distributed.local(p) for p in params]   # FSDP2: this rank's part
             if self._snap is None:
-                self._snap = [p.detach().clone() for p in params]
+                self._snap = [p.detach().clone() for p in shards]
             else:
-                torch._foreach_copy_(self._snap, params)
+                torch._foreach_copy_(self._snap, shards)
         acts = self._acts if self.activations else None
         self._pending = Pending(self._step, grad, self._weight, loss, acts)
         self._pending.snapped = snapped
@@ -203,9 +207,10 @@ class Monitor:
             p.grad = self._grad_norms()
         update = None
         if p.snapped and self._snap is not None:
-            torch._foreach_sub_(self._snap, self.index.params)  # old - new, in place
-            update = norms(self._snap, self._device)
-        row, extra = collect.finalize(p, self.index, update, self._device, self._world)
+            torch._foreach_sub_(self._snap, [_distributed.local(q) for q in self.index.params])
+            update = norms(self._snap, self._device)              # old - new, in place
+        row, extra = collect.finalize(p, self.index, update, self._device, self._world,
+                                      self._shards)
         extra["loss_given"] = p.loss is not None
         self._store(p.step, row, extra)
 
@@ -330,10 +335,3 @@ def _reuses_norms(optimizer: Any) -> bool:
     if clip is not None:
         return float(getattr(clip, "norm_type", 2.0)) == 2.0
     return bool(getattr(optimizer, "skip_nonfinite", False))
-
-
-def _rank_world() -> tuple[int, int]:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
