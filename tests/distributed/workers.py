@@ -38,3 +38,23 @@ def fast(rank: int, world: int, out: str) -> None:
     optimizers(rank, world, f"{out}.optim", 1, True)
     optimizers(rank, world, f"{out}.ddp", 1, True, how="ddp")
     watch(rank, world, f"{out}.watch", list(watch_cases.MODES))
+    guard(rank, world, f"{out}.guard", ["fsdp", "fsdp-disk", "ddp"])
+
+
+def guard(rank: int, world: int, out: str, hows: list[str]) -> None:
+    """Guarded runs; each rank saves its events and parameters."""
+    import guard_cases
+    res = {h: guard_cases.run(h, rank, world, f"{out}.snaps") for h in hows}
+    res["crash"] = guard_cases.crash_during_write(rank, world, f"{out}.crash")
+    torch.save(res, f"{out}.{rank}")
+
+
+def example(rank: int, world: int, out: str) -> None:
+    """examples/fsdp2_digits.py's main() on this rank."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[2] / "examples" / "fsdp2_digits.py"
+    spec = importlib.util.spec_from_file_location("fsdp2_digits", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.save(module.main(), f"{out}.{rank}")
