@@ -30,7 +30,8 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["is_dtensor", "local", "world", "ShardReducer", "reducer_for", "LocalView",
+__all__ = ["is_dtensor", "local", "world", "ShardReducer", "reducer_for", "StateView",
+           "LocalView",
            "full_tensors", "param_unit_norms", "agree"]
 
 _HELP = ("gradwell supports DDP and FSDP2/HSDP (DTensor placements Shard(0) and Replicate); "
@@ -156,7 +157,24 @@ def agree(tensors: list[Tensor], norms: list[Tensor], values: Tensor
     return norms, values
 
 
-class LocalView(MutableMapping):
+class StateView(MutableMapping):
+    """A parameter's optimizer state seen through a conversion of its tensors (subclasses
+    define ``__getitem__`` and ``__setitem__``); deleting and iterating act on the state."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def __delitem__(self, key: str) -> None:
+        del self.state[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.state)
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+
+class LocalView(StateView):
     """A parameter's optimizer state with DTensor values seen as their local shards.
 
     Reads give ``to_local()`` views (written through in place); a plain tensor of the local
@@ -165,7 +183,8 @@ class LocalView(MutableMapping):
     """
 
     def __init__(self, state: dict[str, Any], param: Tensor) -> None:
-        self.state, self.param = state, param
+        super().__init__(state)
+        self.param = param
 
     def __getitem__(self, key: str) -> Any:
         return local(self.state[key])
@@ -178,15 +197,6 @@ class LocalView(MutableMapping):
             value = DTensor.from_local(value, p.device_mesh, p.placements, run_check=False,
                                        shape=p.shape, stride=p.stride())
         self.state[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.state[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.state)
-
-    def __len__(self) -> int:
-        return len(self.state)
 
 
 def full_tensors(params: list[Tensor], states: list[Any]) -> list[Tensor]:

@@ -18,13 +18,12 @@ exactly 1 (nothing to clip) is dropped, so the kernel runs as if there were no c
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
 
-from .._distributed import LocalView, is_dtensor, local, reducer_for
+from .._distributed import LocalView, StateView, is_dtensor, local, reducer_for
 from ..clip.base import (Clipper, apply_factor_, check_clipper, effective_factor, grad_norms,
                          nonfinite_flag, total_norm)
 from .base import Chain, Quotient, Transform, as_tensors, check_range
@@ -297,11 +296,8 @@ def _real_views(tensors: list[Tensor]) -> list[Tensor]:
     return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
 
 
-class RealView(MutableMapping):
+class RealView(StateView):
     """A complex parameter's state seen as real pairs (``torch.view_as_real``), written through."""
-
-    def __init__(self, state: dict[str, Any]) -> None:
-        self.state = state
 
     def __getitem__(self, key: str) -> Any:
         v = self.state[key]
@@ -311,15 +307,6 @@ class RealView(MutableMapping):
         if isinstance(value, Tensor) and value.ndim > 0 and value.shape[-1] == 2:
             value = torch.view_as_complex(value.contiguous())
         self.state[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.state[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.state)
-
-    def __len__(self) -> int:
-        return len(self.state)
 
 
 def _materialize(params: ParamsT) -> list[Any]:
