@@ -205,20 +205,25 @@ def full_tensors(params: list[Tensor], states: list[Any]) -> list[Tensor]:
     return [s.param if isinstance(s, LocalView) else p for p, s in zip(params, states)]
 
 
-def param_unit_norms(params: list[Tensor], unit_norms: Any) -> list[Tensor]:
+def param_unit_norms(params: list[Tensor], unit_norms: Any, axes: list[int]) -> list[Tensor]:
     """AGC's unit-wise weight norms of (possibly sharded) parameters.
 
     A unit is a row (index of dim 0) for ``ndim >= 2``: under Shard(0) every row is whole on
     one rank, so local row norms are exact. A 1-D or 0-dim tensor is one unit: its norm is the
-    full tensor's, reduced over the shards (one all-reduce for all of them together).
+    full tensor's, reduced over the shards (one all-reduce for all of them together). Units on
+    another axis (``unit_axis``, Conv1D weights) would be split by Shard(0): refused.
     """
     locals_ = [local(p.detach()) for p in params]
-    out = unit_norms(locals_)
+    out = unit_norms(locals_, axes=axes)
     sharded = [i for i, p in enumerate(params) if is_dtensor(p) and p.ndim <= 1]
-    if any(is_dtensor(p) for p in params):
-        for p in params:
-            if is_dtensor(p):
-                check_placements(p, "parameter clipped unit-wise (AGC)")
+    for p, axis in zip(params, axes):
+        if is_dtensor(p):
+            check_placements(p, "parameter clipped unit-wise (AGC)")
+            if p.ndim > 1 and axis % p.ndim != 0:
+                raise NotImplementedError(
+                    f"AGC with units on axis {axis} of a {p.ndim}-D FSDP2 weight (shape "
+                    f"{tuple(p.shape)}): Shard(0) splits every such unit across ranks; use "
+                    "unit_axis=0 (torch's layout) under FSDP2")
     if sharded:
         full, _ = ShardReducer([params[i] for i in sharded]).reduce([out[i] for i in sharded])
         for i, n in zip(sharded, full):
