@@ -35,6 +35,7 @@ from .._distributed import agree, local, world
 from ..clip.base import Clipper, check_clipper, clip_, grad_norms, total_norm
 from .checks import check_int, check_models, check_optional_positive, check_unit_interval
 from .events import GuardEvent, to_finding, to_record
+from .flagged import Flagged
 from .sharded import snapshot_store
 from .snapshot import capture, restore
 from .spike import RobustZ
@@ -111,15 +112,28 @@ class Guard:
         self._rollbacks_in_a_row = 0
         self._store = snapshot_store(snapshot_dir, model)   # FSDP2 on disk: sharded (DCP)
         self._store.put("trusted", self._capture())
+        self._flagged = Flagged(model, snapshot_dir)
 
     # ------------------------------------------------------------------------------ the step
-    def step(self, loss: Tensor | float) -> str:
+    def step(self, loss: Tensor | float, replay: Any = None, samples: Any = None) -> str:
         """Check this step's loss and gradients, then step, skip or roll back.
 
         Call after ``loss.backward()`` (``scaler.scale(loss).backward()`` with AMP), passing
         the unscaled ``loss``. Returns ``"ok"``, ``"skipped"`` or ``"rolled_back"``.
+
+        Args:
+            replay: opt-in triage of a non-finite step: a zero-argument callable recomputing
+                the loss (``lambda: loss_fn(model(x), y)``) or a
+                :class:`~gradwell.guard.triage.Batch`, which also names culprit samples by
+                their per-sample gradient norms. The step is re-run once under
+                ``gradwell.locate``; ``detail["triage"]`` is ``"data"``, ``"reproducible"``
+                or ``"transient"`` and ``detail["origin"]`` where the NaN was born.
+            samples: the ids of this batch's samples (a sequence, a tensor, or a
+                :class:`~gradwell.guard.samples.SampleTracker`, passed every step): a refused
+                step writes them to the skip list (``snapshot_dir/skipped.jsonl``).
         """
         self.steps += 1
+        ids = self._flagged.ids(samples, replay)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
@@ -129,8 +143,12 @@ class Guard:
         if reason is None:
             self._apply(params)
             self._after_good(loss_v, norm_v)
+            self._flagged.good(replay)
             return "ok"
-        return self._after_bad(reason, loss_v, norm_v, detail)
+        detail = {**detail, **self._flagged.inspect(reason, replay, ids, self.spike_z)}
+        status = self._after_bad(reason, loss_v, norm_v, detail)
+        self._flagged.record(self.steps - 1, status, reason, ids, detail)
+        return status
 
     def _agree(self, loss: Tensor | float, params: list[Tensor], norms: list[Tensor]
                ) -> tuple[Tensor, list[Tensor]]:
@@ -270,6 +288,11 @@ class Guard:
             self.on_event(event)
         if self.monitor is not None and action != "trusted":
             self.monitor.history.add_event(to_record(event))
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        """The skip list: one record per refused step (and rollback) with its sample ids."""
+        return self._flagged.skips.lines
 
     def findings(self) -> list[Any]:
         """Skips and rollbacks as ``gradwell.diagnose.Finding`` objects (see ``events``)."""
