@@ -6,6 +6,8 @@ Per call of :meth:`Guard.step` (after ``loss.backward()``):
 2. the loss and the global gradient norm are read to the host (one synchronisation);
 3. the step is *bad* if either is NaN/Inf, or if either is a spike: a robust z-score
    (median/MAD, see :mod:`gradwell.guard.spike`) above ``spike_z`` against recent healthy steps;
+   Under DDP and FSDP2 the loss is averaged over ranks and the norm is the full gradient's, in
+   one all-reduce: every rank sees the same numbers and takes the same decision below;
 4. a good step: ``clip`` (if any), then ``optimizer.step()`` (``scaler.step`` + ``update``),
    then ``scheduler.step()``; status ``"ok"``;
 5. a bad step: nothing is applied and the gradients are dropped: parameters, optimizer state and
@@ -29,11 +31,13 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from .._distributed import agree, local, world
 from ..clip.base import Clipper, check_clipper, clip_, grad_norms, total_norm
 from .checks import check_int, check_models, check_optional_positive, check_unit_interval
 from .events import GuardEvent, to_finding, to_record
 from .flagged import Flagged
-from .snapshot import SnapshotStore, capture, restore
+from .sharded import snapshot_store
+from .snapshot import capture, restore
 from .spike import RobustZ
 
 __all__ = ["Guard"]
@@ -59,7 +63,9 @@ class Guard:
             non-finite values are bad.
         spike_window: how many recent good steps the spike statistics use.
         spike_warmup: good steps before spike detection starts.
-        snapshot_dir: keep snapshots as files there (atomic writes) instead of in memory.
+        snapshot_dir: keep snapshots as files there (atomic writes) instead of in memory;
+            for an FSDP2 model, as ``torch.distributed.checkpoint`` directories (each rank
+            writes its own shards).
         max_rollbacks: consecutive rollbacks without a newly trusted snapshot in between after
             which the guard gives up with a RuntimeError (``None``: never).
         on_event: called with every :class:`~gradwell.guard.events.GuardEvent`.
@@ -104,7 +110,7 @@ class Guard:
         self.bad_in_a_row = 0
         self._pending_good = 0  # good steps in a row since the candidate was taken
         self._rollbacks_in_a_row = 0
-        self._store = SnapshotStore(snapshot_dir)
+        self._store = snapshot_store(snapshot_dir, model)   # FSDP2 on disk: sharded (DCP)
         self._store.put("trusted", self._capture())
         self._flagged = Flagged(model, snapshot_dir)
 
@@ -131,7 +137,7 @@ class Guard:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        norms = grad_norms([p.grad for p in params])
+        loss, norms = self._agree(loss, params, grad_norms([local(p.grad) for p in params]))
         loss_v, norm_v = self._read(loss, total_norm(norms) if norms else None)
         reason, detail = self._judge(loss_v, norm_v, params, norms)
         if reason is None:
@@ -144,8 +150,10 @@ class Guard:
         self._flagged.record(self.steps - 1, status, reason, ids, detail)
         return status
 
-    def _read(self, loss: Tensor | float, total: Tensor | None) -> tuple[float, float]:
-        """Loss and gradient norm as floats, with one host synchronisation."""
+    def _agree(self, loss: Tensor | float, params: list[Tensor], norms: list[Tensor]
+               ) -> tuple[Tensor, list[Tensor]]:
+        """The loss averaged over ranks and full-tensor gradient norms (FSDP2), in one
+        all-reduce: every rank judges the same numbers, so every rank decides the same."""
         if not isinstance(loss, Tensor):
             if not isinstance(loss, (int, float)) or isinstance(loss, bool):
                 raise TypeError(f"loss must be a tensor or a number, got {type(loss).__qualname__}")
@@ -153,6 +161,15 @@ class Guard:
         if loss.numel() != 1:
             raise ValueError(f"loss must hold one value, got shape {tuple(loss.shape)}; reduce "
                              "it (e.g. loss.mean()) before guard.step")
+        _, size = world()
+        if size == 1:
+            return loss, norms
+        summed = loss.detach().reshape(1).to(torch.float64)
+        norms, summed = agree(params, norms, summed)
+        return summed.reshape(()) / size, norms
+
+    def _read(self, loss: Tensor, total: Tensor | None) -> tuple[float, float]:
+        """Loss and gradient norm as floats, with one host synchronisation."""
         values = [loss.detach().reshape(()).float()]
         if total is not None:
             values.append(total.detach().float().to(values[0].device))
