@@ -65,13 +65,14 @@ class SGD(DropIn):
         g = b.group
         momentum = g["momentum"] != 0
         bufs = [s.get("momentum_buffer") for s in b.states]  # None: new, or no momentum
-        for (ps, gs, ms), sc, inf in fused_groups([b.params, b.grads, bufs], factor, found_inf):
+        lists = [b.params, b.grads, bufs, list(range(len(b.params)))]
+        for (ps, gs, ms, idx), sc, inf in fused_groups(lists, factor, found_inf):
             torch_sgd(ps, gs, ms, fused=True, grad_scale=sc, found_inf=inf,
                       weight_decay=g["weight_decay"], momentum=g["momentum"], lr=g["lr"],
                       dampening=g["dampening"], nesterov=g["nesterov"], maximize=g["maximize"])
             if momentum:  # the functional API creates missing buffers in the list it is given
-                for p, buf in zip(ps, ms):
-                    self.state[p]["momentum_buffer"] = buf
+                for i, buf in zip(idx, ms):  # b.states: under FSDP2 views of the DTensor's state
+                    b.states[i]["momentum_buffer"] = buf
 
     def _sparse_step(self, b: GroupBatch, factor: Tensor | None) -> None:
         """Sparse gradients (``nn.Embedding(sparse=True)``) take torch's own sparse SGD."""
