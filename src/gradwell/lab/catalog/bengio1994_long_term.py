@@ -29,7 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from ..plots import grid_and_legend
+from ..plots import grid_and_legend, save
 from ..schema import KIND_KEYS, register_kind
 from ..spec import Trial
 from ..train import TrialResult, load_data, run_trial
@@ -236,9 +236,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     right.set(xlabel="sequence length T", ylabel="final test MSE", xticks=lengths,
               title="latching, 3 seeds each")
     grid_and_legend((left, right))
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    return Path(out)
+    return save(fig, out, dpi=90)
 
 
 EXPERIMENT = register(Experiment(

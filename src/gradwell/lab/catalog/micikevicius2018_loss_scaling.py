@@ -34,7 +34,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from ..monitor import layer_weights
-from ..plots import grid_and_legend
+from ..plots import grid_and_legend, save
 from ..schema import choice, number, register_kind
 from ..spec import Trial
 from ..train import Hooks, TrialResult, load_data, run_trial
@@ -278,9 +278,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
              ylim=(-0.03, 1.03), title="after training (median of 3 seeds)")
     right.set(xlabel="step", ylabel="training loss (unweighted)", title="seed 0")
     grid_and_legend((left, right), fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    return Path(out)
+    return save(fig, out, dpi=90)
 
 
 EXPERIMENT = register(Experiment(

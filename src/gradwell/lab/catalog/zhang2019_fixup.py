@@ -31,7 +31,7 @@ from torch import nn
 
 from ...nn import BRANCH_SCHEMES, ResidualMLP
 from ..data import Dataset
-from ..plots import grid_and_legend
+from ..plots import grid_and_legend, save
 from ..schema import choice, register_kind
 from ..spec import Trial
 from ..train import Hooks, TrialResult, load_data, run_trial
@@ -190,9 +190,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
               title="3 seeds (bar: median)")
     right.set_xticklabels(VARIANTS, fontsize=7, rotation=15)
     grid_and_legend((left, right))
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    return Path(out)
+    return save(fig, out, dpi=90)
 
 
 EXPERIMENT = register(Experiment(
