@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
@@ -184,7 +183,8 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
         Criterion(f"tanh RNN, T = {long}: the gradient w.r.t. early inputs decays exponentially",
                   f"log10-slope ≤ {DECAY_SLOPE}/step, R² ≥ {DECAY_R2} (at init)",
                   f"slope {_f(slope, '.3f')}, R² {_f(r2, '.3f')}; ‖∂L/∂x₁‖/‖∂L/∂x_T‖ "
-                  f"{_f(end, '.2g')} (per seed: {_per_seed(results, 'lag_ratio_init', rnn, '.2g')})",
+                  f"{_f(end, '.2g')} (per seed: "
+                  f"{_per_seed(results, 'lag_ratio_init', rnn, '.2g')})",
                   None not in (slope, r2) and slope <= DECAY_SLOPE and r2 >= DECAY_R2),
         Criterion(f"LSTM, T = {long}: the gradient reaches the first input",
                   f"‖∂L/∂x₁‖/‖∂L/∂x_T‖ ≥ {HELD:g} (at init)",
@@ -231,7 +231,8 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
             for n in lengths:
                 vals = results.values("final_test_loss", model, seq_len=n)
                 right.scatter([n] * len(vals), vals, color=color, s=10, alpha=0.5)
-    left.set(xlabel="lag k", ylabel="‖∂L/∂x_{T-k}‖ / ‖∂L/∂x_T‖", title="at initialisation")
+    left.set(xlabel="lag k", ylabel="‖∂L/∂x_{T-k}‖ / ‖∂L/∂x_T‖",
+             title="at initialisation")
     right.axhline(1.0, color="gray", ls="--", lw=1, label="predict 0")
     right.set(xlabel="sequence length T", ylabel="final test MSE", xticks=lengths,
               title="latching, 3 seeds each")

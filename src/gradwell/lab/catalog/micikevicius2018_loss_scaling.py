@@ -27,10 +27,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-import numpy as np
 from torch import Tensor, nn
 
 from ..monitor import layer_weights
