@@ -129,6 +129,8 @@ def check_config(config: dict[str, Any]) -> list[tuple[str, str]]:
     problems = []
     if config.get("kind") != "train":
         return problems
+    if config["data"] == "copy":
+        return [("data", "the copy token task is read by kind 'transformer_train' only")]
     seq_model = config["model"] in ("rnn", "gru", "lstm")
     if seq_model != (config["data"] in SEQUENCE_DATASETS):
         problems.append(("model", f"model {config['model']!r} cannot read data "
