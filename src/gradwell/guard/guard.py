@@ -103,6 +103,7 @@ class Guard:
         self.bad_in_a_row = 0
         self._pending_good = 0  # good steps in a row since the candidate was taken
         self._rollbacks_in_a_row = 0
+        self._capture_due = False   # check(): take the candidate at the next call
         self._store = SnapshotStore(snapshot_dir)
         self._store.put("trusted", self._capture())
 
@@ -113,6 +114,38 @@ class Guard:
         Call after ``loss.backward()`` (``scaler.scale(loss).backward()`` with AMP), passing
         the unscaled ``loss``. Returns ``"ok"``, ``"skipped"`` or ``"rolled_back"``.
         """
+        reason, detail, loss_v, norm_v, params = self._verdict(loss)
+        if reason is None:
+            self._apply(params)
+            self._after_good(loss_v, norm_v)
+            return "ok"
+        return self._after_bad(reason, loss_v, norm_v, detail)
+
+    def check(self, loss: Tensor | float | None = None) -> str:
+        """Judge this step like :meth:`step` but leave applying it to the caller.
+
+        For training loops that own the optimizer step (Lightning, the Hugging Face
+        ``Trainer``; see :mod:`gradwell.integrations`). On ``"ok"`` nothing was changed: the
+        caller clips and steps the optimizer and the scheduler itself. On ``"skipped"`` or
+        ``"rolled_back"`` the gradients were dropped (set to ``None``, so torch optimizers
+        leave every parameter and its state alone) and the caller must not step the
+        scheduler. ``loss=None``: judge the gradients only. A candidate snapshot due on an
+        ``"ok"`` step is taken at the next call, once the caller has applied that step: the
+        same state :meth:`step` would capture.
+        """
+        if self._capture_due:
+            self._capture_due = False
+            self._store.put("candidate", self._capture())
+            self._pending_good = 0
+        reason, detail, loss_v, norm_v, _ = self._verdict(loss)
+        if reason is None:
+            self._after_good(loss_v, norm_v, defer=True)
+            return "ok"
+        return self._after_bad(reason, loss_v, norm_v, detail)
+
+    def _verdict(self, loss: Tensor | float | None) -> tuple[str | None, dict[str, Any], float,
+                                                           float, list[Tensor]]:
+        """Unscale, read and judge this step: ``(reason, detail, loss, norm, params)``."""
         self.steps += 1
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -120,14 +153,13 @@ class Guard:
         norms = grad_norms([p.grad for p in params])
         loss_v, norm_v = self._read(loss, total_norm(norms) if norms else None)
         reason, detail = self._judge(loss_v, norm_v, params, norms)
-        if reason is None:
-            self._apply(params)
-            self._after_good(loss_v, norm_v)
-            return "ok"
-        return self._after_bad(reason, loss_v, norm_v, detail)
+        return reason, detail, math.nan if loss_v is None else loss_v, norm_v, params
 
-    def _read(self, loss: Tensor | float, total: Tensor | None) -> tuple[float, float]:
-        """Loss and gradient norm as floats, with one host synchronisation."""
+    def _read(self, loss: Tensor | float | None,
+              total: Tensor | None) -> tuple[float | None, float]:
+        """Loss (None if not given) and gradient norm as floats, with one host synchronisation."""
+        if loss is None:
+            return None, (float(total) if total is not None else 0.0)
         if not isinstance(loss, Tensor):
             if not isinstance(loss, (int, float)) or isinstance(loss, bool):
                 raise TypeError(f"loss must be a tensor or a number, got {type(loss).__qualname__}")
@@ -141,9 +173,9 @@ class Guard:
         out = torch.stack(values).tolist()
         return out[0], out[1] if total is not None else 0.0
 
-    def _judge(self, loss_v: float, norm_v: float, params: list[Tensor],
+    def _judge(self, loss_v: float | None, norm_v: float, params: list[Tensor],
                norms: list[Tensor]) -> tuple[str | None, dict[str, Any]]:
-        if not math.isfinite(loss_v):
+        if loss_v is not None and not math.isfinite(loss_v):
             return "nonfinite_loss", {}
         if not math.isfinite(norm_v):
             reason = "amp_overflow" if self._scaling() else "nonfinite_grad"
@@ -151,7 +183,7 @@ class Guard:
         if self.spike_z is not None:
             for name, det, value in (("loss_spike", self._loss_z, loss_v),
                                      ("grad_spike", self._norm_z, norm_v)):
-                z = det.score(value)
+                z = None if value is None else det.score(value)
                 if z is not None and z > self.spike_z:
                     return name, {"z": round(z, 2), "spike_z": self.spike_z}
         return None, {}
@@ -167,7 +199,7 @@ class Guard:
         if self.scheduler is not None and self.step_scheduler:
             self.scheduler.step()
 
-    def _after_good(self, loss_v: float, norm_v: float) -> None:
+    def _after_good(self, loss_v: float, norm_v: float, defer: bool = False) -> None:
         self.good_steps += 1
         self.bad_in_a_row = 0
         self._loss_z.add(loss_v)
@@ -180,6 +212,9 @@ class Guard:
                 self._event("trusted", "healthy", loss_v, norm_v,
                             {"snapshot_good_step": self.good_steps - self._pending_good})
         elif self.good_steps % self.snapshot_every == 0:
+            if defer:                 # check(): the caller has not applied this step yet
+                self._capture_due = True
+                return
             self._store.put("candidate", self._capture())
             self._pending_good = 0
 
@@ -217,6 +252,7 @@ class Guard:
         extra = restore(self._store.get("trusted"), self.model, self.optimizer,
                         self.scheduler, self.scaler)
         self._store.drop("candidate")
+        self._capture_due = False
         self.good_steps = extra["good_steps"]
         self._loss_z.load_state_dict(extra["loss_z"])
         self._norm_z.load_state_dict(extra["norm_z"])
