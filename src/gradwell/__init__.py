@@ -10,6 +10,7 @@ Sub-packages (imported on first use, so ``import gradwell`` stays light):
 ``diagnose``       findings with evidence and remedies
 ``nn``             deep MLP/CNN and recurrent building blocks for experiments
 ``lab``            offline datasets, experiment specs, runner, store and reports
+``integrations``   Lightning and Hugging Face Trainer callbacks (extras, imported lazily)
 ``cli``            the ``gradwell`` command
 =================  ==========================================================================
 """
@@ -21,7 +22,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("optim", "clip", "guard", "watch", "diagnose", "nn", "lab", "cli")
+_SUBPACKAGES = ("optim", "clip", "guard", "watch", "diagnose", "nn", "lab", "integrations",
+                "cli")
 __all__ = ["__version__", *_SUBPACKAGES]
 
 

@@ -87,6 +87,8 @@ class GradwellCallback(TrainerCallback):
                        optimizer: Any = None, lr_scheduler: Any = None, **kwargs: Any) -> None:
         self._check(args, model)
         inner = getattr(optimizer, "optimizer", optimizer)   # accelerate's wrapper -> torch's
+        if getattr(lr_scheduler, "optimizer", None) is optimizer:
+            inner = optimizer             # the Trainer built the scheduler on the wrapper
         self._findings = None
         try:
             self.session = Session(model, inner, lr_scheduler, self._watch, self._guard,
