@@ -14,8 +14,8 @@ from torch import nn
 pytest.importorskip("lightning")
 
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
-from integration_helpers import (assert_same_state, batches, make_optimizer, make_scheduler,  # noqa: E402
-                     mlp, torch_loop)
+from integration_helpers import (assert_same_state, batches, make_optimizer,  # noqa: E402
+                                 make_scheduler, mlp, torch_loop)
 from lightning_helpers import Regressor, fit  # noqa: E402
 
 from gradwell.guard import Guard  # noqa: E402

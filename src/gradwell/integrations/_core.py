@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Session", "check_options", "skip_scheduler_step", "restore_scheduler_step",
-           "finding_metrics", "format_findings", "PREFIX"]
+__all__ = ["Session", "CallbackBase", "check_options", "skip_scheduler_step",
+           "restore_scheduler_step", "finding_metrics", "format_findings", "PREFIX"]
 
 #: Every key the callbacks log starts with this.
 PREFIX = "gradwell/"
@@ -48,6 +48,24 @@ def check_options(watch: Any, guard: Any, every: Any, verbose: Any) -> tuple[dic
     if out[0] is None and out[1] is None:
         raise ValueError("watch=False and guard=False: the callback would do nothing")
     return out[0], out[1]
+
+
+class CallbackBase:
+    """The arguments and ``findings()`` both framework callbacks share (a mixin)."""
+
+    def __init__(self, watch: bool | dict = True, guard: bool | dict = False, every: int = 1,
+                 thresholds: Any = None, verbose: bool = True) -> None:
+        self._watch, self._guard = check_options(watch, guard, every, verbose)
+        self.every, self.thresholds, self.verbose = every, thresholds, verbose
+        self.session: Session | None = None
+        self._findings: list[Any] | None = None
+
+    def findings(self) -> list[Any]:
+        """The findings of the last run (during it: so far), worst first; then the guard's
+        skips and rollbacks (:class:`gradwell.diagnose.Finding`)."""
+        if self._findings is not None:
+            return list(self._findings)
+        return [] if self.session is None else self.session.findings(self.thresholds)
 
 
 class Session:

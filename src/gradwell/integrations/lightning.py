@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("gradwell.integrations.lightning needs Lightning: "
                       "pip install 'gradwell[lightning]'") from exc
 
-from ._core import (Session, check_options, finding_metrics, format_findings,
+from ._core import (CallbackBase, Session, finding_metrics, format_findings,
                     restore_scheduler_step, skip_scheduler_step)
 
 __all__ = ["GradwellCallback"]
@@ -40,7 +40,7 @@ _GUARD_STRATEGIES = (SingleDeviceStrategy, DDPStrategy)
 _NO_STRATEGIES = (DeepSpeedStrategy, XLAStrategy, SingleDeviceXLAStrategy)
 
 
-class GradwellCallback(pl.Callback):
+class GradwellCallback(CallbackBase, pl.Callback):
     """Watch (and optionally guard) a LightningModule's gradients during ``fit``.
 
     Args:
@@ -64,10 +64,7 @@ class GradwellCallback(pl.Callback):
 
     def __init__(self, watch: bool | dict = True, guard: bool | dict = False, every: int = 1,
                  thresholds: Any = None, verbose: bool = True) -> None:
-        self._watch, self._guard = check_options(watch, guard, every, verbose)
-        self.every, self.thresholds, self.verbose = every, thresholds, verbose
-        self.session: Session | None = None
-        self._findings: list[Any] | None = None
+        super().__init__(watch, guard, every, thresholds, verbose)
         self._loss: torch.Tensor | None = None
         self._schedulers: list[Any] = []
         self._logged = -1
@@ -134,13 +131,6 @@ class GradwellCallback(pl.Callback):
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
                      exception: BaseException) -> None:
         self.teardown(trainer, pl_module, "fit")
-
-    def findings(self) -> list[Any]:
-        """The findings of the last ``fit`` (during ``fit``: so far), worst first; then the
-        guard's skips and rollbacks."""
-        if self._findings is not None:
-            return list(self._findings)
-        return [] if self.session is None else self.session.findings(self.thresholds)
 
     # ------------------------------------------------------------------------------- steps
     def on_before_backward(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",

@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("gradwell.integrations.transformers needs transformers: "
                       "pip install 'gradwell[transformers]'") from exc
 
-from ._core import (PREFIX, Session, check_options, finding_metrics, format_findings,
+from ._core import (CallbackBase, PREFIX, Session, finding_metrics, format_findings,
                     restore_scheduler_step, skip_scheduler_step)
 
 __all__ = ["GradwellCallback"]
@@ -44,7 +44,7 @@ SUPPORTED = ("NO", "MULTI_CPU", "MULTI_GPU", "MULTI_XPU", "MULTI_NPU", "MULTI_ML
 _ACTIVE: dict[int, "GradwellCallback"] = {}   # id(model) -> the callback watching it
 
 
-class GradwellCallback(TrainerCallback):
+class GradwellCallback(CallbackBase, TrainerCallback):
     """Watch (and optionally guard) the gradients of a ``transformers.Trainer`` run.
 
     Args:
@@ -68,10 +68,7 @@ class GradwellCallback(TrainerCallback):
 
     def __init__(self, watch: bool | dict = True, guard: bool | dict = False, every: int = 1,
                  thresholds: Any = None, verbose: bool = True) -> None:
-        self._watch, self._guard = check_options(watch, guard, every, verbose)
-        self.every, self.thresholds, self.verbose = every, thresholds, verbose
-        self.session: Session | None = None
-        self._findings: list[Any] | None = None
+        super().__init__(watch, guard, every, thresholds, verbose)
         self._reset()
 
     def _reset(self) -> None:
@@ -81,11 +78,12 @@ class GradwellCallback(TrainerCallback):
         self._scalars: dict[str, float] = {}
         self._hook: Any = None
         self._model_id: int | None = None
+        self._state: Any = None
 
     # ------------------------------------------------------------------------ start and end
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
                        optimizer: Any = None, lr_scheduler: Any = None, **kwargs: Any) -> None:
-        self._check(args, model)
+        self._check(args, state, model)
         inner = getattr(optimizer, "optimizer", optimizer)   # accelerate's wrapper -> torch's
         if getattr(lr_scheduler, "optimizer", None) is optimizer:
             inner = optimizer             # the Trainer built the scheduler on the wrapper
@@ -99,13 +97,15 @@ class GradwellCallback(TrainerCallback):
         self._args, self._max_norm = args, float(args.max_grad_norm or 0.0)
         self._hook = model.register_forward_hook(self._capture_loss)
 
-    def _check(self, args: Any, model: Any) -> None:
+    def _check(self, args: Any, state: Any, model: Any) -> None:
         other = _ACTIVE.get(id(model))
         if other is not None and other is not self:
-            other._stop()
+            same_run = other._state is state    # the Trainer makes a new state per train()
+            other._stop()                       # (else: left over from a run that failed)
             other.session = None
-            raise ValueError("two GradwellCallback objects watch this model (in one Trainer's "
-                             "callbacks); use one (it can watch and guard at once)")
+            if same_run:
+                raise ValueError("two GradwellCallback objects watch this model (in one Trainer's "
+                                 "callbacks); use one (it can watch and guard at once)")
         kind = _distributed_type()
         if kind not in SUPPORTED:
             raise ValueError(f"GradwellCallback supports one process and DDP, got accelerate's "
@@ -116,7 +116,7 @@ class GradwellCallback(TrainerCallback):
                              "GradScaler already skips overflowing steps; use bf16=True or "
                              "guard=False")
         _ACTIVE[id(model)] = self
-        self._model_id = id(model)
+        self._model_id, self._state = id(model), state
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.session is None:
@@ -141,13 +141,6 @@ class GradwellCallback(TrainerCallback):
         if self._model_id is not None and _ACTIVE.get(self._model_id) is self:
             del _ACTIVE[self._model_id]
         self._reset()
-
-    def findings(self) -> list[Any]:
-        """The findings of the last ``train`` (during it: so far), worst first; then the
-        guard's skips and rollbacks."""
-        if self._findings is not None:
-            return list(self._findings)
-        return [] if self.session is None else self.session.findings(self.thresholds)
 
     # ------------------------------------------------------------------------------- steps
     def _capture_loss(self, module: Any, inputs: Any, output: Any) -> None:
