@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 __all__ = ["Session", "CallbackBase", "check_options", "skip_scheduler_step",
@@ -105,7 +104,7 @@ class Session:
             self.monitor.step(loss)
         status = "ok"
         if self.guard is not None:
-            status = self.guard.check(_global_mean(loss))
+            status = self.guard.check(loss)      # averaged over DDP ranks by the guard
             self.skipped += status != "ok"
         self.steps += 1
         self.last_status = status
@@ -165,16 +164,6 @@ def format_findings(findings: list[Any]) -> str:
     if not findings:
         return "gradwell: no findings (gradients looked healthy)"
     return "gradwell findings:\n" + "\n".join(str(f) for f in findings)
-
-
-def _global_mean(loss: Tensor | None) -> Tensor | None:
-    """The loss averaged over DDP ranks (one collective), so every rank judges alike."""
-    dist = torch.distributed
-    if loss is None or not (dist.is_available() and dist.is_initialized()):
-        return loss
-    loss = loss.clone()
-    dist.all_reduce(loss)
-    return loss / dist.get_world_size()
 
 
 def skip_scheduler_step(scheduler: Any) -> None:
