@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning",
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:(?!gradwell)",
                                         "ignore::UserWarning", "ignore::FutureWarning")
 
 

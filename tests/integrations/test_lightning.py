@@ -22,7 +22,7 @@ from gradwell.guard import Guard  # noqa: E402
 
 from gradwell.integrations.lightning import GradwellCallback  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning",
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:(?!gradwell)",
                                         "ignore::UserWarning", "ignore::FutureWarning")
 
 

@@ -18,7 +18,7 @@ from transformers import Trainer, TrainingArguments  # noqa: E402
 import gradwell.integrations.transformers as hf  # noqa: E402
 from gradwell.integrations.transformers import GradwellCallback  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning",
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:(?!gradwell)",
                                         "ignore::UserWarning", "ignore::FutureWarning")
 
 
