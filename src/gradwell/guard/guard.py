@@ -6,6 +6,8 @@ Per call of :meth:`Guard.step` (after ``loss.backward()``):
 2. the loss and the global gradient norm are read to the host (one synchronisation);
 3. the step is *bad* if either is NaN/Inf, or if either is a spike: a robust z-score
    (median/MAD, see :mod:`gradwell.guard.spike`) above ``spike_z`` against recent healthy steps;
+   Under DDP and FSDP2 the loss is averaged over ranks and the norm is the full gradient's, in
+   one all-reduce: every rank sees the same numbers and takes the same decision below;
 4. a good step: ``clip`` (if any), then ``optimizer.step()`` (``scaler.step`` + ``update``),
    then ``scheduler.step()``; status ``"ok"``;
 5. a bad step: nothing is applied and the gradients are dropped: parameters, optimizer state and
@@ -29,10 +31,13 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from .._distributed import agree, local, world
 from ..clip.base import Clipper, check_clipper, clip_, grad_norms, total_norm
 from .checks import check_int, check_models, check_optional_positive, check_unit_interval
 from .events import GuardEvent, to_finding, to_record
-from .snapshot import SnapshotStore, capture, restore
+from .flagged import Flagged
+from .sharded import snapshot_store
+from .snapshot import capture, restore
 from .spike import RobustZ
 
 __all__ = ["Guard"]
@@ -58,7 +63,9 @@ class Guard:
             non-finite values are bad.
         spike_window: how many recent good steps the spike statistics use.
         spike_warmup: good steps before spike detection starts.
-        snapshot_dir: keep snapshots as files there (atomic writes) instead of in memory.
+        snapshot_dir: keep snapshots as files there (atomic writes) instead of in memory;
+            for an FSDP2 model, as ``torch.distributed.checkpoint`` directories (each rank
+            writes its own shards).
         max_rollbacks: consecutive rollbacks without a newly trusted snapshot in between after
             which the guard gives up with a RuntimeError (``None``: never).
         on_event: called with every :class:`~gradwell.guard.events.GuardEvent`.
@@ -103,31 +110,50 @@ class Guard:
         self.bad_in_a_row = 0
         self._pending_good = 0  # good steps in a row since the candidate was taken
         self._rollbacks_in_a_row = 0
-        self._store = SnapshotStore(snapshot_dir)
+        self._store = snapshot_store(snapshot_dir, model)   # FSDP2 on disk: sharded (DCP)
         self._store.put("trusted", self._capture())
+        self._flagged = Flagged(model, snapshot_dir)
 
     # ------------------------------------------------------------------------------ the step
-    def step(self, loss: Tensor | float) -> str:
+    def step(self, loss: Tensor | float, replay: Any = None, samples: Any = None) -> str:
         """Check this step's loss and gradients, then step, skip or roll back.
 
         Call after ``loss.backward()`` (``scaler.scale(loss).backward()`` with AMP), passing
         the unscaled ``loss``. Returns ``"ok"``, ``"skipped"`` or ``"rolled_back"``.
+
+        Args:
+            replay: opt-in triage of a non-finite step: a zero-argument callable recomputing
+                the loss (``lambda: loss_fn(model(x), y)``) or a
+                :class:`~gradwell.guard.triage.Batch`, which also names culprit samples by
+                their per-sample gradient norms. The step is re-run once under
+                ``gradwell.locate``; ``detail["triage"]`` is ``"data"``, ``"reproducible"``
+                or ``"transient"`` and ``detail["origin"]`` where the NaN was born.
+            samples: the ids of this batch's samples (a sequence, a tensor, or a
+                :class:`~gradwell.guard.samples.SampleTracker`, passed every step): a refused
+                step writes them to the skip list (``snapshot_dir/skipped.jsonl``).
         """
         self.steps += 1
+        ids = self._flagged.ids(samples, replay)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        norms = grad_norms([p.grad for p in params])
+        loss, norms = self._agree(loss, params, grad_norms([local(p.grad) for p in params]))
         loss_v, norm_v = self._read(loss, total_norm(norms) if norms else None)
         reason, detail = self._judge(loss_v, norm_v, params, norms)
         if reason is None:
             self._apply(params)
             self._after_good(loss_v, norm_v)
+            self._flagged.good(replay)
             return "ok"
-        return self._after_bad(reason, loss_v, norm_v, detail)
+        detail = {**detail, **self._flagged.inspect(reason, replay, ids, self.spike_z)}
+        status = self._after_bad(reason, loss_v, norm_v, detail)
+        self._flagged.record(self.steps - 1, status, reason, ids, detail)
+        return status
 
-    def _read(self, loss: Tensor | float, total: Tensor | None) -> tuple[float, float]:
-        """Loss and gradient norm as floats, with one host synchronisation."""
+    def _agree(self, loss: Tensor | float, params: list[Tensor], norms: list[Tensor]
+               ) -> tuple[Tensor, list[Tensor]]:
+        """The loss averaged over ranks and full-tensor gradient norms (FSDP2), in one
+        all-reduce: every rank judges the same numbers, so every rank decides the same."""
         if not isinstance(loss, Tensor):
             if not isinstance(loss, (int, float)) or isinstance(loss, bool):
                 raise TypeError(f"loss must be a tensor or a number, got {type(loss).__qualname__}")
@@ -135,6 +161,15 @@ class Guard:
         if loss.numel() != 1:
             raise ValueError(f"loss must hold one value, got shape {tuple(loss.shape)}; reduce "
                              "it (e.g. loss.mean()) before guard.step")
+        _, size = world()
+        if size == 1:
+            return loss, norms
+        summed = loss.detach().reshape(1).to(torch.float64)
+        norms, summed = agree(params, norms, summed)
+        return summed.reshape(()) / size, norms
+
+    def _read(self, loss: Tensor, total: Tensor | None) -> tuple[float, float]:
+        """Loss and gradient norm as floats, with one host synchronisation."""
         values = [loss.detach().reshape(()).float()]
         if total is not None:
             values.append(total.detach().float().to(values[0].device))
@@ -253,6 +288,11 @@ class Guard:
             self.on_event(event)
         if self.monitor is not None and action != "trusted":
             self.monitor.history.add_event(to_record(event))
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        """The skip list: one record per refused step (and rollback) with its sample ids."""
+        return self._flagged.skips.lines
 
     def findings(self) -> list[Any]:
         """Skips and rollbacks as ``gradwell.diagnose.Finding`` objects (see ``events``)."""
