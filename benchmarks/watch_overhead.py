@@ -57,6 +57,22 @@ def cnn(channels: int) -> nn.Module:
         nn.Flatten(), nn.Linear(2 * c, 10))
 
 
+class GPT2Logits(nn.Module):
+    """Hugging Face GPT-2 (from a config, random init, tied embeddings) returning flat logits,
+    so the benchmark's cross-entropy applies unchanged."""
+
+    def __init__(self, layers: int, width: int, vocab: int, seq: int) -> None:
+        super().__init__()
+        from transformers import GPT2Config, GPT2LMHeadModel
+        cfg = GPT2Config(n_layer=layers, n_embd=width, n_head=max(1, width // 64),
+                         vocab_size=vocab, n_positions=seq, bos_token_id=0, eos_token_id=0)
+        self.lm = GPT2LMHeadModel(cfg)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        logits = self.lm(input_ids=ids).logits
+        return logits.reshape(-1, logits.shape[-1])
+
+
 def histogram_writer() -> tuple[Callable[[str, torch.Tensor, int], None], str]:
     try:
         import tensorboard  # noqa: F401
@@ -164,12 +180,14 @@ def main() -> None:
     p.add_argument("--image", type=int, help="CNN input size (32; quick: 16)")
     p.add_argument("--cnn-batch", type=int, help="CNN batch size (64; quick: 32)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--only", choices=["mlp", "cnn"], default=None)
+    p.add_argument("--gpt2-layers", type=int, help="GPT-2 blocks (4; quick: 2)")
+    p.add_argument("--gpt2-width", type=int, help="GPT-2 width (256; quick: 64)")
+    p.add_argument("--only", choices=["mlp", "cnn", "gpt2"], default=None)
     args = p.parse_args()
     full = dict(steps=20, warmup=3, rounds=5, depth=20, width=512, batch=256, channels=32,
-                image=32, cnn_batch=64)
+                image=32, cnn_batch=64, gpt2_layers=4, gpt2_width=256)
     quick = dict(steps=4, warmup=1, rounds=2, depth=8, width=128, batch=64, channels=8, image=16,
-                 cnn_batch=32)
+                 cnn_batch=32, gpt2_layers=2, gpt2_width=64)
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -184,6 +202,15 @@ def main() -> None:
         y = torch.randint(0, 10, (args.cnn_batch,))
         bench(f"CNN {args.channels} channels, {args.image}x{args.image}", cnn(args.channels),
               x, y, args)
+    if args.only in (None, "gpt2"):
+        try:
+            model = GPT2Logits(args.gpt2_layers, args.gpt2_width, vocab=1024, seq=64)
+        except ImportError:
+            print("\nGPT-2: skipped (pip install transformers, part of gradwell[dev])")
+            return
+        ids = torch.randint(0, 1024, (8, 64))
+        bench(f"HF GPT-2 {args.gpt2_layers}x{args.gpt2_width}, 8x64 tokens", model, ids,
+              ids.reshape(-1), args)
 
 
 if __name__ == "__main__":

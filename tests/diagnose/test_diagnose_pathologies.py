@@ -26,7 +26,7 @@ def test_deep_sigmoid_mlp_vanishes_toward_the_input() -> None:
     assert f.layer in ("0", "2", "4")                        # the layers nearest the input
     rel = f.evidence["relative_grad"]
     assert rel["0"] < rel["20"] < rel["36"] < rel["40"]      # shrinking with depth
-    assert set(f.evidence["relative_grad_vs_top"]) >= {"0", "2", "4", "6", "8", "10"}
+    assert set(f.evidence["relative_grad_vs_reference"]) >= {"0", "2", "4", "6", "8", "10"}
     assert f.evidence["backprop_grad_first_over_last_hidden"] < 1e-3
     assert any("ReLU" in r and "He" in r for r in f.remedies)
     assert any("BatchNorm" in r for r in f.remedies) and any("residual" in r for r in f.remedies)

@@ -28,13 +28,16 @@ def _history(rel: list[list[float]], total: list[float] | None = None) -> Histor
     return h
 
 
-def test_vanishing_threshold_is_three_orders_below_the_top_layer() -> None:
+def test_vanishing_threshold_is_three_orders_below_the_reference() -> None:
+    # reference: the median relative gradient of the upper half of the weight layers, here
+    # median(b, c) = (0.1 + 1.0) / 2 = 0.55
     assert diagnose(_history([[2.1e-3, 0.1, 1.0]] * 10)) == []
     (f,) = diagnose(_history([[5e-4, 0.1, 1.0]] * 10))
     assert (f.kind, f.layer, f.severity) == ("vanishing", "a", "warning")
-    assert f.evidence["relative_grad_vs_top"] == {"a": pytest.approx(5e-4)}
+    assert f.evidence["relative_grad_vs_reference"] == {"a": pytest.approx(5e-4 / 0.55)}
+    assert "0.001 x the median of the 2 weight layers nearest the output" in f.message
     (f,) = diagnose(_history([[1e-8, 1e-4, 1.0]] * 10))
-    assert f.severity == "error" and set(f.evidence["relative_grad_vs_top"]) == {"a", "b"}
+    assert f.severity == "error" and set(f.evidence["relative_grad_vs_reference"]) == {"a", "b"}
 
 
 def test_a_condition_must_persist() -> None:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import rules
+from . import rules, training
 from .finding import KINDS, SEVERITIES, Finding
 from .thresholds import Thresholds
 
 __all__ = ["diagnose", "Finding", "Thresholds", "KINDS", "SEVERITIES"]
 
-_RULES = (rules.nonfinite, rules.exploding, rules.vanishing, rules.saturation, rules.dead_units)
+#: every rule, in one visible table (each takes a ``rules.View`` and returns a Finding or None)
+_RULES = (rules.nonfinite, training.divergence, rules.exploding, rules.vanishing,
+          rules.saturation, rules.dead_units, training.unobserved)
 
 
 def diagnose(history: Any, thresholds: Thresholds | None = None) -> list[Finding]:

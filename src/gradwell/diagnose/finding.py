@@ -7,7 +7,8 @@ from typing import Any
 
 __all__ = ["Finding", "KINDS", "SEVERITIES"]
 
-KINDS = ("nonfinite", "exploding", "vanishing", "saturation", "dead_units")
+KINDS = ("nonfinite", "divergence", "exploding", "vanishing", "saturation", "dead_units",
+         "unobserved")
 SEVERITIES = ("error", "warning", "info")
 
 
@@ -16,12 +17,14 @@ class Finding:
     """A diagnosed problem.
 
     Attributes:
-        kind: one of ``"vanishing"``, ``"exploding"``, ``"nonfinite"``, ``"saturation"``,
-            ``"dead_units"``.
+        kind: one of ``"vanishing"``, ``"exploding"``, ``"nonfinite"``, ``"divergence"``
+            (learning rate too high), ``"saturation"``, ``"dead_units"``, ``"unobserved"``
+            (watched modules whose hooks never fired).
         layer: the qualified name of the layer (or activation module) most affected, or None
             when the problem is model-wide (e.g. a spike of the total gradient norm).
         step: the first recorded step at which the problem was seen.
-        severity: ``"error"`` (training is broken or about to be) or ``"warning"``.
+        severity: ``"error"`` (training is broken or about to be), ``"warning"``, or
+            ``"info"`` (worth knowing, not hurting training now).
         evidence: the numbers behind the verdict (JSON-able).
         remedies: concrete changes, most likely to help first.
     """

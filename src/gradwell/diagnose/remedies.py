@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 __all__ = ["for_vanishing", "for_exploding", "for_nonfinite", "for_saturation", "for_dead",
-           "clip_threshold"]
+           "for_divergence", "for_unobserved", "clip_threshold"]
 
 HE_INIT = ("ReLU-family activation (nn.ReLU, nn.LeakyReLU, nn.GELU) with He initialisation, "
            "nn.init.kaiming_normal_(w, nonlinearity='relu') (He et al. 2015)")
@@ -49,7 +49,7 @@ def for_vanishing(ev: dict[str, Any], meta: dict[str, Any], saturation: float) -
                    "nn.init.kaiming_normal_(w, nonlinearity='relu') (He et al. 2015)")
     if not meta.get("norm_layers"):
         out.append(NORMALISE)
-    if ev.get("weight_layers", 0) >= 4:
+    if ev.get("weight_layers", 0) >= 4 and not meta.get("residual"):
         out.append(RESIDUAL)
     if _recurrent_rnn(meta):
         out.append(GATED)
@@ -139,4 +139,44 @@ def for_dead(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     if not meta.get("norm_layers"):
         out.append("add BatchNorm before the ReLU so pre-activations stay centred "
                    "(Ioffe & Szegedy 2015)")
+    return out
+
+
+_ADAM = ("Adam", "AdamW", "NAdam", "RAdam", "Adamax")
+
+
+def for_divergence(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """Learning rate too high: lower it, warm it up, clip; Adam: lower beta2, larger eps
+    (Wortsman et al. 2023; Molybog et al. 2023 trace Adam's instabilities to beta2 and eps)."""
+    upd = ev.get("update_ratio_median")
+    lower = "lower the learning rate (e.g. 10x)"
+    if upd is not None and upd > 0 and math.isfinite(upd):
+        lower = (f"lower the learning rate about {max(10.0, upd / 1e-3):.3g}x: layers move "
+                 f"{upd:.3g} of their norm per step, healthy is about 1e-3 (Karpathy)")
+    out = [lower,
+           "warm the learning rate up over the first few hundred steps "
+           "(torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=500))",
+           "clip by global norm so that one large step cannot throw the weights off: "
+           "gradwell.clip.GlobalNorm(1.0) (Pascanu et al. 2013)"]
+    opt = meta.get("optimizer")
+    adam = "for Adam-family optimizers: lower beta2 (0.95) and/or raise eps (1e-6)"
+    if opt in _ADAM:
+        out.append(adam + f" ({opt}: a stale second moment lets an update grow far beyond the "
+                   "learning rate; Molybog et al. 2023)")
+    elif opt is None:
+        out.append(adam + " (Molybog et al. 2023)")
+    if meta.get("attention"):
+        out.append("for transformers: QK-layernorm and a z-loss keep attention and output "
+                   "logits from growing (Wortsman et al. 2023; Dehghani et al. 2023)")
+    return out
+
+
+def for_unobserved(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    out = []
+    if meta.get("compiled"):
+        out.append("the model is torch.compile'd: attach gradwell.watch before the first "
+                   "compiled call, or watch it without hooks (activations=False, the default "
+                   "for compiled models)")
+    out.append("if these modules never run (unused heads, a branch not taken), nothing is "
+               "wrong; otherwise attach the monitor before the first forward pass")
     return out

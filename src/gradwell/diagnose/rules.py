@@ -31,9 +31,12 @@ class View:
         self.finite = np.isfinite(self.total) & np.isfinite(self.grad).all(axis=1)
         info = {x["name"]: x for x in self.meta.get("layers", [])}
         used = (self.grad[self.finite] > 0).any(axis=0)   # all False when no step is finite
-        #: weight matrices/kernels that received gradients, in registration order
+        #: weight matrices/kernels that received gradients, in registration order; embedding
+        #: tables are lookups (only the rows of the batch's tokens get a gradient), not layers
+        #: a gradient flows through, so they are left out
         self.matrix = [i for i, n in enumerate(self.layers)
-                       if info.get(n, {}).get("weight_ndim", 0) >= 2 and used[i]]
+                       if info.get(n, {}).get("weight_ndim", 0) >= 2 and used[i]
+                       and not str(info.get(n, {}).get("type", "")).endswith("Embedding")]
         self.history = history
         with np.errstate(divide="ignore", invalid="ignore"):
             # relative gradient ||dW|| / ||W||; undefined (NaN) for a zero weight (LoRA's B)
@@ -41,8 +44,13 @@ class View:
         self.og_ratio = self._depth_trend(history)
 
     def _depth_trend(self, history: Any) -> np.ndarray | None:
-        """Back-propagated gradient RMS, first hidden layer / last hidden layer, per step."""
-        if "out_grad_rms" not in history.columns or len(self.matrix) < 3:
+        """Back-propagated gradient RMS, first hidden layer / last hidden layer, per step.
+
+        Only for plain stacks (Glorot & Bengio's setting): in a residual or attention network a
+        layer's output gradient does not pass through the layers above it in series (a query
+        projection's goes through the softmax), so the ratio says nothing about depth."""
+        if ("out_grad_rms" not in history.columns or len(self.matrix) < 3
+                or self.meta.get("residual") or self.meta.get("attention")):
             return None
         og = history.series("out_grad_rms")[2]
         first, last_hidden = self.matrix[0], self.matrix[-2]
@@ -73,42 +81,65 @@ def _quiet(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
 
+def reference(v: View, rel: np.ndarray) -> tuple[np.ndarray, str]:
+    """Per step, the median relative gradient of the upper half of the weight layers (those
+    nearest the output, in registration order): a typical layer that the gradient has
+    reached, whatever the architecture (one outlier such as a 2-row embedding cannot set it)."""
+    upper = rel[:, rel.shape[1] // 2:]
+    n = upper.shape[1]
+    return (_quiet(np.nanmedian, upper, axis=1, keepdims=True),
+            f"the median of the {n} weight layers nearest the output")
+
+
 def vanishing(v: View) -> Finding | None:
-    """Relative gradients fall by ``vanishing_ratio`` below the top layer's, or the
-    back-propagated gradient shrinks by ``depth_trend`` from the last to the first hidden layer
-    (Glorot & Bengio 2010)."""
+    """Relative gradients ``vanishing_ratio`` below the reference layer's (:func:`reference`),
+    or the back-propagated gradient shrinking by ``depth_trend`` from the last to the first
+    hidden layer (Glorot & Bengio 2010)."""
     th, idx = v.th, v.matrix
     if len(idx) < 2 or not v.finite.any():
         return None
+    rel = v.rel[v.finite][:, idx]
+    ref, ref_text = reference(v, rel)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel = v.rel[v.finite][:, idx]
-        ratio = rel / _quiet(np.nanmax, rel, axis=1, keepdims=True)
-    cond = (ratio < th.vanishing_ratio).any(axis=1)
+        ratio = rel / ref
+    by_ratio = (ratio < th.vanishing_ratio).any(axis=1)
     og = v.og_ratio[v.finite] if v.og_ratio is not None else None
-    if og is not None:
-        cond = cond | (og < 1.0 / th.depth_trend)
+    by_depth = og < 1.0 / th.depth_trend if og is not None else np.zeros_like(by_ratio)
+    cond = by_ratio | by_depth
     if not v.persists(cond):
         return None
     med = _quiet(np.nanmedian, ratio, axis=0)
     affected = {v.layers[i]: float(r) for i, r in zip(idx, med) if r < th.vanishing_ratio}
     worst = v.layers[idx[int(_quiet(np.nanargmin, med))]]
     ev: dict[str, Any] = {
-        "relative_grad_vs_top": affected,
+        "reference": ref_text,
+        "relative_grad_vs_reference": affected,
         "smallest_ratio": float(_quiet(np.nanmin, med)),
         "relative_grad": {v.layers[i]: float(x)
                           for i, x in zip(idx, _quiet(np.nanmedian, rel, axis=0))},
         "weight_layers": len(idx)}
+    criteria = []
+    if v.persists(by_ratio):
+        criteria.append(f"relative gradient ||g||/||w|| of {len(affected)} of {len(idx)} weight "
+                        f"layers below {th.vanishing_ratio:g} x {ref_text} (smallest "
+                        f"{_fmt(ev['smallest_ratio'])} x, at {worst})")
     if og is not None:
         ev["backprop_grad_first_over_last_hidden"] = float(_quiet(np.nanmedian, og))
+        if v.persists(by_depth):
+            criteria.append(f"back-propagated gradient RMS at the first hidden layer "
+                            f"{_fmt(ev['backprop_grad_first_over_last_hidden'])} x the last "
+                            f"hidden layer's (threshold 1/{th.depth_trend:g})")
+    if not criteria:         # each criterion alone is below persistence, together above it
+        criteria.append(f"relative gradient below {th.vanishing_ratio:g} x {ref_text} or "
+                        f"back-propagated gradient shrinking {th.depth_trend:g}x with depth")
     sat = v.history.columns.get("saturated")
     if sat:
         shares = v.history.series("saturated")[2][v.finite]
         if np.isfinite(shares).any():
             per_module = _quiet(np.nanmedian, shares, axis=0)
             ev["saturated_share_max"] = float(_quiet(np.nanmax, per_module))
-    ev["summary"] = (f"relative gradient of {len(affected)} of {len(idx)} weight layers is "
-                     f"< {th.vanishing_ratio:g} x the top layer's (smallest "
-                     f"{_fmt(ev['smallest_ratio'])})")
+    ev["criteria"] = criteria
+    ev["summary"] = "; ".join(criteria)
     sev = "error" if ev["smallest_ratio"] < th.vanishing_error else "warning"
     return Finding("vanishing", worst, v.first_step(cond), sev, ev,
                    remedies.for_vanishing(ev, v.meta, v.th.saturation_share))
@@ -141,11 +172,18 @@ def exploding(v: View) -> Finding | None:
     if spike is not None:
         hits["spike"] = spike[0]
     t = v.total[v.finite]
-    if t.size >= 10 and np.median(t[-5:]) > th.growth_factor * np.median(t[:5]):
+    growth = (float(np.median(t[-5:]) / np.median(t[:5])) if t.size >= 10 and np.median(t[:5]) > 0
+              else 0.0)
+    if growth > th.growth_factor:
         hits["growth"] = int(v.steps[v.finite][5])
     if not hits:
         return None
     ev = _exploding_evidence(v, rel, idx, hits, spike)
+    if "growth" in hits:
+        ev["growth"] = growth
+    ev["summary"] = "; ".join(_exploding_texts(v, ev, hits)) + (
+        f" (total gradient norm up to {_fmt(ev['total_grad_norm_max'])}, median "
+        f"{_fmt(ev['total_grad_norm_median'])})")
     worst = None
     if idx:
         worst = v.layers[idx[int(_quiet(np.nanargmax, _quiet(np.nanmedian, rel, axis=0)))]]
@@ -181,11 +219,27 @@ def _exploding_evidence(v: View, rel: np.ndarray, idx: list[int], hits: dict[str
     if v.og_ratio is not None:
         og = v.og_ratio[v.finite]
         ev["backprop_grad_first_over_last_hidden"] = float(_quiet(np.nanmedian, og))
-    ev["summary"] = (f"{', '.join(sorted(hits))}: total gradient norm up to "
-                     f"{_fmt(ev['total_grad_norm_max'])} "
-                     f"(median {_fmt(ev['total_grad_norm_median'])}), "
-                     f"relative gradient up to {_fmt(ev['max_relative_grad'])}")
     return ev
+
+
+def _exploding_texts(v: View, ev: dict[str, Any], hits: dict[str, int]) -> list[str]:
+    """One text per criterion that fired: what, the measured number, the threshold."""
+    th, out = v.th, []
+    if "persistent" in hits:
+        if ev["max_relative_grad"] > th.exploding_relative_grad:
+            out.append(f"relative gradient ||g||/||w|| up to {_fmt(ev['max_relative_grad'])} "
+                       f"(threshold {th.exploding_relative_grad:g})")
+        trend = ev.get("backprop_grad_first_over_last_hidden")
+        if trend is not None and trend > th.depth_trend:
+            out.append(f"back-propagated gradient RMS at the first hidden layer {_fmt(trend)} x "
+                       f"the last hidden layer's (threshold {th.depth_trend:g})")
+    if "spike" in hits:
+        out.append(f"total gradient norm {_fmt(ev['spike_factor'])} x the median of the steps "
+                   f"before step {ev['spike_step']} (threshold {th.spike_factor:g} x)")
+    if "growth" in hits:
+        out.append(f"total gradient norm grew {_fmt(ev['growth'])} x from the first to the last "
+                   f"5 recorded steps (threshold {th.growth_factor:g} x)")
+    return out or ["relative gradient or depth trend above threshold in most steps"]
 
 
 def nonfinite(v: View) -> Finding | None:
@@ -243,8 +297,13 @@ def saturation(v: View) -> Finding | None:
     worst, step, sev, affected = got
     kinds = {a["name"]: a["activation"] for a in v.meta.get("activations", [])}
     ev = {"saturated_share": affected, "activation": kinds.get(worst),
-          "summary": f"{affected[worst]:.0%} of {kinds.get(worst)} outputs saturated "
-                     f"(> {th.saturation_share:.0%}) in {len(affected)} module(s)"}
+          "summary": f"{affected[worst]:.0%} of {kinds.get(worst)} outputs in the flat tails "
+                     f"(|tanh| > 0.97 or |sigmoid - 0.5| > 0.485; threshold "
+                     f"{th.saturation_share:.0%} of outputs) in {len(affected)} module(s)"}
+    if v.meta.get("residual"):
+        sev = "info"
+        ev["summary"] += ("; the network has residual connections, which carry the gradient "
+                          "past saturated units")
     return Finding("saturation", worst, step, sev, ev, remedies.for_saturation(ev, v.meta))
 
 
@@ -257,6 +316,10 @@ def dead_units(v: View) -> Finding | None:
         return None
     worst, step, sev, affected = got
     ev = {"dead_share": affected,
-          "summary": f"{affected[worst]:.0%} of units dead over the whole batch "
-                     f"(> {th.dead_share:.0%}) in {len(affected)} module(s)"}
+          "summary": f"{affected[worst]:.0%} of units output 0 for the whole batch "
+                     f"(threshold {th.dead_share:.0%}) in {len(affected)} module(s)"}
+    if affected[worst] <= th.dead_error and (v.meta.get("residual") or vanishing(v) is None):
+        sev = "info"
+        ev["summary"] += (f"; at most {th.dead_error:.0%} and the gradient still reaches every "
+                          "weight layer (no vanishing finding)")
     return Finding("dead_units", worst, step, sev, ev, remedies.for_dead(ev, v.meta))

@@ -26,7 +26,8 @@ class Thresholds:
             quantity, RMS per element) changing by more than this factor between the first and
             the last hidden layer is vanishing (shrinking) or exploding (growing) with depth.
         spike_factor: a total gradient norm this many times the median of the previous
-            ``spike_history`` recorded steps is an exploding spike (Pascanu et al. 2013, the
+            ``spike_history`` recorded steps (at least ``spike_min_history``, so a spike is
+            seen from the third step on) is an exploding spike (Pascanu et al. 2013, the
             "cliff"; ZClip's z-score and AutoClip's percentile track the same history).
         growth_factor: the total gradient norm at the end of the record this many times its
             value at the start is an exploding trend.
@@ -35,6 +36,12 @@ class Thresholds:
             (Glorot & Bengio 2010, saturated top hidden layer); ``saturation_error``: error.
         dead_share: share of ReLU units that are zero over the whole batch above which the
             layer has *dead units* (Maas et al. 2013; Lu et al. 2019); ``dead_error``: error.
+        divergence_factor: a loss this many times its running minimum, and above its first
+            value, is *divergence* (the learning rate is too high; Wortsman et al. 2023).
+        divergence_steps: the loss must still be that high on the last this many recorded
+            steps (or the record turns non-finite right after): it did not recover.
+        update_ratio_high: the model's update/weight ratio above this on most measured
+            steps is *divergence* too: 100x Karpathy's healthy ~1e-3 per step.
         persist_share: a condition must hold in at least this share of the recorded steps
             (all of them, or the latest ``window``) to be reported, so single noisy batches
             raise no alarm.
@@ -46,12 +53,15 @@ class Thresholds:
     depth_trend: float = 1e3
     spike_factor: float = 100.0
     spike_history: int = 20
-    spike_min_history: int = 5
+    spike_min_history: int = 2
     growth_factor: float = 1e3
     saturation_share: float = 0.2
     saturation_error: float = 0.5
     dead_share: float = 0.25
     dead_error: float = 0.5
+    divergence_factor: float = 3.0
+    divergence_steps: int = 3
+    update_ratio_high: float = 0.1
     persist_share: float = 0.5
     window: int = 50
 

@@ -110,8 +110,9 @@ class Monitor:
             s.start(self._history.header())
 
     def _meta(self) -> dict[str, Any]:
+        opt = type(self.optimizer).__name__ if self.optimizer is not None else None
         return {**self.index.meta(), "every": self.every, "watch_activations": self.activations,
-                "world_size": self._world}
+                "world_size": self._world, "optimizer": opt}
 
     def _register_hooks(self) -> None:
         if self.activations:

@@ -1,0 +1,122 @@
+"""Rules on the course of training rather than on one layer: divergence and blind spots.
+
+* ``divergence`` - the learning rate is too high: the loss climbs far above its running
+  minimum and above where it started and does not come back (error), or the weights move by
+  far more than Karpathy's rule-of-thumb update/weight ratio of ~1e-3 per step (info alone;
+  quoted in the error) (``Thresholds.divergence_factor``, ``update_ratio_high``). Wortsman et al. 2023 study exactly this failure at small scale.
+* ``unobserved`` - watched modules whose hooks never fired (a monitor attached after the first
+  ``torch.compile``'d call, a module that never runs): their columns are NaN; said, not hidden.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import remedies
+from .finding import Finding
+
+__all__ = ["divergence", "unobserved"]
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _loss_divergence(v: Any) -> tuple[int, float, float, float] | None:
+    """``(step, loss, running minimum before it, first loss)`` of the first finite step whose
+    loss is ``divergence_factor`` x its running minimum and above the first loss."""
+    _, _, loss = v.history.series("loss")
+    loss = loss[:, 0]
+    ok = np.isfinite(loss)
+    steps, loss = v.steps[ok], loss[ok]
+    if loss.size < 2:
+        return None
+    run_min = np.minimum.accumulate(loss)[:-1]
+    later = loss[1:]
+    hit = (run_min > 0) & (later > v.th.divergence_factor * run_min) & (later > loss[0])
+    # it must not recover: the median of the last divergence_steps losses is still that high,
+    # or the record turns non-finite right after (an early excursion that training recovers
+    # from is not divergence); reported from the start of that last excursion
+    n = min(v.th.divergence_steps, hit.size)
+    broke = v.history.first_nonfinite() is not None and not v.finite[-1]
+    low = float(run_min[-1])
+    tail = float(np.median(later[-n:]))
+    if not (tail > v.th.divergence_factor * low and tail > loss[0] or broke and hit[-1]):
+        return None
+    hits = np.flatnonzero(hit)
+    if hits.size == 0:
+        return None
+    k = int(hits[-1])
+    for j in hits[::-1]:            # back to the start of the last run of hits (gaps <= n)
+        if k - j > n:
+            break
+        k = int(j)
+    return int(steps[k + 1]), float(later[k]), float(run_min[k]), float(loss[0])
+
+
+def _update_too_large(v: Any) -> tuple[int, float] | None:
+    """``(first step, median over measured steps of the model's update/weight ratio)`` when
+    ``||delta w|| / ||w||`` over all layers with a measured ratio is above
+    ``update_ratio_high`` on most measured steps (all layers together, so a layer that starts
+    at zero, as LoRA's B, cannot set it)."""
+    upd, w = v.update[v.finite], v.weight[v.finite]
+    measured = np.isfinite(upd).any(axis=1)
+    if measured.sum() < 2:
+        return None
+    upd, w = upd[measured], w[measured]
+    ok = np.isfinite(upd) & np.isfinite(w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        typical = (np.sqrt(np.where(ok, (upd * w) ** 2, 0).sum(axis=1))
+                   / np.sqrt(np.where(ok, w ** 2, 0).sum(axis=1)))
+    high = typical > v.th.update_ratio_high
+    if high.mean() < v.th.persist_share:
+        return None
+    first = int(v.steps[v.finite][measured][int(np.argmax(high))])
+    return first, float(np.median(typical))
+
+
+def divergence(v: Any) -> Finding | None:
+    """The loss diverges or the updates are far too large for the weights."""
+    by_loss, by_update = _loss_divergence(v), _update_too_large(v)
+    if by_loss is None and by_update is None:
+        return None
+    th, ev, texts, steps = v.th, {}, [], []
+    if by_loss is not None:
+        step, loss, low, first = by_loss
+        ev.update(loss=loss, loss_running_min=low, loss_first=first, loss_step=step)
+        texts.append(f"loss {_fmt(loss)} at step {step} is {_fmt(loss / low)} x its running "
+                     f"minimum {_fmt(low)} (threshold {th.divergence_factor:g} x) and above "
+                     f"its first value {_fmt(first)}")
+        steps.append(step)
+    if by_update is not None:
+        step, typical = by_update
+        ev["update_ratio_median"] = typical
+        texts.append(f"the weights move by {_fmt(typical)} of their norm per step "
+                     f"(threshold {th.update_ratio_high:g}; healthy is about 1e-3, Karpathy)")
+        steps.append(step)
+    ev["criteria"] = texts
+    ev["summary"] = "; ".join(texts)
+    ev["optimizer"] = v.meta.get("optimizer")
+    # large updates alone are worth knowing (info); weights that move by more than their own
+    # norm per step (10 x update_ratio_high) are a warning; a loss that diverges is an error
+    sev = "error" if by_loss is not None else (
+        "warning" if by_update[1] > 10 * th.update_ratio_high else "info")
+    return Finding("divergence", None, min(steps), sev, ev, remedies.for_divergence(ev, v.meta))
+
+
+def unobserved(v: Any) -> Finding | None:
+    """Watched modules with no output statistics on any recorded step."""
+    if "out_mean" not in v.history.columns:
+        return None
+    _, names, means = v.history.series("out_mean")
+    silent = [n for j, n in enumerate(names) if np.isnan(means[:, j]).all()
+              and not np.isinf(means[:, j]).any()]
+    if not silent or v.history.first_nonfinite() is not None and len(silent) < len(names):
+        return None
+    ev = {"modules": silent, "watched": len(names),
+          "summary": f"the forward hooks of {len(silent)} of {len(names)} watched modules never "
+                     "fired, so their activation columns are empty (NaN)"}
+    return Finding("unobserved", silent[0], int(v.steps[0]), "info", ev,
+                   remedies.for_unobserved(ev, v.meta))
