@@ -13,8 +13,8 @@ rollbacks as ``gradwell.diagnose.Finding`` objects, the ones ``mon.findings()`` 
 
 from .events import GuardEvent, to_finding, to_record
 from .guard import Guard
-from .snapshot import SnapshotStore, capture, restore
+from .snapshot import SnapshotError, SnapshotStore, capture, restore
 from .spike import RobustZ
 
-__all__ = ["Guard", "GuardEvent", "to_finding", "to_record", "RobustZ", "SnapshotStore",
-           "capture", "restore"]
+__all__ = ["Guard", "GuardEvent", "to_finding", "to_record", "RobustZ", "SnapshotError",
+           "SnapshotStore", "capture", "restore"]
