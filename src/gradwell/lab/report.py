@@ -202,7 +202,7 @@ def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
     ``DIR/report.html``) and return its path."""
     directory = Path(directory)
     out = Path(out) if out else directory / REPORT_NAME
-    with Store(directory) as store:
+    with Store(directory, readonly=True) as store:
         sections = "\n".join(_run_html(store, run) for run in store.runs())
     stamp = time.strftime("%Y-%m-%d %H:%M")
     page = f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8>

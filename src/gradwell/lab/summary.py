@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from .store import Store
 
@@ -96,14 +97,15 @@ def columns(metrics: list[str] | tuple[str, ...] | None = None) -> list[tuple[st
 
 
 def rich_table(rows: list[Row], title: str = "", metrics: list[str] | None = None) -> Table:
-    """The summary as a rich table for the terminal, one column per metric."""
+    """The summary as a rich table for the terminal, one column per metric (labels are shown
+    as written: never read as rich markup)."""
     cols = columns(metrics)
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     table.add_column("configuration")
     for _, name, _ in cols:
         table.add_column(name, justify="right")
     table.add_column("diagnosis")
     for r in rows:
-        table.add_row(r.label, *(fmt(r.values.get(k), kind) for k, _, kind in cols),
-                      f"{r.diagnosis}; {r.status}" if r.status else r.diagnosis)
+        table.add_row(Text(r.label), *(fmt(r.values.get(k), kind) for k, _, kind in cols),
+                      Text(f"{r.diagnosis}; {r.status}" if r.status else r.diagnosis))
     return table

@@ -35,7 +35,7 @@ from ..schema import choice, integer, number, register_kind
 from ..spec import Trial
 from ..store import Store
 from ..train import TrialResult, build_model, load_data
-from ..plots import save
+from ..plots import save, subplots
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -337,16 +337,12 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     """Three panels from the stored run in ``directory`` (full when present, else quick):
     claim 1's test accuracies, claims 2 and 4 (accuracy and units ≤ 0), and claim 3's searched
     learning rates -> PNG at ``out``."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with Store(directory) as store:
+    with Store(directory, readonly=True) as store:
         runs = [r["name"] for r in store.runs()]
         run = "founding-claims" if "founding-claims" in runs else "founding-claims (quick)"
         results = Results(store, run)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    fig, axes = subplots(1, 3, figsize=(12, 3.6))
     c1 = [lab for lab in results.labels() if lab.startswith("C1")]
     axes[0].barh([lab[3:] for lab in c1], [_med(results, lab, "final_test_acc") for lab in c1],
                  color=["C3" if "sigmoid-20" in lab else "C2" for lab in c1])
