@@ -7,6 +7,7 @@ Exit status: 0 on success, 1 when a run's verdict fails or a trial failed, 2 on 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -210,7 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gradwell: interrupted; finished trials are stored, run the same command again "
               "to resume", file=sys.stderr)
+        if argv is None:          # the real command: the store is closed, the workers ended;
+            _exit_now(130)        # skip seconds of interpreter teardown (torch's, mostly)
         return 130
+
+
+def _exit_now(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

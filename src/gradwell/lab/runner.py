@@ -82,10 +82,11 @@ def run_trials(trials: list[Trial], workers: int, on_result: Callable[[Trial, Tr
         for t in trials:
             on_result(t, execute(t))
         return
-    pool = ProcessPoolExecutor(min(workers, len(trials)), mp_context=get_context("spawn"),
-                               initializer=_worker_init, initargs=(os.getpid(),))
-    try:
+    with _sigint_ignored():               # workers start with Ctrl-C ignored: it is ours
+        pool = ProcessPoolExecutor(min(workers, len(trials)), mp_context=get_context("spawn"),
+                                   initializer=_worker_init, initargs=(os.getpid(),))
         pending: dict[Future, Trial] = {pool.submit(execute, t): t for t in trials}
+    try:
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
