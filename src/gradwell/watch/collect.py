@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..clip.base import grad_norms
 from .layers import LayerIndex
 
 __all__ = ["ActivationStats", "Pending", "norms", "first_tensor"]
@@ -29,10 +30,11 @@ SIGMOID_SATURATED = 0.485
 
 
 def norms(tensors: list[Tensor], device: torch.device) -> Tensor:
-    """L2 norms of ``tensors`` as one float32 vector on ``device`` (one foreach pass, no sync)."""
+    """L2 norms of ``tensors`` as one float32 vector on ``device`` (one foreach pass, no sync;
+    a sparse gradient counts by its stored values, as in clipping)."""
     if not tensors:
         return torch.zeros(0, device=device)
-    out = torch._foreach_norm(tensors)
+    out = grad_norms(tensors)
     if any(n.device != device or n.dtype != torch.float32 for n in out):
         out = [n.to(device, torch.float32) for n in out]
     return torch.stack(out)
