@@ -5,6 +5,8 @@ import pathlib
 
 import pytest
 
+import gradwell
+
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -31,3 +33,13 @@ def test_gd_vs_sgd_minibatch_gets_further_in_the_same_epochs() -> None:
     assert gd_steps == 30  # one full-batch step per epoch
     assert sgd_steps > 40 * gd_steps  # ~45 mini-batches per epoch
     assert sgd_loss < gd_loss and sgd_acc > 0.9
+
+
+def test_doctor_digits_lr_find_suggests_a_rate_adam_trains_with(tmp_path) -> None:
+    example = load("doctor_digits")
+    result = example.main(plot=str(tmp_path / "lr.png"))
+    # Adam on a small digits MLP trains best between 1e-3 and 1e-1 (tests/doctor/test_lrfind.py
+    # measures the range); the plot is a PNG.
+    assert 1e-3 <= result.suggested_lr <= 1e-1
+    assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+    assert isinstance(example.make_model(), gradwell.nn.MLP)

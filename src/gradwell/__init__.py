@@ -10,6 +10,7 @@ Sub-packages (imported on first use, so ``import gradwell`` stays light):
 ``diagnose``       findings with evidence and remedies
 ``nn``             deep MLP/CNN and recurrent building blocks for experiments
 ``lab``            offline datasets, experiment specs, runner, store and reports
+``doctor``         ``lr_find`` (the LR range test) and the doctor that measures remedies
 ``cli``            the ``gradwell`` command
 =================  ==========================================================================
 """
@@ -21,11 +22,17 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("optim", "clip", "guard", "watch", "diagnose", "nn", "lab", "cli")
-__all__ = ["__version__", *_SUBPACKAGES]
+_SUBPACKAGES = ("optim", "clip", "guard", "watch", "diagnose", "nn", "lab", "doctor", "cli")
+#: functions exposed at the top level -> the sub-package they live in
+_FUNCTIONS = {"lr_find": "doctor"}
+__all__ = ["__version__", *_SUBPACKAGES, *_FUNCTIONS]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _FUNCTIONS:
+        value = getattr(importlib.import_module(f"{__name__}.{_FUNCTIONS[name]}"), name)
+        globals()[name] = value
+        return value
     if name in _SUBPACKAGES:
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
@@ -34,4 +41,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SUBPACKAGES))
+    return sorted(set(globals()) | set(_SUBPACKAGES) | set(_FUNCTIONS))
