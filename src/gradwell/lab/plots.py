@@ -128,11 +128,11 @@ def curves(panels: dict[str, Series], log: set[str] | None = None,
 
 
 def ranking(times: dict[str, float | None], target: str) -> str | None:
-    """Horizontal bars of seconds-to-target per configuration, fastest on top; configurations
-    that never reached the target are listed as such."""
+    """Horizontal bars of steps-to-target per configuration in the given (ranked) order,
+    fastest on top; configurations that never reached the target are listed as such."""
     if not any(v is not None for v in times.values()):
         return None                      # nothing reached the target: the table says so
-    order = sorted(times, key=lambda k: (times[k] is None, times[k] or 0.0))
+    order = list(times)
     fig, ax = subplots(figsize=(7.5, 0.32 * len(order) + 1.0))
     reached = [times[k] or 0.0 for k in order]
     bars = ax.barh(range(len(order)), reached, color=["#2ca02c" if times[k] is not None
@@ -144,7 +144,7 @@ def ranking(times: dict[str, float | None], target: str) -> str | None:
     ax.set_yticks(range(len(order)), [plain(k) for k in order], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(left=0)
-    ax.set_xlabel(plain(f"seconds to {target} (median over seeds)"), fontsize=8)
+    ax.set_xlabel(plain(f"steps to {target}"), fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return png(fig)

@@ -1,6 +1,6 @@
 """``gradwell lab report DIR``: one self-contained HTML file (plots embedded as PNG data URIs,
 no scripts, no server) with, for every run in the store: the verdict when the experiment has
-one, a summary table, a ranking by time-to-target, gradient-flow plots and learning curves."""
+one, a summary table, a ranking by steps to target, gradient-flow plots and learning curves."""
 
 from __future__ import annotations
 
@@ -87,10 +87,8 @@ def _summary_html(rows: list[Row], metrics: list[str] | None) -> str:
 
 def _ranking_html(rows: list[Row], target: dict | None) -> tuple[str, str | None]:
     if not target:
-        return "<p class=meta>No target in this spec: no ranking by time-to-target.</p>", None
-    order = sorted(rows, key=lambda r: (r.values["seconds_to_target"] is None,
-                                        r.values["seconds_to_target"] or 0.0,
-                                        -(r.values["final_test_acc"] or 0.0)))
+        return "<p class=meta>No target in this spec: no ranking by steps to target.</p>", None
+    order = ranked(rows)
     body = "".join(
         f"<tr><td>{i}</td><td class=text>{_e(r.label)}</td>"
         f"<td>{fmt(r.values['seconds_to_target'], 'seconds')}</td>"
@@ -99,9 +97,23 @@ def _ranking_html(rows: list[Row], target: dict | None) -> tuple[str, str | None
     sign = "≥" if target["metric"].endswith("acc") else "≤"
     goal = f"{target['metric']} {sign} {target['value']}"
     table = (f"<table><tr><th>rank</th><th class=text>configuration</th><th>time→target</th>"
-             f"<th>steps→target</th><th>reached</th></tr>{body}</table>")
-    img = plots.ranking({r.label: r.values["seconds_to_target"] for r in rows}, goal)
+             f"<th>steps→target</th><th>reached</th></tr>{body}</table>"
+             f"<p class=meta>{_e(RANK_RULE)}</p>")
+    img = plots.ranking({r.label: r.values["steps_to_target"] for r in order}, goal)
     return table, img
+
+
+RANK_RULE = ("Ranked by steps to target (median over seeds; evaluated on the spec's step grid), "
+             "ties broken by higher final test accuracy, then by spec order; wall-clock time is "
+             "shown but never used to order configurations (it is timer noise at this scale).")
+
+
+def ranked(rows: list[Row]) -> list[Row]:
+    """``rows`` by steps to target (those that never reached it last), ties by higher final
+    test accuracy, then spec order (a stable sort): never by wall-clock time."""
+    return sorted(rows, key=lambda r: (r.values["steps_to_target"] is None,
+                                       r.values["steps_to_target"] or 0.0,
+                                       -(r.values["final_test_acc"] or 0.0)))
 
 
 def _findings_html(store: Store, rows: list[Row]) -> str:
@@ -180,15 +192,17 @@ def _run_html(store: Store, run: dict[str, Any]) -> str:
     curves, others = _curves(series), _other_curves(series)
     budget = ", ".join(f"{k} = {v}" for k, v in (spec.get("budget") or {}).items())
     failed = [t for r in rows for t in r.trials if t["status"] == "failed"]
+    seeds = max(len(r.trials) for r in rows)
+    medians = f" · medians over {seeds} seeds" if seeds > 1 else " · one seed per configuration"
     errors = "".join(f"<details><summary>failed: {_e(t['label'])}</summary><pre>{_e(t['error'])}"
                      "</pre></details>" for t in failed)
     return f"""<h2>{_e(name)}</h2><p class=meta>{_e(run['description'])}</p>
 <p class=meta>{sum(len(r.trials) for r in rows)} trials · {len(rows)} configurations ·
-budget: {_e(budget)} · medians over seeds</p>
+budget: {_e(budget)}{medians}</p>
 {_verdict_html(criteria)}
 <h3>Summary</h3>{_summary_html(rows, spec.get("metrics"))}{errors}
 <h3>Findings (gradwell.watch, first seed)</h3>{_findings_html(store, rows)}
-<h3>Ranking by time to target</h3>{ranking_table}{_img(ranking_img, 'ranking')}
+<h3>Ranking by steps to target</h3>{ranking_table}{_img(ranking_img, 'ranking')}
 <h3>Gradient flow per configuration</h3>
 <p class=meta>Gradient norm of each layer's weights, input layer on the left (first seed).
 A line falling steeply to the left is a vanishing gradient.</p>{_img(flows, 'gradient flow')}

@@ -22,8 +22,9 @@ from typing import Callable, Iterable, Iterator
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                           SpinnerColumn, Task, TextColumn, TimeElapsedColumn)
+from rich.text import Text
 
 from .spec import Spec, Trial
 from .store import Store
@@ -121,10 +122,27 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+class _TimeLeft(ProgressColumn):
+    """Time left at this run's own pace: (seconds since it started / trials it finished) x
+    trials left. Trials found in the store do not count (they took no time now); until the
+    first trial finishes there is no honest estimate, and it says so."""
+
+    def render(self, task: Task) -> Text:
+        ran, started = task.fields.get("ran", 0), task.fields.get("started")
+        if task.finished:
+            return Text("done")
+        if not ran or started is None:
+            return Text("left: estimating…")
+        left = (time.perf_counter() - started) / ran * (task.total - task.completed)
+        minutes, seconds = divmod(int(left + 0.5), 60)
+        return Text(f"left ~{minutes}:{seconds:02d}")
+
+
 def _progress(console: Console, enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("trials"), TimeElapsedColumn(), TextColumn("· left"),
-                    TimeRemainingColumn(), console=console, disable=not enabled, transient=False)
+    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
+                    BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("trials"),
+                    TimeElapsedColumn(), _TimeLeft(), console=console, disable=not enabled,
+                    transient=False)
 
 
 def run_spec(spec: Spec, directory: str | Path, workers: int | None = None, quick: bool = False,
@@ -141,14 +159,15 @@ def run_spec(spec: Spec, directory: str | Path, workers: int | None = None, quic
         todo = _unique(t for t in trials if t.key not in done)
         summary = RunSummary(run, Path(directory), len(trials), len(trials) - len(todo))
         with _progress(console, progress) as bar:
-            task = bar.add_task(escape(run), total=len(trials), completed=summary.skipped)
+            task = bar.add_task(escape(run), total=len(trials), completed=summary.skipped,
+                                ran=0, started=time.perf_counter())
 
             def on_result(trial: Trial, result: TrialResult) -> None:
                 store.save_trial(trial, result)
                 summary.ran += 1
                 if result.status == "failed":
                     summary.failed.append(f"{trial.label}: {result.error.strip().splitlines()[-1]}")
-                bar.advance(task)
+                bar.update(task, advance=1, ran=summary.ran)
 
             run_trials(todo, workers or default_workers(), on_result)
     summary.seconds = time.perf_counter() - start
