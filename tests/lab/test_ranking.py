@@ -20,3 +20,14 @@ def test_rank_by_steps_then_accuracy_then_spec_order_never_by_seconds():
     swapped = [_row(r.label, r.values["steps_to_target"], r.values["final_test_acc"],
                     (r.values["seconds_to_target"] or 0) * 3 % 7) for r in rows]
     assert [r.label for r in ranked(swapped)] == [r.label for r in ranked(rows)]
+
+
+def test_the_bottom_line_names_what_works_the_fastest_and_by_how_much():
+    from gradwell.lab.report import bottom_line
+
+    rows = [_row("plain", None, 0.1, None), _row("BN", 69, 0.95, 9.0),
+            _row("residual", 460, 0.94, 40.0)]
+    line = bottom_line(rows, {"metric": "test_acc", "value": 0.9})
+    assert line == ("2 of 3 configurations reach test_acc ≥ 0.9; the fastest is BN (69 steps, "
+                    "6.7x fewer than the slowest that got there, residual). Never reached: plain.")
+    assert bottom_line(rows, None) == ""

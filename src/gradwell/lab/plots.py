@@ -74,7 +74,8 @@ def gradient_flow(flows: dict[str, dict[int, list[float | None]]], cols: int = 4
         return None
     cols = min(cols, len(flows))
     rows = math.ceil(len(flows) / cols)
-    fig, axes = subplots(rows, cols, figsize=(3.6 * cols, 2.7 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3.6 * cols, 2.7 * rows), squeeze=False,
+                         sharey=True)              # one y-axis: the panels compare at a glance
     for ax, (label, by_step) in zip(axes.flat, flows.items()):
         steps = sorted(by_step)
         picks = sorted({steps[0], steps[len(steps) // 2], steps[-1]})

@@ -34,6 +34,7 @@ th{background:#eef0f4;font-weight:600}td:first-child,th:first-child{text-align:l
 td.text,th.text{text-align:left}tr:nth-child(even) td{background:#fafbfc}
 .pass{color:#17803d;font-weight:600}.fail{color:#b42318;font-weight:600}
 .bad{color:#b42318}.good{color:#17803d}
+p.bottom{font-size:16px;background:#fff;border-left:4px solid #17803d;padding:8px 12px;margin:8px 0}
 img{max-width:100%;background:#fff;border:1px solid #e6e8ec;border-radius:4px}
 details{margin:4px 0 12px;font-size:13px}code,pre{font-size:12px}
 pre{background:#fff;border:1px solid #e6e8ec;padding:8px;overflow-x:auto}
@@ -116,23 +117,47 @@ def ranked(rows: list[Row]) -> list[Row]:
                                        -(r.values["final_test_acc"] or 0.0)))
 
 
+def bottom_line(rows: list[Row], target: dict | None) -> str:
+    """One sentence: which configurations reach the target, which is fastest, by how much."""
+    if not target:
+        return ""
+    goal = f"{target['metric']} {'≥' if target['metric'].endswith('acc') else '≤'} " \
+           f"{target['value']}"
+    order = [r for r in ranked(rows) if r.values["steps_to_target"] is not None]
+    never = [r.label for r in rows if r.values["steps_to_target"] is None]
+    if not order:
+        return f"No configuration reached {goal}."
+    best, slow = order[0], order[-1]
+    text = (f"{len(order)} of {len(rows)} configurations reach {goal}; the fastest is "
+            f"{best.label} ({best.values['steps_to_target']:.0f} steps")
+    if slow is not best:
+        ratio = slow.values["steps_to_target"] / best.values["steps_to_target"]
+        text += f", {ratio:.1f}x fewer than the slowest that got there, {slow.label}"
+    text += ")."
+    if never:
+        text += f" Never reached: {', '.join(never)}."
+    return text
+
+
 def _findings_html(store: Store, rows: list[Row]) -> str:
-    items = []
+    items, remedies = [], {}
     for r in rows:
-        for f in store.findings(r.trials[0]["key"]):
-            ev = f["evidence"].get("summary") or ", ".join(
-                f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}"
-                for k, v in list(f["evidence"].items())[:4])
-            fixes = "; ".join(f["remedies"][:3])
-            items.append(f"<tr><td class=text>{_e(r.label)}</td><td class='text bad'>"
-                         f"{_e(f['kind'])} ({_e(f['severity'])})</td><td class=text>"
-                         f"{_e(f['layer'] or 'model')}</td><td>{_e(f['step'])}</td>"
-                         f"<td class=text>{_e(ev)}</td><td class=text>{_e(fixes)}</td></tr>")
+        found = store.findings(r.trials[0]["key"])
+        if not found:
+            continue
+        kinds = "; ".join(f"{f['kind']} ({f['severity']}) in {f['layer'] or 'model'} from step "
+                          f"{f['step']}" for f in found)
+        items.append(f"<tr><td class=text>{_e(r.label)}</td><td class='text bad'>{_e(kinds)}"
+                     "</td></tr>")
+        for f in found:
+            for fix in f["remedies"][:3]:
+                remedies.setdefault(fix, set()).add(f["kind"])
     if not items:
         return "<p class=meta>gradwell.watch found nothing wrong in any configuration.</p>"
-    return ("<table><tr><th class=text>configuration</th><th class=text>finding</th>"
-            "<th class=text>layer</th><th>from step</th><th class=text>evidence</th>"
-            f"<th class=text>remedies</th></tr>{''.join(items)}</table>")
+    fixes = "".join(f"<li><b>{_e(', '.join(sorted(k)))}</b>: {_e(fix)}</li>"
+                    for fix, k in remedies.items())
+    return ("<table><tr><th class=text>configuration</th><th class=text>findings</th></tr>"
+            f"{''.join(items)}</table><p class=meta>Remedies (each once):</p><ul>{fixes}</ul>")
 
 
 def _img(b64: str | None, alt: str) -> str:
@@ -196,7 +221,9 @@ def _run_html(store: Store, run: dict[str, Any]) -> str:
     medians = f" · medians over {seeds} seeds" if seeds > 1 else " · one seed per configuration"
     errors = "".join(f"<details><summary>failed: {_e(t['label'])}</summary><pre>{_e(t['error'])}"
                      "</pre></details>" for t in failed)
-    return f"""<h2>{_e(name)}</h2><p class=meta>{_e(run['description'])}</p>
+    line = bottom_line(rows, spec.get("target"))
+    line = f"<p class=bottom><b>Bottom line:</b> {_e(line)}</p>" if line else ""
+    return f"""<h2>{_e(name)}</h2>{line}<p class=meta>{_e(run['description'])}</p>
 <p class=meta>{sum(len(r.trials) for r in rows)} trials · {len(rows)} configurations ·
 budget: {_e(budget)}{medians}</p>
 {_verdict_html(criteria)}
