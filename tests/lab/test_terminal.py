@@ -38,3 +38,27 @@ def test_time_left_follows_this_runs_pace():
     # 2 trials finished here in 30 s: 4 left at 15 s each is 60 s, whatever the 4 stored ones
     progress.update(task_id, completed=6, ran=2, started=time.perf_counter() - 30.0)
     assert column.render(task).plain == "left ~1:00"
+
+
+def test_mon_summary_is_readable_at_80_columns():
+    import torch
+    from torch import nn
+
+    import gradwell
+
+    torch.manual_seed(0)
+    model = gradwell.nn.MLP(64, 10, depth=12, activation="sigmoid")
+    mon = gradwell.watch(model)
+    x, y = torch.randn(32, 64), torch.randint(0, 10, (32,))
+    for _ in range(3):
+        loss = nn.functional.cross_entropy(model(x), y)
+        model.zero_grad()
+        loss.backward()
+        mon.step(loss)
+    mon.close()
+    console = Console(width=80, record=True)
+    console.print(mon.summary())
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text
+    for name in ("blocks.0.linear", "blocks.11.linear", "head", "upd/w", "rated", "vanishing"):
+        assert name in text, name

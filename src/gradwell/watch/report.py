@@ -71,24 +71,27 @@ class Summary:
         return out
 
     def __rich__(self) -> Any:
+        """Two compact tables (weights and gradients; outputs and activations) that fit 80
+        columns, then the findings."""
         from rich.console import Group
-        from rich.table import Table
         rec = self.history.latest()
         step = rec["step"] if rec else "-"
-        t = Table(title=f"gradwell.watch - step {step} ({self.history.recorded} recorded)")
-        for col in ("layer", "type", "grad norm", "weight norm", "grad/weight",
-                    "log10 upd/w", "out-grad rms", "out mean", "out std", "saturated", "dead"):
-            t.add_column(col, justify="left" if col in ("layer", "type") else "right")
-        for r in self.rows():
-            t.add_row(r["layer"], r["type"], _num(r.get("grad_norm", math.nan)),
-                      _num(r.get("weight_norm", math.nan)), _num(r.get("grad/weight", math.nan)),
-                      _num(r.get("update/weight", math.nan), log=True),
-                      _num(r.get("out_grad_rms", math.nan)), _num(r["out_mean"]),
-                      _num(r["out_std"]), _pct(r.get("saturated")), _pct(r.get("dead")))
+        rows = self.rows()
+        grads = _table(f"gradwell.watch - step {step} ({self.history.recorded} recorded): "
+                       "weights and gradients",
+                       ("grad\nnorm", "weight\nnorm", "grad/\nweight", "log10\nupd/w",
+                        "out-grad\nrms"),
+                       [(r, (_num(r["grad_norm"]), _num(r["weight_norm"]),
+                             _num(r["grad/weight"]), _num(r["update/weight"], log=True),
+                             _num(r["out_grad_rms"]))) for r in rows if "grad_norm" in r])
+        outs = _table("outputs and activations",
+                      ("out\nmean", "out\nstd", "satu-\nrated", "dead"),
+                      [(r, (_num(r["out_mean"]), _num(r["out_std"]), _pct(r.get("saturated")),
+                            _pct(r.get("dead")))) for r in rows])
         colour = {"error": "red", "warning": "yellow", "info": "cyan"}
         lines = [f"[{colour[f.severity]}]{_escape(str(f))}[/]" for f in self.findings]
         verdict = "\n".join(lines) if lines else "[green]no findings: gradients look healthy[/]"
-        return Group(t, verdict)
+        return Group(grads, outs, verdict)
 
     def __str__(self) -> str:
         from rich.console import Console
@@ -100,6 +103,21 @@ class Summary:
     def print(self) -> None:
         from rich.console import Console
         Console().print(self)
+
+
+def _table(title: str, headers: tuple[str, ...], rows: list[tuple[dict, tuple[str, ...]]]) -> Any:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+    t = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+              show_edge=False, collapse_padding=True)
+    t.add_column("layer", overflow="fold")
+    t.add_column("type", overflow="fold")
+    for h in headers:
+        t.add_column(h, justify="right", no_wrap=True)
+    for r, cells in rows:
+        t.add_row(Text(r["layer"]), Text(r["type"]), *cells)
+    return t
 
 
 def _escape(text: str) -> str:
