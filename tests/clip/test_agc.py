@@ -138,3 +138,34 @@ def test_bad_arguments_are_named() -> None:
         AGC(0.01, eps=0)
     with pytest.raises(TypeError, match=r"exclude must hold modules or tensors.*str"):
         AGC(0.01, exclude=["fc"])
+
+
+def test_hf_conv1d_weights_are_clipped_per_output_unit_along_their_last_axis() -> None:
+    """GPT-2's Conv1D stores (in, out): its units are columns (the reference on the transpose)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from models_zoo import ZOO
+
+    model = ZOO["gpt2"].build()
+    conv = model.transformer.h[0].attn.c_attn
+    assert type(conv).__name__ == "Conv1D" and conv.weight.shape == (32, 96)
+    gen = torch.Generator().manual_seed(0)
+    grad = torch.randn(conv.weight.shape, generator=gen)
+    grad[:, 5] *= 100.0
+    want = agc_reference(grad.T.numpy(), conv.weight.detach().T.numpy(), 0.01, 1e-3).T
+    agc = AGC(0.01, model=model)
+    got = [grad.clone()]
+    agc(got, [conv.weight], [], torch.zeros(()))
+    np.testing.assert_allclose(got[0].numpy(), want, rtol=1e-5, atol=1e-7)
+    lin = nn.Linear(32, 96)                  # torch layout in the same model: units are rows
+    got = [grad.T.clone()]
+    AGC(0.01, unit_axis=-1)([g := got[0].T.contiguous()], [lin.weight.detach().T], [],
+                            torch.zeros(()))
+    want_lin = agc_reference(grad.T.numpy(), lin.weight.detach().numpy(), 0.01, 1e-3)
+    np.testing.assert_allclose(g.T.numpy(), want_lin, rtol=1e-5, atol=1e-7)
+    assert "Conv1D" in repr(agc)
+    with pytest.raises(TypeError, match="unit_axis must be an int"):
+        AGC(0.01, unit_axis="last")
+    with pytest.raises(ValueError, match="unit_axis 2 is out of range"):
+        AGC(0.01, unit_axis=2)([grad.clone()], [conv.weight], [], torch.zeros(()))

@@ -70,7 +70,7 @@ def test_optimizer_hooks_measure_the_sgd_update_exactly() -> None:
             assert rec["update_ratio"][layer] == pytest.approx(want, rel=1e-4)
 
 
-def test_weights_and_updates_are_measured_one_recorded_step_in_update_every() -> None:
+def test_updates_are_measured_one_recorded_step_in_update_every_weights_on_every_one() -> None:
     model = mlp(1, 16)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     weights = []
@@ -85,7 +85,8 @@ def test_weights_and_updates_are_measured_one_recorded_step_in_update_every() ->
     measured = ~np.isnan(upd[:, 0])
     assert list(measured) == [True, False, False, True, False, False]    # steps 0 and 6
     w = mon.history.series("weight_norm")[2][:, 0]
-    np.testing.assert_allclose(w, [weights[s] for s in (0, 0, 0, 6, 6, 6)], rtol=1e-5)
+    # no stale value: every recorded step has the weight norm of its own step (issue 12)
+    np.testing.assert_allclose(w, [weights[s] for s in (0, 2, 4, 6, 8, 10)], rtol=1e-5)
     g = mon.history.series("grad_norm")[2][:, 0]
     np.testing.assert_allclose(upd[measured, 0], 0.05 * g[measured] / w[measured], rtol=1e-4)
 

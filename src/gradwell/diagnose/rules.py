@@ -30,13 +30,14 @@ class View:
         self.total = history.series("total_grad_norm")[2][:, 0]
         self.finite = np.isfinite(self.total) & np.isfinite(self.grad).all(axis=1)
         info = {x["name"]: x for x in self.meta.get("layers", [])}
-        used = (self.grad[self.finite] > 0).any(axis=0) if self.finite.any() else []
+        used = (self.grad[self.finite] > 0).any(axis=0)   # all False when no step is finite
         #: weight matrices/kernels that received gradients, in registration order
         self.matrix = [i for i, n in enumerate(self.layers)
                        if info.get(n, {}).get("weight_ndim", 0) >= 2 and used[i]]
         self.history = history
         with np.errstate(divide="ignore", invalid="ignore"):
-            self.rel = self.grad / self.weight           # relative gradient ||dW|| / ||W||
+            # relative gradient ||dW|| / ||W||; undefined (NaN) for a zero weight (LoRA's B)
+            self.rel = np.where(self.weight > 0, self.grad / self.weight, np.nan)
         self.og_ratio = self._depth_trend(history)
 
     def _depth_trend(self, history: Any) -> np.ndarray | None:

@@ -26,29 +26,31 @@ __all__ = ["watch", "Monitor", "History", "load", "JsonlSink", "TensorBoardSink"
 
 
 def watch(model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None, every: int = 1,
-          activations: bool = True, updates: bool = True, update_every: int | None = None,
+          activations: bool | None = None, updates: bool = True, update_every: int | None = None,
           max_records: int = 1024, log: str | Path | None = None,
           sinks: Iterable[Sink] = ()) -> Monitor:
     """Start watching ``model``; returns a :class:`Monitor` (also a context manager).
 
     Args:
-        model: the module to watch (``DistributedDataParallel`` is unwrapped). Layers are the
-            modules owning trainable parameters, by qualified name.
+        model: the module to watch (``DistributedDataParallel`` and ``torch.compile`` are
+            unwrapped). Layers are the modules owning trainable parameters, by qualified name.
         optimizer: if given, record once per ``optimizer.step()`` through its step hooks
             (correct under gradient accumulation; exact update sizes; gradwell optimizers that
-            clip hand over their gradient norms). Without it, call ``mon.step()`` after
-            ``loss.backward()``.
+            clip hand over their pre-clip gradient norms). Without it, call ``mon.step()``
+            after ``loss.backward()``. If you clip yourself (``clip_grad_norm_``), call
+            ``mon.step(loss)`` before clipping to record the gradients unclipped; otherwise
+            the record is post-clip (see :mod:`gradwell.watch.monitor`).
         every: record one step in ``every`` (>= 1); the others cost nothing.
         activations: also summarise module outputs (mean, std, saturated share at
             sigmoid/tanh, dead share at ReLU) and the gradient flowing back into each layer's
-            output, via forward hooks.
+            output, via forward hooks. Default (None): True, except for a ``torch.compile``'d
+            model, which is watched without hooks so nothing recompiles.
         updates: measure the update-to-weight ratio ``||w_new - w_old|| / ||w_old||`` of the
             step actually taken (keeps one copy of the trainable parameters).
-        update_every: measure the weight norms and the update on one recorded step in
-            ``update_every`` (>= 1; 1 = all; default ``max(1, 10 // every)``, about one
-            training step in 10); in between the weight norms are carried forward and the
-            update ratio is NaN. Weights move by ~1e-3 of themselves per step, so the relative
-            gradient barely notices; the copy and the extra passes cost ~10x less.
+        update_every: measure the update on one recorded step in ``update_every`` (>= 1;
+            1 = all; default ``max(1, 10 // every)``, about one training step in 10); in
+            between the update ratio is NaN (the copy of the parameters it needs costs ~10x
+            less). Weight norms are measured on every recorded step.
         max_records: rows kept in memory (progressive downsampling beyond that).
         log: a path; stream every recorded step there as JSON lines (rank 0 only).
         sinks: more sinks, e.g. ``TensorBoardSink("runs/x")``.

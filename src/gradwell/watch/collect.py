@@ -20,7 +20,8 @@ from torch import Tensor
 from ..clip.base import grad_norms
 from .layers import LayerIndex
 
-__all__ = ["ActivationStats", "Pending", "norms", "first_tensor"]
+__all__ = ["ActivationStats", "Pending", "norms", "first_tensor", "finalize", "pack", "unpack",
+           "ratio"]
 
 #: Karpathy ("Building makemore", part 3): a tanh unit with |a| > 0.97 passes < 6% of the
 #: gradient (1 - 0.97**2 = 0.059). The sigmoid band with the same relative slope
@@ -117,32 +118,56 @@ class ActivationStats:
             self.out_grad[name], self.out_grad_count[name] = sq, g.numel()
             self.backward_order.append(name)
 
-    def raw(self, index: LayerIndex,
-            device: torch.device) -> tuple[Tensor, tuple[tuple[int, int], ...]]:
-        """All sums as one float64 vector (to all-reduce) and the dead-unit segment layout.
+    def sums(self, index: LayerIndex, device: torch.device
+             ) -> tuple[dict[str, Tensor], tuple[tuple[int, int], ...]]:
+        """Every sum that is added over ranks, by name, and the dead-unit segment layout.
 
-        Layout: [sum, sum of squares, saturated] per tracked module, output-gradient sums of
-        squares per layer, output counts, output-gradient counts, alive flags of ReLU units.
+        ``acc``: [sum, sum of squares, saturated count] per tracked module; ``og``: output
+        gradient sums of squares per layer; ``counts`` / ``og_counts``: how many values each
+        sum holds (0: the hook never fired this step); ``alive``: alive flags of ReLU units.
         """
         z = index.zeros(device)
         acc = [self._triple(self.acc.get(n), z).to(device) for n in index.tracked]
         counts = [float(self.count.get(n, 0)) for n in index.tracked]
-        layers = index.layer_names
-        og = [self.out_grad.get(n, z[0]).to(device).reshape(1) for n in layers]
-        og_counts = [float(self.out_grad_count.get(n, 0)) for n in layers]
+        og = [self.out_grad.get(n, z[0]).to(device).reshape(1) for n in index.layer_names]
+        og_counts = [float(self.out_grad_count.get(n, 0)) for n in index.layer_names]
         alive, segments = [], []
         for i, n in enumerate(index.rectified):
             for mask in self.alive.get(n, {}).values():
                 alive.append(mask.to(device, torch.float64).reshape(-1))
                 segments.append((i, mask.numel()))
         host = torch.tensor(counts + og_counts, dtype=torch.float64).to(device)
-        return torch.cat([*acc, *og, host, *alive]), tuple(segments)
+        f64 = torch.zeros(0, dtype=torch.float64, device=device)
+        return {"acc": torch.cat(acc) if acc else f64, "og": torch.cat(og) if og else f64,
+                "counts": host[:len(counts)], "og_counts": host[len(counts):],
+                "alive": torch.cat(alive) if alive else f64}, tuple(segments)
 
     @staticmethod
     def _triple(vec: Tensor | None, zeros: Tensor) -> Tensor:
         if vec is None:
             return zeros
         return vec if vec.numel() == 3 else torch.cat([vec, zeros[:1]])
+
+
+def pack(parts: dict[str, Tensor]) -> tuple[Tensor, dict[str, slice]]:
+    """Named float64 tensors as one flat vector (one collective, one transfer) and where each
+    name lies in it; :func:`unpack` inverts it."""
+    slices, start = {}, 0
+    for k, t in parts.items():
+        slices[k] = slice(start, start + t.numel())
+        start += t.numel()
+    return torch.cat([t.reshape(-1).to(torch.float64) for t in parts.values()]), slices
+
+
+def unpack(flat: Tensor, slices: dict[str, slice]) -> dict[str, Tensor]:
+    return {k: flat[sl] for k, sl in slices.items()}
+
+
+def ratio(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` where ``den > 0``, NaN where the reference norm is zero (a zero-initialised
+    LoRA B, a zero bias): a ratio to nothing is undefined, never infinite."""
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny),
+                       torch.full_like(num, float("nan")))
 
 
 class Pending:
@@ -156,7 +181,8 @@ class Pending:
 
 def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch.device,
              world: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Assemble a recorded step as one row (see ``LayerIndex.columns``) with one host read.
+    """Assemble a recorded step as one row laid out as ``index.columns`` (``layers.ROW``), with
+    one all-reduce of what differs between ranks and one host read.
 
     Returns the row and the host-side extras (which modules ran, forward and backward order).
     """
@@ -166,51 +192,60 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
     def per_layer(v: Tensor) -> Tensor:
         return torch.zeros(n_layers, device=device).index_add_(0, owner, v.square()).sqrt()
 
-    grad_l, weight_l = per_layer(p.grad), per_layer(p.weight)
-    upd_l = (per_layer(update) / weight_l if update is not None
-             else torch.full((n_layers,), float("nan"), device=device))
+    weight_l = per_layer(p.weight)
     loss = (p.loss.detach().reshape(1).to(device, torch.float64) if p.loss is not None
             else torch.full((1,), float("nan"), dtype=torch.float64, device=device))
-    raw, segments = (p.acts.raw(index, device) if p.acts is not None
-                     else (torch.zeros(0, dtype=torch.float64, device=device), []))
-    shared = torch.cat([loss, raw])
-    if world > 1:
-        torch.distributed.all_reduce(shared)     # sums over ranks: every rank gets the same
-        shared[0] /= world
-    parts = [shared[:1].float(), p.grad.square().sum().sqrt().reshape(1), grad_l, weight_l,
-             upd_l, p.grad]
+    shared, segments = ({"loss": loss}, ())
+    if p.acts is not None:
+        sums, segments = p.acts.sums(index, device)
+        shared.update(sums)
+    shared = _sum_over_ranks(shared, world)
+    stats = {"loss": shared["loss"], "total_grad_norm": p.grad.square().sum().sqrt(),
+             "grad_norm": per_layer(p.grad), "weight_norm": weight_l,
+             "update_ratio": (ratio(per_layer(update), weight_l) if update is not None
+                              else torch.full((n_layers,), float("nan"), device=device)),
+             "param_grad_norm": p.grad}
+    columns = index.columns(p.acts is not None)
     extra: dict[str, Any] = {}
     if p.acts is not None:
-        act_part, ran = _activation_columns(shared[1:], segments, index, device)
-        parts.append(act_part)
-        parts.append(ran)
+        stats.update(_activation_stats(shared, segments, index, device))
+        stats["ran"] = shared["counts"]
         extra = {"forward_order": p.acts.forward_order, "backward_order": p.acts.backward_order}
-    row = torch.cat([x.to(torch.float64) for x in parts]).cpu().numpy()   # the one transfer
+    flat, slices = pack({k: stats[k] for k in [*columns, *(["ran"] if p.acts else [])]})
+    row = flat.cpu().numpy()                                     # the one transfer
     if p.acts is not None:
-        n_tracked = len(index.tracked)
-        extra["ran"] = {n: bool(c > 0) for n, c in zip(index.tracked, row[-n_tracked:])}
-        row = row[:-n_tracked]
+        ran = slices["ran"]
+        extra["ran"] = {n: bool(c > 0) for n, c in zip(index.tracked, row[ran])}
+        row = row[:ran.start]
     return row, extra
 
 
-def _activation_columns(raw: Tensor, segments: tuple[tuple[int, int], ...], index: LayerIndex,
-                        device: torch.device) -> tuple[Tensor, Tensor]:
-    """out_grad_rms, out_mean, out_std, saturated, dead (+ output counts) from the sums."""
-    n_t, n_l = len(index.tracked), len(index.layers)
-    acc = raw[:3 * n_t].reshape(n_t, 3)
-    og = raw[3 * n_t:3 * n_t + n_l]
-    counts = raw[3 * n_t + n_l:4 * n_t + n_l]
-    og_counts = raw[4 * n_t + n_l:4 * n_t + 2 * n_l]
-    alive = raw[4 * n_t + 2 * n_l:]
-    mean = acc[:, 0] / counts
-    std = (acc[:, 1] / counts - mean.square()).clamp_min(0).sqrt()
-    og_rms = (og / og_counts).sqrt()
+def _sum_over_ranks(shared: dict[str, Tensor], world: int) -> dict[str, Tensor]:
+    """Sum the activation sums over ranks and average the loss (every rank gets the same)."""
+    if world <= 1:
+        return shared
+    flat, slices = pack(shared)
+    torch.distributed.all_reduce(flat)
+    out = unpack(flat, slices)
+    out["loss"] = out["loss"] / world
+    return out
+
+
+def _activation_stats(s: dict[str, Tensor], segments: tuple[tuple[int, int], ...],
+                      index: LayerIndex, device: torch.device) -> dict[str, Tensor]:
+    """out_grad_rms, out_mean, out_std, saturated, dead from the sums (NaN where a hook never
+    fired: a count of zero)."""
+    acc, counts = s["acc"].reshape(-1, 3), s["counts"]
+    mean = ratio(acc[:, 0], counts)
+    std = (ratio(acc[:, 1], counts) - mean.square()).clamp_min(0).sqrt()
     sat_idx = index.on_device("saturating_pos", device)
-    sat = acc[sat_idx, 2] / counts[sat_idx]
     seg = index.segments(segments, device)
     n_r = len(index.rectified)
+    alive = s["alive"]
     units = torch.zeros(n_r, dtype=torch.float64, device=device).index_add_(
         0, seg, torch.ones_like(alive))
     dead = torch.zeros(n_r, dtype=torch.float64, device=device).index_add_(
-        0, seg, (alive == 0).to(torch.float64)) / units
-    return torch.cat([og_rms, mean, std, sat, dead]), counts
+        0, seg, (alive == 0).to(torch.float64))
+    return {"out_grad_rms": ratio(s["og"], s["og_counts"]).sqrt(), "out_mean": mean,
+            "out_std": std, "saturated": ratio(acc[sat_idx, 2], counts[sat_idx]),
+            "dead": ratio(dead, units)}

@@ -4,8 +4,15 @@
   ``Linear``, ``Conv2d``, ``BatchNorm1d``, ``GRU`` ... named by its qualified name. Tied parameters
   count once, for the first module that owns them.
 * An *activation* is a module whose type is a known non-linearity (``nn.Sigmoid``, ``nn.Tanh``,
-  ``nn.ReLU`` ...) or that declares ``gradwell_activation = "tanh"`` (or ``"sigmoid"``,
-  ``"relu"``, ``"other"``) as an attribute, so custom blocks can take part.
+  ``nn.ReLU`` ..., and Hugging Face ``transformers.activations`` classes such as
+  ``GELUActivation``, ``NewGELUActivation``, ``SiLUActivation``, matched by class name so
+  transformers is never imported) or that declares ``gradwell_activation = "tanh"`` (or
+  ``"sigmoid"``, ``"relu"``, ``"other"``) as an attribute, so custom blocks can take part.
+* Wrappers are unwrapped so names are the model's own: ``DistributedDataParallel`` /
+  ``DataParallel`` (``module.``) and ``torch.compile`` (``_orig_mod.``, also on compiled
+  submodules).
+* :data:`ROW` is the one description of a recorded row: the statistics in order, each with
+  whose columns it has; :meth:`LayerIndex.columns` and ``collect.finalize`` both follow it.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LayerInfo", "LayerIndex", "activation_kind"]
+__all__ = ["LayerInfo", "LayerIndex", "activation_kind", "is_compiled", "ROW"]
 
 #: Saturating non-linearities (Glorot & Bengio 2010; Karpathy's tanh |a| > 0.97).
 _SATURATING: dict[type, str] = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
@@ -25,9 +32,19 @@ _RECTIFIED: tuple[type, ...] = (nn.ReLU, nn.ReLU6)
 _OTHER: tuple[type, ...] = (nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                             nn.Mish, nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
                             nn.LogSigmoid, nn.Softsign, nn.Tanhshrink, nn.RReLU)
+#: Hugging Face ``transformers.activations`` classes, by class name (GELU variants, SiLU, ...).
+_HF_ACTIVATIONS: dict[str, str] = {
+    "GELUActivation": "other", "NewGELUActivation": "other", "FastGELUActivation": "other",
+    "QuickGELUActivation": "other", "AccurateGELUActivation": "other",
+    "ClippedGELUActivation": "other", "GELUTanh": "other", "PytorchGELUTanh": "other",
+    "SiLUActivation": "other", "MishActivation": "other", "LaplaceActivation": "other",
+    "SqrtSoftplusActivation": "other", "XIELUActivation": "other",
+    "ReLUSquaredActivation": "relu"}
 _KINDS = ("sigmoid", "tanh", "relu", "other")
 _NORMS = ("BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm", "RMSNorm", "LocalResponseNorm")
 _RECURRENT = ("RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell")
+_RESIDUAL_BLOCKS = ("TransformerEncoderLayer", "TransformerDecoderLayer", "BasicBlock",
+                    "Bottleneck")
 
 
 def activation_kind(module: nn.Module) -> str | None:
@@ -46,7 +63,21 @@ def activation_kind(module: nn.Module) -> str | None:
         return "relu"
     if isinstance(module, _OTHER):
         return "other"
+    if type(module).__module__.startswith("transformers."):
+        return _HF_ACTIVATIONS.get(type(module).__name__)
     return None
+
+
+#: The layout of one recorded row, in order: statistic -> whose columns it has
+#: (``"loss"``, ``"total"``: a single column of that name, ``"layers"``, ``"params"``, ``"tracked"`` = layers and
+#: activations, ``"saturating"``, ``"rectified"``); ``True`` marks the activation statistics
+#: (recorded with ``activations=True`` only).
+ROW: tuple[tuple[str, str, bool], ...] = (
+    ("loss", "loss", False), ("total_grad_norm", "total", False), ("grad_norm", "layers", False),
+    ("weight_norm", "layers", False), ("update_ratio", "layers", False),
+    ("param_grad_norm", "params", False), ("out_grad_rms", "layers", True),
+    ("out_mean", "tracked", True), ("out_std", "tracked", True),
+    ("saturated", "saturating", True), ("dead", "rectified", True))
 
 
 @dataclass
@@ -72,6 +103,7 @@ class LayerIndex:
         if not isinstance(model, nn.Module):
             raise TypeError("model must be a torch.nn.Module, got "
                             f"{type(model).__module__}.{type(model).__qualname__}")
+        self.compiled = is_compiled(model) or any(is_compiled(m) for m in model.modules())
         self.model = _unwrap(model)
         self.layers: list[LayerInfo] = []          # modules with parameters
         self.activations: list[LayerInfo] = []     # activation modules
@@ -81,7 +113,9 @@ class LayerIndex:
         owner: list[int] = []
         seen: set[int] = set()
         for name, mod in self.model.named_modules():
-            name = name or "(model)"
+            if is_compiled(mod):
+                continue                  # its _orig_mod is listed next, with the same params
+            name = _clean(name)
             own = [(n, p) for n, p in mod.named_parameters(recurse=False)
                    if p.requires_grad and id(p) not in seen]
             kind = activation_kind(mod)
@@ -138,29 +172,61 @@ class LayerIndex:
         return self._cache[key]
 
     def columns(self, activations: bool) -> dict[str, list[str]]:
-        """The statistics recorded per step, each with the names of its columns."""
-        layer_names = [x.name for x in self.layers]
-        cols = {"loss": ["loss"], "total_grad_norm": ["total"], "grad_norm": layer_names,
-                "weight_norm": layer_names, "update_ratio": layer_names,
-                "param_grad_norm": list(self.param_names)}
-        if activations:
-            cols.update({"out_grad_rms": layer_names, "out_mean": list(self.tracked),
-                         "out_std": list(self.tracked), "saturated": list(self.saturating),
-                         "dead": list(self.rectified)})
-        return cols
+        """The statistics recorded per step (:data:`ROW`), each with the names of its columns."""
+        whose = {"loss": ["loss"], "total": ["total"], "layers": self.layer_names, "params": self.param_names,
+                 "tracked": self.tracked, "saturating": self.saturating,
+                 "rectified": self.rectified}
+        return {stat: list(whose[group]) for stat, group, act in ROW if activations or not act}
 
     def meta(self) -> dict[str, Any]:
         """A JSON-able description of the model (saved with the history)."""
-        model_types = sorted({type(m).__name__ for m in self.model.modules()})
+        mods = list(self.model.modules())
+        model_types = sorted({type(m).__name__ for m in mods})
         return {"layers": [x.to_dict() for x in self.layers],
                 "activations": [x.to_dict() for x in self.activations],
                 "norm_layers": any(t.startswith(_NORMS) for t in model_types),
-                "recurrent": any(t in _RECURRENT for t in model_types)}
+                "recurrent": any(t in _RECURRENT for t in model_types),
+                "residual": any(_residual(m) for m in mods),
+                "attention": any("Attention" in t for t in model_types),
+                "compiled": self.compiled}
+
+
+def _residual(module: nn.Module) -> bool:
+    """Whether ``module`` adds its input to its output: it says so (``gradwell_residual`` or a
+    ``residual`` flag, as gradwell.nn blocks do), or it is a transformer block (torch's
+    ``TransformerEncoderLayer``/``DecoderLayer``, a Hugging Face ``...Block``/``...Layer``) or
+    a ResNet block (``BasicBlock``, ``Bottleneck``)."""
+    for attr in ("gradwell_residual", "residual"):
+        flag = getattr(module, attr, None)
+        if isinstance(flag, bool):
+            return flag
+    name = type(module).__name__
+    if name in _RESIDUAL_BLOCKS:
+        return True
+    return (type(module).__module__.startswith("transformers.")
+            and name.endswith(("Block", "DecoderLayer", "EncoderLayer", "Layer"))
+            and not name.endswith(("Norm", "Embedding")))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """``DistributedDataParallel`` / ``DataParallel`` -> the wrapped module (names without
-    the ``module.`` prefix, so every rank and a single-process run see the same names)."""
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
-    return model
+    """``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` -> the wrapped module
+    (names without ``module.`` or ``_orig_mod.``, so every rank, a compiled and a plain run see
+    the same names)."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif is_compiled(model):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def is_compiled(module: nn.Module) -> bool:
+    """True for the ``OptimizedModule`` that ``torch.compile(module)`` returns."""
+    return type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod")
+
+
+def _clean(name: str) -> str:
+    """A qualified name without the ``_orig_mod`` of compiled submodules."""
+    parts = [p for p in name.split(".") if p != "_orig_mod"]
+    return ".".join(parts) or "(model)"

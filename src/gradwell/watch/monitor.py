@@ -6,15 +6,38 @@ Two ways to drive it:
   the update of step ``s`` (the change ``opt.step()`` makes) is measured at the next call.
 * ``watch(model, optimizer=opt)`` - step hooks on the optimizer record once per optimizer
   step (so gradient accumulation over micro-batches is one step) and measure the update
-  exactly; ``mon.step()`` is then not needed. Gradwell optimizers that clip (or skip
-  non-finite steps) already computed every gradient norm: the monitor re-uses them.
+  exactly; ``mon.step()`` is then optional.
 
-Cost per recorded step: one foreach norm pass over the gradients, a few reductions per watched
-activation, and exactly one device-to-host transfer. On one recorded step in ``update_every``
-(default: about one training step in 10, ``max(1, 10 // every)`` recorded steps) also a norm
-pass over the weights, and a copy and a subtraction of the parameters for the update
-(``updates=False`` drops these two); in between, the latest weight norms are carried forward.
-``every=N`` records one step in N and does nothing on the others.
+Which gradients are recorded (pre- or post-clip). Without ``optimizer=`` they are the
+gradients at ``mon.step()``: call it before your own ``clip_grad_norm_`` to see them
+unclipped. With ``optimizer=``, in order of preference:
+
+1. the gradients at ``mon.step(loss)`` if you call it (after ``loss.backward()``, before your
+   own clipping): pre-clip;
+2. the *hand-over* of an optimizer that computes every gradient norm itself before clipping
+   (gradwell's optimizers with ``clip=`` or ``skip_nonfinite=True``): after its ``step()``
+   it holds ``optimizer.last_grad_norms = (params, per_tensor_norms, total)``, the L2 norms
+   of the gradients it was given, pre-clip; the monitor re-uses them, so monitoring costs no
+   second pass (:func:`handed_over_norms`);
+3. otherwise the gradients when ``opt.step()`` starts: **post-clip** if you clipped with
+   ``torch.nn.utils.clip_grad_norm_`` in between, so a spike that your clipping removed is
+   not seen.
+
+Cost per recorded step: one foreach norm pass over the gradients and one over the weights (so
+every ratio uses the weights of its own step), a few reductions per watched activation, and
+exactly one device-to-host transfer. On one recorded step in ``update_every`` (default: about
+one training step in 10, ``max(1, 10 // every)`` recorded steps) also a copy and a subtraction
+of the parameters for the update ratio (``updates=False`` drops them); in between the update
+ratio is NaN. ``every=N`` records one step in N and does nothing on the others.
+
+``torch.compile``: the compiled module is unwrapped (names without ``_orig_mod.``); by default
+a compiled model is watched without forward hooks (``activations=False``: gradients, weights,
+updates and the loss need none, so nothing recompiles or breaks the graph). Pass
+``activations=True`` to add them (dynamo traces the hooks, with graph breaks); modules whose
+hooks never fire are reported by the ``unobserved`` finding, never as silent NaN columns.
+
+Distributed runs: every rank records the same rows (one all-reduce per recorded step); sinks,
+printing, ``save`` and ``plot`` act on rank 0 only (:attr:`Monitor.lead`).
 """
 
 from __future__ import annotations
@@ -32,7 +55,7 @@ from .history import History
 from .layers import LayerIndex
 from .sinks import JsonlSink, Sink
 
-__all__ = ["Monitor", "UPDATE_PERIOD"]
+__all__ = ["Monitor", "UPDATE_PERIOD", "handed_over_norms"]
 
 #: By default weights and updates are measured about once per this many training steps.
 UPDATE_PERIOD = 10
@@ -42,7 +65,7 @@ class Monitor:
     """Watch ``model``'s gradients; see :func:`gradwell.watch.watch` for the arguments."""
 
     def __init__(self, model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None,
-                 every: int = 1, activations: bool = True, updates: bool = True,
+                 every: int = 1, activations: bool | None = None, updates: bool = True,
                  update_every: int | None = None, max_records: int = 1024,
                  log: str | Path | None = None, sinks: Iterable[Sink] = ()) -> None:
         if update_every is None and isinstance(every, int) and not isinstance(every, bool):
@@ -51,34 +74,38 @@ class Monitor:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1 (one step in `{name}`), "
                                  f"got {value!r}")
+        self.index = LayerIndex(model)
+        if activations is None:
+            activations = not self.index.compiled
         for flag, value in (("activations", activations), ("updates", updates)):
             if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be True or False, got {value!r}")
-        self.index = LayerIndex(model)
+                raise TypeError(f"{flag} must be True or False (or None for activations: "
+                                f"True unless the model is torch.compile'd), got {value!r}")
         self.every, self.activations, self.updates = every, activations, updates
         self.update_every = update_every
         self.optimizer = _check_optimizer(optimizer, self.index)
         self._device = self.index.params[0].device
-        self._rank, self._world = _rank_world()
+        rank, self._world = _rank_world()
+        #: True on the process that writes sinks, prints and saves (rank 0, or no distributed)
+        self.lead = rank == 0
         self._history = History(self.index.columns(activations), self._meta(), max_records)
-        self._sinks: list[Any] = list(sinks)
-        if log is not None:
-            self._sinks.append(JsonlSink(log))
+        self._sinks: list[Any] = list(sinks) + ([JsonlSink(log)] if log is not None else [])
+        if not self.lead:
+            self._sinks = []                 # rank handling: sinks exist on the lead only
         self._handles: list[Any] = []
         self._closed = False
         self._step = 0                      # index of the step being observed now
         self._last_finite: int | None = None
-        self._recorded = 0                  # recorded steps so far (sets the weight cadence)
-        self._weight: Tensor | None = None  # latest measured weight norms (device)
+        self._recorded = 0                  # recorded steps so far (sets the update cadence)
+        self._early: Tensor | None = None   # gradient norms taken at mon.step() (pre-clip)
         self._pending: Pending | None = None
         self._snap: list[Tensor] | None = None
         self._loss: Tensor | None = None
         self._acts = ActivationStats()
         self._armed = True
         self._register_hooks()
-        if self._rank == 0:
-            for s in self._sinks:
-                s.start(self._history.header())
+        for s in self._sinks:
+            s.start(self._history.header())
 
     def _meta(self) -> dict[str, Any]:
         return {**self.index.meta(), "every": self.every, "watch_activations": self.activations,
@@ -115,7 +142,8 @@ class Monitor:
         Args:
             loss: optional; recorded with the step (a tensor is read in the same transfer).
                 With ``optimizer=`` given the step is recorded by the optimizer's hooks and
-                this call only hands over ``loss``.
+                this call hands over ``loss`` and takes the gradient norms now, before any
+                clipping you do next (see the module docstring).
         """
         self._check_open()
         loss_t = None if loss is None else torch.as_tensor(loss).detach()
@@ -124,6 +152,9 @@ class Monitor:
                              "reduce it (e.g. loss.mean()) before mon.step(loss)")
         if self.optimizer is not None:
             self._loss = loss_t
+            if self._step % self.every == 0 and any(p.grad is not None
+                                                    for p in self.index.params):
+                self._early = self._grad_norms()
             return
         if all(p.grad is None for p in self.index.params):
             raise RuntimeError("mon.step() found no gradients: call loss.backward() before "
@@ -137,7 +168,9 @@ class Monitor:
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._closed or self._step % self.every:
             return
-        grad = None if _reuses_norms(optimizer) else self._grad_norms()
+        grad, self._early = self._early, None
+        if grad is None and not _reuses_norms(optimizer):
+            grad = self._grad_norms()
         self._begin(self._loss, grad)
         self._loss = None
 
@@ -146,7 +179,9 @@ class Monitor:
         if self._closed:
             return
         if self._pending is not None and self._pending.grad is None:
-            self._pending.grad = self._norms_from(optimizer)
+            self._pending.grad = handed_over_norms(optimizer, self.index.params, self._device)
+            if self._pending.grad is None:
+                self._pending.grad = self._grad_norms()
         self._flush()
         self._loss = None
         self._advance()
@@ -167,32 +202,18 @@ class Monitor:
             out[idx] = norms([params[i].grad for i in present], self._device)
         return out
 
-    def _norms_from(self, optimizer: Any) -> Tensor:
-        """This step's gradient norms as the gradwell optimizer computed them (pre-clipping)."""
-        last = getattr(optimizer, "last_grad_norms", None)
-        if last is None:
-            return self._grad_norms()
-        params, per_tensor, _ = last
-        pos = {id(p): i for i, p in enumerate(params)}
-        zero = torch.zeros((), device=self._device)
-        picked = [per_tensor[pos[id(p)]] if id(p) in pos else zero for p in self.index.params]
-        return torch.stack([n.to(self._device, torch.float32) for n in picked])
-
     @torch.no_grad()
     def _begin(self, loss: Tensor | None, grad: Tensor | None) -> None:
         params = self.index.params           # under no_grad: no detach needed
-        measure = self._recorded % self.update_every == 0
+        snapped = self.updates and self._recorded % self.update_every == 0
         self._recorded += 1
-        if measure or self._weight is None:
-            self._weight = norms(params, self._device)
-        snapped = measure and self.updates
         if snapped:
             if self._snap is None:
                 self._snap = [p.detach().clone() for p in params]
             else:
                 torch._foreach_copy_(self._snap, params)
         acts = self._acts if self.activations else None
-        self._pending = Pending(self._step, grad, self._weight, loss, acts)
+        self._pending = Pending(self._step, grad, norms(params, self._device), loss, acts)
         self._pending.snapped = snapped
         self._acts = ActivationStats()
 
@@ -223,7 +244,7 @@ class Monitor:
                 self._history.add_event(event)
         if event is None and self._history.first_nonfinite() is None:
             self._last_finite = step
-        if self._rank == 0 and self._sinks:
+        if self._sinks:
             record = self._history.as_record(step, row)
             for s in self._sinks:
                 s.write(record)
@@ -255,20 +276,20 @@ class Monitor:
         """
         from .report import Summary
         s = Summary(self._results(), self.findings())
-        if show and self._rank == 0:
+        if show and self.lead:
             s.print()
         return s
 
     def save(self, path: str | Path) -> Path | None:
         """Write the history as JSON lines (rank 0 only; other ranks return None)."""
         hist = self._results()
-        return hist.save(path) if self._rank == 0 else None
+        return hist.save(path) if self.lead else None
 
     def plot(self, path: str | Path) -> Path | None:
         """Save the gradient-flow figure (rank 0 only; other ranks return None)."""
         from .report import plot
         hist = self._results()
-        return plot(hist, path, self.findings()) if self._rank == 0 else None
+        return plot(hist, path, self.findings()) if self.lead else None
 
     @property
     def layers(self) -> list[str]:
@@ -286,9 +307,8 @@ class Monitor:
             h.remove()
         self._handles.clear()
         self._snap = None
-        if self._rank == 0:
-            for s in self._sinks:
-                s.close()
+        for s in self._sinks:
+            s.close()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -333,6 +353,29 @@ def _reuses_norms(optimizer: Any) -> bool:
     if clip is not None:
         return float(getattr(clip, "norm_type", 2.0)) == 2.0
     return bool(getattr(optimizer, "skip_nonfinite", False))
+
+
+def handed_over_norms(optimizer: Any, params: list[Tensor],
+                      device: torch.device) -> Tensor | None:
+    """The optimizer's pre-clip gradient norms of this step, one per tensor of ``params``
+    (float32 on ``device``), or None when it hands none over.
+
+    The hand-over: after ``step()`` the optimizer holds ``last_grad_norms = (params,
+    per_tensor_norms, total)``, the L2 norm of every gradient it was given, computed before
+    clipping (gradwell's optimizers do when they clip or skip non-finite steps). Parameters
+    the optimizer does not hold get a zero norm.
+    """
+    last = getattr(optimizer, "last_grad_norms", None)
+    if last is None:
+        return None
+    held, per_tensor = last[0], last[1]
+    if len(held) != len(per_tensor):
+        raise ValueError(f"optimizer.last_grad_norms holds {len(held)} parameters but "
+                         f"{len(per_tensor)} norms; expected (params, per_tensor_norms, total)")
+    pos = {id(p): i for i, p in enumerate(held)}
+    zero = torch.zeros((), device=device)
+    picked = [per_tensor[pos[id(p)]] if id(p) in pos else zero for p in params]
+    return torch.stack([n.to(device, torch.float32) for n in picked])
 
 
 def _rank_world() -> tuple[int, int]:

@@ -10,7 +10,48 @@ import numpy as np
 
 from .history import History
 
-__all__ = ["Summary", "plot"]
+__all__ = ["Summary", "plot", "short_name"]
+
+ELLIPSIS = "\u2026"
+
+
+def short_name(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters, still telling layers apart: the dotted parts
+    nearest the root go first (each run of them becomes one "\u2026"); block indices and the
+    last part stay (``bert.encoder.layer.0.attention.self.query`` -> ``\u2026.0.\u2026.query``)."""
+    if len(name) <= width:
+        return name
+    parts = name.split(".")
+    dropped: set[int] = set()
+    text = name
+    for i, part in enumerate(parts[:-1]):
+        if part.isdigit():
+            continue
+        dropped.add(i)
+        text = _join(parts, dropped)
+        if len(text) <= width:
+            return text
+    return text if len(text) <= width else ELLIPSIS + text[len(text) - width + 1:]
+
+
+def _join(parts: list[str], dropped: set[int]) -> str:
+    out: list[str] = []
+    for i, p in enumerate(parts):
+        if i not in dropped:
+            out.append(p)
+        elif not out or out[-1] != ELLIPSIS:
+            out.append(ELLIPSIS)
+    return ".".join(out)
+
+
+def _plain(text: str) -> str:
+    """A label shown as typed: matplotlib would read ``$...$`` as mathtext."""
+    return text.replace("$", "\\$")
+
+
+def _div(a: float, b: float) -> float:
+    """``a / b``, NaN when ``b`` is zero or not a number (a zero weight has no ratio)."""
+    return a / b if b and not math.isnan(b) else math.nan
 
 
 def _num(x: float, log: bool = False) -> str:
@@ -41,8 +82,9 @@ class Summary:
     ``str(summary)`` is plain text; in ``rich`` (``rich.print``, Jupyter) it is a table.
     """
 
-    def __init__(self, history: History, findings: list[Any]) -> None:
+    def __init__(self, history: History, findings: list[Any], width: int | None = None) -> None:
         self.history, self.findings = history, findings
+        self.width = width          # characters; None: the console's (160 for str())
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per layer (module with parameters) and per activation module."""
@@ -56,7 +98,7 @@ class Summary:
             n = x["name"]
             g, w = rec["grad_norm"][n], rec["weight_norm"][n]
             out.append({"layer": n, "type": x["type"], "grad_norm": g, "weight_norm": w,
-                        "grad/weight": g / w if w else math.nan,
+                        "grad/weight": _div(g, w),
                         "update/weight": upd[n],
                         "out_grad_rms": rec.get("out_grad_rms", {}).get(n, math.nan),
                         "out_mean": rec.get("out_mean", {}).get(n, math.nan),
@@ -71,53 +113,46 @@ class Summary:
         return out
 
     def __rich__(self) -> Any:
-        """Two compact tables (weights and gradients; outputs and activations) that fit 80
-        columns, then the findings."""
         from rich.console import Group
+        from rich.table import Table
         rec = self.history.latest()
         step = rec["step"] if rec else "-"
+        t = Table(title=f"gradwell.watch - step {step} ({self.history.recorded} recorded)")
         rows = self.rows()
-        grads = _table(f"gradwell.watch - step {step} ({self.history.recorded} recorded): "
-                       "weights and gradients",
-                       ("grad\nnorm", "weight\nnorm", "grad/\nweight", "log10\nupd/w",
-                        "out-grad\nrms"),
-                       [(r, (_num(r["grad_norm"]), _num(r["weight_norm"]),
-                             _num(r["grad/weight"]), _num(r["update/weight"], log=True),
-                             _num(r["out_grad_rms"]))) for r in rows if "grad_norm" in r])
-        outs = _table("outputs and activations",
-                      ("out\nmean", "out\nstd", "satu-\nrated", "dead"),
-                      [(r, (_num(r["out_mean"]), _num(r["out_std"]), _pct(r.get("saturated")),
-                            _pct(r.get("dead")))) for r in rows])
+        name_w = max(12, (self.width or 160) // 4)
+        for col in ("layer", "type", "grad norm", "weight norm", "grad/weight",
+                    "log10 upd/w", "out-grad rms", "out mean", "out std", "saturated", "dead"):
+            t.add_column(col, justify="left" if col in ("layer", "type") else "right",
+                         no_wrap=col == "layer",
+                         min_width=min(name_w, max((len(r["layer"]) for r in rows), default=5))
+                         if col == "layer" else None)
+        for r in rows:
+            t.add_row(_escape(short_name(r["layer"], name_w)), r["type"],
+                      _num(r.get("grad_norm", math.nan)),
+                      _num(r.get("weight_norm", math.nan)), _num(r.get("grad/weight", math.nan)),
+                      _num(r.get("update/weight", math.nan), log=True),
+                      _num(r.get("out_grad_rms", math.nan)), _num(r["out_mean"]),
+                      _num(r["out_std"]), _pct(r.get("saturated")), _pct(r.get("dead")))
         colour = {"error": "red", "warning": "yellow", "info": "cyan"}
-        lines = [f"[{colour[f.severity]}]{_escape(str(f))}[/]" for f in self.findings]
+        lines, said = [], set()
+        for f in self.findings:                  # each remedy once, with its first finding
+            rems = [r for r in f.remedies if r not in said]
+            said.update(rems)
+            text = "\n".join([f"[{f.severity}] {f.message}"] + [f"  -> {r}" for r in rems])
+            lines.append(f"[{colour[f.severity]}]{_escape(text)}[/]")
         verdict = "\n".join(lines) if lines else "[green]no findings: gradients look healthy[/]"
-        return Group(grads, outs, verdict)
+        return Group(t, verdict)
 
     def __str__(self) -> str:
         from rich.console import Console
-        console = Console(width=160, record=True, color_system=None, force_terminal=False,
+        console = Console(width=self.width or 160, record=True, color_system=None, force_terminal=False,
                           file=_Null())
         console.print(self)
         return console.export_text()
 
     def print(self) -> None:
         from rich.console import Console
-        Console().print(self)
-
-
-def _table(title: str, headers: tuple[str, ...], rows: list[tuple[dict, tuple[str, ...]]]) -> Any:
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-    t = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-              show_edge=False, collapse_padding=True)
-    t.add_column("layer", overflow="fold")
-    t.add_column("type", overflow="fold")
-    for h in headers:
-        t.add_column(h, justify="right", no_wrap=True)
-    for r, cells in rows:
-        t.add_row(Text(r["layer"]), Text(r["type"]), *cells)
-    return t
+        Console(width=self.width).print(self)
 
 
 def _escape(text: str) -> str:
@@ -159,7 +194,7 @@ def _heatmap(ax: Any, steps: np.ndarray, names: list[str], grad: np.ndarray) -> 
         img = np.log10(np.where(grad > 0, grad, np.nan)).T
     im = ax.imshow(img, aspect="auto", interpolation="nearest", cmap="viridis",
                    extent=(float(steps[0]) - 0.5, float(steps[-1]) + 0.5, len(names) - 0.5, -0.5))
-    ax.set_yticks(range(len(names)), [n[-18:] for n in names], fontsize=6)
+    ax.set_yticks(range(len(names)), [_plain(short_name(n, 28)) for n in names], fontsize=6)
     ax.set_xlabel("step")
     ax.set_title("log10 gradient norm per layer (input at top)")
     ax.figure.colorbar(im, ax=ax)
@@ -168,7 +203,7 @@ def _heatmap(ax: Any, steps: np.ndarray, names: list[str], grad: np.ndarray) -> 
 def _bars(ax: Any, history: History, names: list[str]) -> None:
     rec = history.latest()
     with np.errstate(divide="ignore", invalid="ignore"):
-        gw = np.log10([rec["grad_norm"][n] / rec["weight_norm"][n] for n in names])
+        gw = np.log10([_div(rec["grad_norm"][n], rec["weight_norm"][n]) for n in names])
         upd = last_measured(history, "update_ratio")
         uw = np.log10([upd[n] for n in names])
     gw[~np.isfinite(gw)] = np.nan          # a zero update (the layer did not move) has no bar
@@ -177,7 +212,7 @@ def _bars(ax: Any, history: History, names: list[str]) -> None:
     ax.bar(x - 0.2, gw, 0.4, label="log10 grad/weight")
     ax.bar(x + 0.2, uw, 0.4, label="log10 update/weight")
     ax.axhline(-3, color="grey", ls="--", lw=0.8, label="update/weight 1e-3 (Karpathy)")
-    ax.set_xticks(x, [n[-12:] for n in names], rotation=90, fontsize=6)
+    ax.set_xticks(x, [_plain(short_name(n, 20)) for n in names], rotation=90, fontsize=6)
     ax.set_title(f"per layer at step {rec['step']}")
     ax.legend(fontsize=7)
 
@@ -188,7 +223,7 @@ def _activation_panel(ax: Any, history: History) -> None:
         if history.columns.get(stat):
             steps, names, vals = history.series(stat)
             for j, n in enumerate(names):
-                ax.plot(steps, vals[:, j], lw=0.9, label=f"{label}: {n[-14:]}")
+                ax.plot(steps, vals[:, j], lw=0.9, label=_plain(f"{label}: {short_name(n, 20)}"))
             drawn = True
     ax.set_title("activation saturation / dead units")
     ax.set_xlabel("step")
