@@ -31,3 +31,6 @@ def test_the_bottom_line_names_what_works_the_fastest_and_by_how_much():
     assert line == ("2 of 3 configurations reach test_acc ≥ 0.9; the fastest is BN (69 steps, "
                     "6.7x fewer than the slowest that got there, residual). Never reached: plain.")
     assert bottom_line(rows, None) == ""
+    at_start = bottom_line([_row("a", 0, 0.95, 0.0), _row("b", 10, 0.9, 1.0)],
+                           {"metric": "test_acc", "value": 0.05})
+    assert at_start == "2 of 2 configurations reach test_acc ≥ 0.05; the fastest is a (0 steps)."

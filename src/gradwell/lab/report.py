@@ -130,7 +130,7 @@ def bottom_line(rows: list[Row], target: dict | None) -> str:
     best, slow = order[0], order[-1]
     text = (f"{len(order)} of {len(rows)} configurations reach {goal}; the fastest is "
             f"{best.label} ({best.values['steps_to_target']:.0f} steps")
-    if slow is not best:
+    if slow is not best and best.values["steps_to_target"] > 0:
         ratio = slow.values["steps_to_target"] / best.values["steps_to_target"]
         text += f", {ratio:.1f}x fewer than the slowest that got there, {slow.label}"
     text += ")."
