@@ -18,6 +18,8 @@ BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
     ("optim_step.py", "clip_grad_norm_ + torch Adam fused"),
     ("clip_overhead.py", "clip_grad_norm_"),
     ("watch_overhead.py", "watch"),
+    ("distributed_overhead.py", "ratio gradwell / torch"),
+    ("locate_overhead.py", "detect_anomaly(check_nan=True)"),
 ])
 def test_benchmark_runs(script: str, expected: str) -> None:
     out = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick"], check=True,

@@ -35,6 +35,17 @@ def test_gd_vs_sgd_minibatch_gets_further_in_the_same_epochs() -> None:
     assert sgd_loss < gd_loss and sgd_acc > 0.9
 
 
+def test_locate_names_the_log_of_an_underflowed_softmax_and_log_softmax_fixes_it() -> None:
+    import torch
+    result = load("locate_nan").main()
+    origin = result["origin"]
+    assert result["step"] == 40                      # only the planted batch goes bad
+    assert (origin.phase, origin.module, origin.node) == ("backward", None, "LogBackward0")
+    assert "epsilon" in origin.remedy
+    # torch-only check of the fix: log_softmax on the same batch, gradients all finite
+    assert result["fixed_finite"] and torch.isfinite(torch.tensor(result["fixed_loss"]))
+
+
 def test_doctor_digits_lr_find_suggests_a_rate_adam_trains_with(tmp_path) -> None:
     example = load("doctor_digits")
     result = example.main(plot=str(tmp_path / "lr.png"))
@@ -43,3 +54,13 @@ def test_doctor_digits_lr_find_suggests_a_rate_adam_trains_with(tmp_path) -> Non
     assert 1e-3 <= result.suggested_lr <= 1e-1
     assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
     assert isinstance(example.make_model(), gradwell.nn.MLP)
+
+
+def test_guard_replay_names_the_poisoned_samples_and_a_resumed_epoch_skips_nothing(
+        tmp_path) -> None:
+    example = load("guard_replay")
+    result = example.main(str(tmp_path))
+    assert result["found"] == set(example.POISONED)        # the planted NaN samples, no others
+    assert result["triage"] == ["data"] * len(example.POISONED)  # each is drawn once per epoch
+    assert result["first"].count("skipped") == len(example.POISONED)
+    assert result["second"] == ["ok"] * 28                  # (1797 - 4) // 64 full batches

@@ -25,6 +25,9 @@ axis (detected by class name, ``Conv1D`` with an ``nf`` attribute equal to the l
 The paper does not clip the final classifier layer ("we find it is beneficial not to clip the
 final linear layer"); pass it as ``exclude=`` (a module, a tensor, or an iterable of them).
 
+Under FSDP2 (``Shard(0)``) every unit is whole on one rank, so row norms are local; the norms
+of sharded 1-D weights (one unit each) are reduced in one all-reduce.
+
 Cost: two row-norm reductions per matrix (gradient and weight; the norms of 1-D gradients come
 from the caller), four foreach ops on the small list of unit norms, one broadcasting foreach
 multiply; no value is read back to the host.
@@ -37,6 +40,7 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
+from .._distributed import param_unit_norms
 from .base import Clipper, check_positive, refuse_sparse
 
 __all__ = ["AGC", "unit_norms", "conv1d_weights"]
@@ -91,7 +95,7 @@ class AGC(Clipper):
         gs = [grads[i] for i in keep]
         axes = [-1 if id(params[i]) in self._last_axis else self.unit_axis for i in keep]
         g_units = unit_norms(gs, [norms[i] for i in keep] if norms else None, axes)
-        max_norms = unit_norms([params[i].detach() for i in keep], axes=axes)
+        max_norms = param_unit_norms([params[i] for i in keep], unit_norms, axes)  # FSDP2-aware
         torch._foreach_clamp_min_(max_norms, self.eps)
         torch._foreach_mul_(max_norms, self.clipping)
         # min(1, max_norm / ||G_i||): an all-zero unit gives inf -> 1, i.e. it is left alone.

@@ -23,6 +23,8 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
+from .._distributed import local, reducer_for
+
 __all__ = ["Clipper", "clip_", "grad_norms", "total_norm", "check_clipper", "nonfinite_flag"]
 
 
@@ -72,11 +74,33 @@ def check_clipper(clip: Any, name: str = "clip") -> Clipper | None:
         f"got {type(clip).__module__}.{type(clip).__qualname__}: {clip!r}")
 
 
-def grad_norms(grads: list[Tensor], norm_type: float = 2.0) -> list[Tensor]:
-    """Per-tensor ``norm_type``-norms of ``grads`` in one foreach pass (0-dim tensors, no sync)."""
+def grad_norms(grads: list[Tensor], norm_type: float = 2.0,
+               dtype: torch.dtype | None = None) -> list[Tensor]:
+    """Per-tensor ``norm_type``-norms of ``grads`` in one foreach pass (0-dim tensors, no sync);
+    ``dtype``: accumulate and return in it."""
     if not grads:
         return []
-    return list(torch._foreach_norm(_values(grads), norm_type))
+    grads = _values(grads)
+    if math.isinf(norm_type) and any(g.numel() == 0 for g in grads):
+        # an empty tensor (an FSDP2 shard with no rows) has inf-norm 0, the identity of max
+        full = [i for i, g in enumerate(grads) if g.numel()]
+        found = iter(torch._foreach_norm([grads[i] for i in full], norm_type, dtype=dtype)
+                     if full else [])
+        return [next(found) if g.numel() else g.new_zeros((), dtype=dtype or _real(g.dtype))
+                for g in grads]
+    return list(torch._foreach_norm(grads, norm_type, dtype=dtype))
+
+
+def _real(dtype: torch.dtype) -> torch.dtype:
+    return dtype.to_real() if dtype.is_complex else dtype
+
+
+def full_norms(tensors: list[Tensor], norms: list[Tensor], norm_type: float = 2.0
+               ) -> list[Tensor]:
+    """``norms`` of the local shards of ``tensors`` as norms of the full tensors (FSDP2: one
+    all-reduce; plain tensors: unchanged, no collective)."""
+    reducer = reducer_for(tensors)
+    return norms if reducer is None else reducer.reduce(norms, norm_type)[0]
 
 
 def _values(grads: list[Tensor]) -> list[Tensor]:
@@ -106,8 +130,8 @@ def total_norm(norms: list[Tensor], norm_type: float = 2.0) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]), norm_type)
 
 
-def nonfinite_flag(grads: list[Tensor], norms: list[Tensor], total: Tensor, norm_type: float
-                   ) -> tuple[Tensor, list[Tensor], Tensor]:
+def nonfinite_flag(grads: list[Tensor], norms: list[Tensor], total: Tensor, norm_type: float,
+                   reducer: Any = None) -> tuple[Tensor, list[Tensor], Tensor]:
     """``found_inf`` (0-dim float32, 1.0 if any gradient holds NaN/Inf) from the norm pass.
 
     A non-finite element makes the norm non-finite, so a finite ``total`` proves the step clean
@@ -117,6 +141,10 @@ def nonfinite_flag(grads: list[Tensor], norms: list[Tensor], total: Tensor, norm
     gradients are recomputed with float64 accumulation. On accelerators, where that read would
     stall the stream, an overflowing norm counts as non-finite.
 
+    Under FSDP2 ``grads`` are local shards and ``reducer`` (a ``ShardReducer``) makes that
+    settlement agreed: the element check and the float64 norms travel in one all-reduce, so
+    every rank reaches the same verdict.
+
     Returns:
         ``(found_inf, norms, total)``, the norms recomputed if they had overflowed.
     """
@@ -124,9 +152,14 @@ def nonfinite_flag(grads: list[Tensor], norms: list[Tensor], total: Tensor, norm
     if total.device.type != "cpu" or not found_inf.item():
         return found_inf, norms, total
     grads = _values(grads)
-    if any(not bool(torch.isfinite(g).all()) for g in grads):
+    bad = torch.tensor([float(any(not bool(torch.isfinite(g).all()) for g in grads))])
+    if reducer is None and bad.item():
         return found_inf, norms, total
-    norms = list(torch._foreach_norm(grads, norm_type, dtype=torch.float64))
+    norms = grad_norms(grads, norm_type, torch.float64)
+    if reducer is not None:
+        norms, bad = reducer.reduce(norms, norm_type, bad)
+        if bad.item():
+            return found_inf, norms, total
     return torch.zeros((), dtype=torch.float32), norms, total_norm(norms, norm_type)
 
 
@@ -149,15 +182,16 @@ def clip_(parameters: Tensor | Iterable[Tensor], clipper: Clipper) -> tuple[Tens
     params = [p for p in parameters if p.grad is not None]
     if not params:
         return torch.tensor(0.0), torch.tensor(1.0)
-    grads = [p.grad for p in params]
-    norms = grad_norms(grads, clipper.norm_type)
+    grads = [local(p.grad) for p in params]
+    norms = full_norms(params, grad_norms(grads, clipper.norm_type), clipper.norm_type)
     total = total_norm(norms, clipper.norm_type)
     factor = clipper(grads, params, norms, total)
     if factor is not None:
         if effective_factor(factor) is not None:
             apply_factor_(grads, factor)
     else:
-        after = total_norm(grad_norms(grads, clipper.norm_type), clipper.norm_type)
+        after = total_norm(full_norms(params, grad_norms(grads, clipper.norm_type),
+                                      clipper.norm_type), clipper.norm_type)
         factor = torch.where(total > 0, after / total, torch.ones_like(total))
     return total, torch.where(torch.isfinite(total), factor, torch.full_like(factor, math.nan))
 

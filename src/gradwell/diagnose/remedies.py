@@ -102,7 +102,11 @@ def for_nonfinite(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     else:
         first = (f"the gradient of {ev.get('parameter') or ev.get('layer')} became non-finite: "
                  "look for ops with unbounded derivatives there (sqrt or log at 0, division)")
-    out = [first, step_skip]
+    locate = ("name the op and module where it was born: run that batch under `with "
+              "gradwell.locate(model) as loc:` (loc.origin), or guard.step(loss, replay=...)")
+    origin = ev.get("origin")
+    out = [origin["remedy"], first] if origin else [first, locate]
+    out.append(step_skip)
     median = ev.get("preceding_median_grad_norm", float("nan"))
     if ev.get("preceded_by_exploding"):
         out.append("clip the gradients (see the exploding finding) and lower the learning rate")

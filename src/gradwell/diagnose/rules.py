@@ -204,6 +204,11 @@ def nonfinite(v: View) -> Finding | None:
         ev["preceding_median_grad_norm"] = float(np.median(before))
     boom = exploding(v)
     ev["preceded_by_exploding"] = boom is not None
+    replayed = next((e for e in v.history.events if e.get("kind") == "guard"
+                     and e.get("origin")), None)   # the guard replayed under gradwell.locate
+    if replayed is not None:
+        ev["origin"], ev["triage"] = replayed["origin"], replayed.get("triage")
+        ev["summary"] += f"; guard replay ({replayed.get('triage')}): {replayed['origin']['text']}"
     return Finding("nonfinite", event.get("layer"), int(event["step"]), "error", ev,
                    remedies.for_nonfinite(ev, v.meta))
 

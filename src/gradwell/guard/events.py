@@ -25,10 +25,14 @@ REASONS = {
 }
 
 _REMEDIES = {
-    "nonfinite_loss": ["check the batch for NaN/Inf inputs or labels",
+    "nonfinite_loss": ["find where the NaN is born: guard.step(loss, replay=lambda: "
+                       "loss_fn(model(x), y)) or with gradwell.locate(model)",
+                       "check the batch for NaN/Inf inputs or labels",
                        "look for log(0), division by zero or overflow in the loss",
                        "lower the learning rate"],
-    "nonfinite_grad": ["clip gradients: clip=gradwell.clip.GlobalNorm(1.0) or ZClip()",
+    "nonfinite_grad": ["find where the NaN is born: guard.step(loss, replay=lambda: "
+                       "loss_fn(model(x), y)) or with gradwell.locate(model)",
+                       "clip gradients: clip=gradwell.clip.GlobalNorm(1.0) or ZClip()",
                        "lower the learning rate",
                        "check custom autograd functions and sqrt/log of zero"],
     "loss_spike": ["lower the learning rate or lengthen warmup",
@@ -97,6 +101,13 @@ def to_finding(event: GuardEvent) -> Any:
     else:
         return None
     layers = event.detail.get("nonfinite_layers") or []
+    origin = event.detail.get("origin")
+    if "triage" in event.detail:  # the guard replayed the step under gradwell.locate
+        summary += f"; replay: {event.detail['triage']}"
+        if origin:
+            summary += f" - {origin['text']}"
+            remedies = [origin["remedy"], *remedies]
+            layers = [origin["module"]] if origin.get("module") else layers
     evidence = {"source": "guard", "summary": summary, "reason": event.reason,
                 "loss": event.loss, "grad_norm": event.grad_norm, **event.detail}
     return Finding(kind=kind, layer=layers[0] if layers else None, step=event.step,

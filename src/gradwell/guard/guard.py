@@ -6,6 +6,8 @@ Per call of :meth:`Guard.step` (after ``loss.backward()``):
 2. the loss and the global gradient norm are read to the host (one synchronisation);
 3. the step is *bad* if either is NaN/Inf, or if either is a spike: a robust z-score
    (median/MAD, see :mod:`gradwell.guard.spike`) above ``spike_z`` against recent healthy steps;
+   Under DDP and FSDP2 the loss is averaged over ranks and the norm is the full gradient's, in
+   one all-reduce: every rank sees the same numbers and takes the same decision below;
 4. a good step: ``clip`` (if any), then ``optimizer.step()`` (``scaler.step`` + ``update``),
    then ``scheduler.step()``; status ``"ok"``;
 5. a bad step: nothing is applied and the gradients are dropped: parameters, optimizer state and
@@ -29,10 +31,13 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from .._distributed import agree, local, world
 from ..clip.base import Clipper, check_clipper, clip_, grad_norms, total_norm
 from .checks import check_int, check_models, check_optional_positive, check_unit_interval
 from .events import GuardEvent, to_finding, to_record
-from .snapshot import SnapshotError, SnapshotStore, capture, restore, state_bytes
+from .flagged import Flagged
+from .sharded import snapshot_store
+from .snapshot import SnapshotError, capture, restore, state_bytes
 from .spike import RobustZ
 
 __all__ = ["Guard"]
@@ -59,8 +64,10 @@ class Guard:
         spike_window: how many recent good steps the spike statistics use.
         spike_warmup: good steps before spike detection starts.
         snapshot_dir: keep snapshots as files there (atomic, checksummed writes) instead of in
-            memory. The directory is locked for this Guard until :meth:`close` (or the end of
-            the process); a second Guard on it raises ``SnapshotError``.
+            memory; for an FSDP2 model, as ``torch.distributed.checkpoint`` directories (each
+            rank writes its own shards). A plain directory is locked for this Guard until
+            :meth:`close` (or the end of the process); a second Guard on it raises
+            ``SnapshotError``.
         resume: with ``snapshot_dir``: continue from the ``trusted.pt`` an earlier run left
             there (model, optimizer, scheduler, scaler, clipper and the guard's counters are
             restored). Without it, a directory holding a trusted snapshot is refused, so a
@@ -112,7 +119,9 @@ class Guard:
         self.bad_in_a_row = 0
         self._pending_good = 0  # good steps in a row since the candidate was taken
         self._rollbacks_in_a_row = 0
+        self._capture_due = False   # check(): take the candidate at the next call
         self._open_store(snapshot_dir, resume)
+        self._flagged = Flagged(model, snapshot_dir)
 
     def _open_store(self, snapshot_dir: str | os.PathLike[str] | None, resume: bool) -> None:
         if not isinstance(resume, bool):
@@ -120,9 +129,9 @@ class Guard:
         if resume and snapshot_dir is None:
             raise ValueError("resume=True needs snapshot_dir (the directory an earlier run "
                              "wrote its trusted.pt to)")
-        self._store = SnapshotStore(snapshot_dir)
+        self._store = snapshot_store(snapshot_dir, self.model)  # FSDP2: sharded (DCP)
         try:
-            if not self._store.survivor:
+            if not getattr(self._store, "survivor", False):
                 self._store.put("trusted", self._capture())
             elif not resume:
                 raise SnapshotError(
@@ -133,12 +142,13 @@ class Guard:
                 extra = self._restore_trusted()
                 self.lr_scale, self.steps = extra["lr_scale"], extra.get("steps", 0)
         except BaseException:
-            self._store.close()
+            self.close()
             raise
 
     def close(self) -> None:
         """Release ``snapshot_dir`` for another Guard (its files stay, for ``resume=True``)."""
-        self._store.close()
+        if hasattr(self._store, "close"):
+            self._store.close()
 
     def __enter__(self) -> Guard:
         return self
@@ -147,28 +157,77 @@ class Guard:
         self.close()
 
     # ------------------------------------------------------------------------------ the step
-    def step(self, loss: Tensor | float) -> str:
+    def step(self, loss: Tensor | float, replay: Any = None, samples: Any = None) -> str:
         """Check this step's loss and gradients, then step, skip or roll back.
 
         Call after ``loss.backward()`` (``scaler.scale(loss).backward()`` with AMP), passing
         the unscaled ``loss``. Returns ``"ok"``, ``"skipped"`` or ``"rolled_back"``.
+
+        Args:
+            replay: opt-in triage of a non-finite step: a zero-argument callable recomputing
+                the loss (``lambda: loss_fn(model(x), y)``) or a
+                :class:`~gradwell.guard.triage.Batch`, which also names culprit samples by
+                their per-sample gradient norms. The step is re-run once under
+                ``gradwell.locate``; ``detail["triage"]`` is ``"data"``, ``"reproducible"``
+                or ``"transient"`` and ``detail["origin"]`` where the NaN was born.
+            samples: the ids of this batch's samples (a sequence, a tensor, or a
+                :class:`~gradwell.guard.samples.SampleTracker`, passed every step): a refused
+                step writes them to the skip list (``snapshot_dir/skipped.jsonl``).
         """
         self.steps += 1
+        ids = self._flagged.ids(samples, replay)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        norms = grad_norms([p.grad for p in params])
+        loss, norms = self._agree(loss, params, grad_norms([local(p.grad) for p in params]))
         loss_v, norm_v = self._read(loss, total_norm(norms) if norms else None)
         reason, detail = self._judge(loss_v, norm_v, params, norms)
         if reason is None:
             self._reserve_snapshot()
             self._apply(params)
             self._after_good(loss_v, norm_v)
+            self._flagged.good(replay)
+            return "ok"
+        detail = {**detail, **self._flagged.inspect(reason, replay, ids, self.spike_z)}
+        status = self._after_bad(reason, loss_v, norm_v, detail)
+        self._flagged.record(self.steps - 1, status, reason, ids, detail)
+        return status
+
+    def check(self, loss: Tensor | float | None = None) -> str:
+        """Judge this step like :meth:`step` but leave applying it to the caller.
+
+        For training loops that own the optimizer step (Lightning, the Hugging Face
+        ``Trainer``; see :mod:`gradwell.integrations`). On ``"ok"`` nothing was changed: the
+        caller clips and steps the optimizer and the scheduler itself. On ``"skipped"`` or
+        ``"rolled_back"`` the gradients were dropped (set to ``None``, so torch optimizers
+        leave every parameter and its state alone) and the caller must not step the
+        scheduler. ``loss=None``: judge the gradients only. A candidate snapshot due on an
+        ``"ok"`` step is taken at the next call, once the caller has applied that step: the
+        same state :meth:`step` would capture.
+        """
+        if self._capture_due:
+            self._capture_due = False
+            self._store.put("candidate", self._capture())
+            self._pending_good = 0
+        self.steps += 1
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        given, loss = loss is not None, 0.0 if loss is None else loss
+        loss, norms = self._agree(loss, params, grad_norms([local(p.grad) for p in params]))
+        loss_v, norm_v = self._read(loss, total_norm(norms) if norms else None)
+        loss_v = loss_v if given else None
+        reason, detail = self._judge(loss_v, norm_v, params, norms)
+        loss_v = math.nan if loss_v is None else loss_v
+        if reason is None:
+            self._after_good(loss_v, norm_v, defer=True)
             return "ok"
         return self._after_bad(reason, loss_v, norm_v, detail)
 
-    def _read(self, loss: Tensor | float, total: Tensor | None) -> tuple[float, float]:
-        """Loss and gradient norm as floats, with one host synchronisation."""
+    def _agree(self, loss: Tensor | float, params: list[Tensor], norms: list[Tensor]
+               ) -> tuple[Tensor, list[Tensor]]:
+        """The loss averaged over ranks and full-tensor gradient norms (FSDP2), in one
+        all-reduce: every rank judges the same numbers, so every rank decides the same."""
         if not isinstance(loss, Tensor):
             if not isinstance(loss, (int, float)) or isinstance(loss, bool):
                 raise TypeError(f"loss must be a tensor or a number, got {type(loss).__qualname__}")
@@ -176,15 +235,24 @@ class Guard:
         if loss.numel() != 1:
             raise ValueError(f"loss must hold one value, got shape {tuple(loss.shape)}; reduce "
                              "it (e.g. loss.mean()) before guard.step")
+        _, size = world()
+        if size == 1:
+            return loss, norms
+        summed = loss.detach().reshape(1).to(torch.float64)
+        norms, summed = agree(params, norms, summed)
+        return summed.reshape(()) / size, norms
+
+    def _read(self, loss: Tensor, total: Tensor | None) -> tuple[float, float]:
+        """Loss and gradient norm as floats, with one host synchronisation."""
         values = [loss.detach().reshape(()).float()]
         if total is not None:
             values.append(total.detach().float().to(values[0].device))
         out = torch.stack(values).tolist()
         return out[0], out[1] if total is not None else 0.0
 
-    def _judge(self, loss_v: float, norm_v: float, params: list[Tensor],
+    def _judge(self, loss_v: float | None, norm_v: float, params: list[Tensor],
                norms: list[Tensor]) -> tuple[str | None, dict[str, Any]]:
-        if not math.isfinite(loss_v):
+        if loss_v is not None and not math.isfinite(loss_v):
             return "nonfinite_loss", {}
         if not math.isfinite(norm_v):
             reason = "amp_overflow" if self._scaling() else "nonfinite_grad"
@@ -192,7 +260,7 @@ class Guard:
         if self.spike_z is not None:
             for name, det, value in (("loss_spike", self._loss_z, loss_v),
                                      ("grad_spike", self._norm_z, norm_v)):
-                z = det.score(value)
+                z = None if value is None else det.score(value)
                 if z is not None and z > self.spike_z:
                     return name, {"z": round(z, 2), "spike_z": self.spike_z}
         return None, {}
@@ -201,8 +269,9 @@ class Guard:
         """When this step will be followed by a candidate snapshot, make sure it fits on disk
         before the step is applied (a full disk then changes nothing)."""
         if not self._store.has("candidate") and (self.good_steps + 1) % self.snapshot_every == 0:
-            need = max(self._store.last_size, state_bytes(self.model, self.optimizer))
-            self._store.reserve("candidate", need + 2**16)
+            need = max(getattr(self._store, "last_size", 0), state_bytes(self.model, self.optimizer))
+            if hasattr(self._store, "reserve"):
+                self._store.reserve("candidate", need + 2**16)
 
     def _apply(self, params: list[Tensor]) -> None:
         if self.clip is not None and params:
@@ -215,7 +284,7 @@ class Guard:
         if self.scheduler is not None and self.step_scheduler:
             self.scheduler.step()
 
-    def _after_good(self, loss_v: float, norm_v: float) -> None:
+    def _after_good(self, loss_v: float, norm_v: float, defer: bool = False) -> None:
         self.good_steps += 1
         self.bad_in_a_row = 0
         self._loss_z.add(loss_v)
@@ -228,6 +297,9 @@ class Guard:
                 self._event("trusted", "healthy", loss_v, norm_v,
                             {"snapshot_good_step": self.good_steps - self._pending_good})
         elif self.good_steps % self.snapshot_every == 0:
+            if defer:                 # check(): the caller has not applied this step yet
+                self._capture_due = True
+                return
             self._store.put("candidate", self._capture())
             self._pending_good = 0
 
@@ -275,6 +347,7 @@ class Guard:
         extra = restore(self._store.get("trusted"), self.model, self.optimizer,
                         self.scheduler, self.scaler)
         self._store.drop("candidate")
+        self._capture_due = False
         self.good_steps = extra["good_steps"]
         self._loss_z.load_state_dict(extra["loss_z"])
         self._norm_z.load_state_dict(extra["norm_z"])
@@ -306,6 +379,11 @@ class Guard:
             self.on_event(event)
         if self.monitor is not None and action != "trusted":
             self.monitor.history.add_event(to_record(event))
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        """The skip list: one record per refused step (and rollback) with its sample ids."""
+        return self._flagged.skips.lines
 
     def findings(self) -> list[Any]:
         """Skips and rollbacks as ``gradwell.diagnose.Finding`` objects (see ``events``)."""

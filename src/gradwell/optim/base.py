@@ -151,8 +151,11 @@ class ClipTransform(Transform):
 
     def update(self, updates: list[Tensor], states: list[dict[str, Any]], params: list[Tensor],
                group: dict[str, Any]) -> list[Tensor]:
-        from ..clip.base import grad_norms, total_norm
-        norms = grad_norms(updates, self.clipper.norm_type)
+        from .._distributed import full_tensors
+        from ..clip.base import full_norms, grad_norms, total_norm
+        params = full_tensors(params, states)  # FSDP2: the DTensors behind the local shards
+        norms = full_norms(params, grad_norms(updates, self.clipper.norm_type),
+                           self.clipper.norm_type)
         total = total_norm(norms, self.clipper.norm_type)
         if self.clipper.scales_globally:
             return list(torch._foreach_mul(updates, self.clipper(updates, params, norms, total)))

@@ -18,12 +18,12 @@ exactly 1 (nothing to clip) is dropped, so the kernel runs as if there were no c
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
 
+from .._distributed import LocalView, StateView, is_dtensor, local, reducer_for
 from ..clip.base import (Clipper, apply_factor_, check_clipper, effective_factor, grad_norms,
                          nonfinite_flag, total_norm)
 from .base import Chain, Quotient, Transform, as_tensors, check_range
@@ -34,12 +34,21 @@ ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tens
 
 
 class GroupBatch:
-    """The parameters of one group that have gradients, with their gradients and states."""
+    """The parameters of one group that have gradients, with their gradients and states.
 
-    __slots__ = ("group", "params", "grads", "states", "fresh", "sparse")
+    Under FSDP2 ``params``, ``grads`` and ``states`` are the local shards (the update is
+    elementwise, so kernels run on them unchanged); ``originals`` are the DTensor parameters.
+    """
+
+    __slots__ = ("group", "params", "grads", "states", "fresh", "sparse", "originals")
 
     def __init__(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
                  states: list[dict[str, Any]], fresh: list[Tensor]) -> None:
+        self.originals = params
+        if any(is_dtensor(p) for p in params):
+            states = [LocalView(s, p) if is_dtensor(p) else s  # type: ignore[misc]
+                      for s, p in zip(states, params)]
+            params, grads = [local(p) for p in params], [local(g) for g in grads]
         self.group, self.params, self.grads, self.states, self.fresh = (
             group, params, grads, states, fresh)
         self.sparse = any(g.is_sparse for g in grads)
@@ -170,11 +179,12 @@ class Optimizer(torch.optim.Optimizer):
         if not batches:
             return loss
         norms = self._norms(batches)
+        grads = [g for b in batches for g in b.grads]
         found_inf = None
         if self.skip_nonfinite:
             params, per_tensor, total = norms
             found_inf, per_tensor, total = nonfinite_flag(
-                [p.grad for p in params], per_tensor, total, self._norm_type())
+                grads, per_tensor, total, self._norm_type(), reducer_for(params))
             norms = self.last_grad_norms = (params, per_tensor, total)
             self._count_skip(found_inf)
             if found_inf.device.type == "cpu" or any(
@@ -186,8 +196,7 @@ class Optimizer(torch.optim.Optimizer):
         factor = None
         if self.clip is not None:
             params, per_tensor, total = norms
-            factor = effective_factor(
-                self.clip([p.grad for p in params], params, per_tensor, total))
+            factor = effective_factor(self.clip(grads, params, per_tensor, total))
         for b in batches:
             if b.sparse:
                 self._sparse_step(b, factor)
@@ -216,8 +225,11 @@ class Optimizer(torch.optim.Optimizer):
         self.last_grad_norms = None
         if self.clip is None and not self.skip_nonfinite:
             return None
-        params = [p for b in batches for p in b.params]
-        norms = grad_norms([p.grad for p in params], self._norm_type())
+        params = [p for b in batches for p in b.originals]
+        norms = grad_norms([g for b in batches for g in b.grads], self._norm_type())
+        reducer = reducer_for(params)  # FSDP2: full-tensor norms, one all-reduce
+        if reducer is not None:
+            norms, _ = reducer.reduce(norms, self._norm_type())
         self.last_grad_norms = (params, norms, total_norm(norms, self._norm_type()))
         return self.last_grad_norms
 
@@ -284,11 +296,8 @@ def _real_views(tensors: list[Tensor]) -> list[Tensor]:
     return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
 
 
-class RealView(MutableMapping):
+class RealView(StateView):
     """A complex parameter's state seen as real pairs (``torch.view_as_real``), written through."""
-
-    def __init__(self, state: dict[str, Any]) -> None:
-        self.state = state
 
     def __getitem__(self, key: str) -> Any:
         v = self.state[key]
@@ -298,15 +307,6 @@ class RealView(MutableMapping):
         if isinstance(value, Tensor) and value.ndim > 0 and value.shape[-1] == 2:
             value = torch.view_as_complex(value.contiguous())
         self.state[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.state[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.state)
-
-    def __len__(self) -> int:
-        return len(self.state)
 
 
 def _materialize(params: ParamsT) -> list[Any]:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._distributed import ShardReducer, local
 from ..clip.base import grad_norms
 from .layers import LayerIndex
 
@@ -32,10 +33,12 @@ SIGMOID_SATURATED = 0.485
 
 def norms(tensors: list[Tensor], device: torch.device) -> Tensor:
     """L2 norms of ``tensors`` as one float32 vector on ``device`` (one foreach pass, no sync;
-    a sparse gradient counts by its stored values, as in clipping)."""
+    a sparse gradient counts by its stored values, as in clipping).
+
+    DTensors (FSDP2) give the norms of their local shards; :func:`finalize` reduces them."""
     if not tensors:
         return torch.zeros(0, device=device)
-    out = grad_norms(tensors)
+    out = grad_norms([local(t) for t in tensors])
     if any(n.device != device or n.dtype != torch.float32 for n in out):
         out = [n.to(device, torch.float32) for n in out]
     return torch.stack(out)
@@ -177,12 +180,16 @@ class Pending:
                  acts: ActivationStats | None) -> None:
         self.step, self.grad, self.weight, self.loss, self.acts = step, grad, weight, loss, acts
         self.snapped = False      # True when the parameters were copied to measure the update
+        self.grad_full = False    # True when ``grad`` holds full-tensor norms (FSDP2: reduced)
 
 
 def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch.device,
-             world: int) -> tuple[np.ndarray, dict[str, Any]]:
+             world: int, shards: ShardReducer | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Assemble a recorded step as one row laid out as ``index.columns`` (``layers.ROW``), with
     one all-reduce of what differs between ranks and one host read.
+
+    Under FSDP2 (``shards``) the local-shard norms travel in the same all-reduce as the loss and
+    the activation sums, and come back as the full tensors' norms.
 
     Returns the row and the host-side extras (which modules ran, forward and backward order).
     """
@@ -192,14 +199,19 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
     def per_layer(v: Tensor) -> Tensor:
         return torch.zeros(n_layers, device=device).index_add_(0, owner, v.square()).sqrt()
 
-    weight_l = per_layer(p.weight)
     loss = (p.loss.detach().reshape(1).to(device, torch.float64) if p.loss is not None
             else torch.full((1,), float("nan"), dtype=torch.float64, device=device))
     shared, segments = ({"loss": loss}, ())
     if p.acts is not None:
         sums, segments = p.acts.sums(index, device)
         shared.update(sums)
-    shared = _sum_over_ranks(shared, world)
+    sharded = _local_squares(p, update, shards, device)
+    shared = _sum_over_ranks({**shared, **sharded}, world)
+    if sharded:                  # full-tensor norms from the summed squares of the shards
+        p.grad = shared["sq_grad"].sqrt().float() if "sq_grad" in shared else p.grad
+        p.weight = shared["sq_weight"].sqrt().float()
+        update = shared["sq_update"].sqrt().float() if update is not None else None
+    weight_l = per_layer(p.weight)
     stats = {"loss": shared["loss"], "total_grad_norm": p.grad.square().sum().sqrt(),
              "grad_norm": per_layer(p.grad), "weight_norm": weight_l,
              "update_ratio": (ratio(per_layer(update), weight_l) if update is not None
@@ -220,14 +232,30 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
     return row, extra
 
 
+def _local_squares(p: Pending, update: Tensor | None, shards: ShardReducer | None,
+                   device: torch.device) -> dict[str, Tensor]:
+    """FSDP2: squared local-shard norms to sum over ranks, each replicated copy counted once."""
+    if shards is None:
+        return {}
+    mask = shards.mask(device)
+    parts = {"sq_grad": None if p.grad_full else p.grad, "sq_weight": p.weight,
+             "sq_update": update}
+    return {k: v.to(torch.float64).square() * mask for k, v in parts.items() if v is not None}
+
+
 def _sum_over_ranks(shared: dict[str, Tensor], world: int) -> dict[str, Tensor]:
-    """Sum the activation sums over ranks and average the loss (every rank gets the same)."""
+    """Sum the activation sums over ranks and average the loss (every rank gets the same).
+
+    Each rank's backward runs on its local mean loss, ``world`` times the global one per example;
+    DDP and FSDP2 average the gradients over ranks, so the output gradients are divided too."""
     if world <= 1:
         return shared
     flat, slices = pack(shared)
     torch.distributed.all_reduce(flat)
     out = unpack(flat, slices)
     out["loss"] = out["loss"] / world
+    if "og" in out:
+        out["og"] = out["og"] / world ** 2
     return out
 
 

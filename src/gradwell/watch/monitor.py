@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import _distributed
 from . import collect
 from .collect import ActivationStats, Pending, first_tensor, norms
 from .history import History
@@ -85,7 +86,8 @@ class Monitor:
         self.update_every = update_every
         self.optimizer = _check_optimizer(optimizer, self.index)
         self._device = self.index.params[0].device
-        rank, self._world = _rank_world()
+        rank, self._world = _distributed.world()
+        self._shards = _distributed.reducer_for(self.index.params)   # FSDP2, else None
         #: True on the process that writes sinks, prints and saves (rank 0, or no distributed)
         self.lead = rank == 0
         self._history = History(self.index.columns(activations), self._meta(), max_records)
@@ -180,6 +182,7 @@ class Monitor:
             return
         if self._pending is not None and self._pending.grad is None:
             self._pending.grad = handed_over_norms(optimizer, self.index.params, self._device)
+            self._pending.grad_full = self._pending.grad is not None   # reduced by optimizer
             if self._pending.grad is None:
                 self._pending.grad = self._grad_norms()
         self._flush()
@@ -208,10 +211,11 @@ class Monitor:
         snapped = self.updates and self._recorded % self.update_every == 0
         self._recorded += 1
         if snapped:
+            shards = [_distributed.local(p) for p in params]   # FSDP2: this rank's part
             if self._snap is None:
-                self._snap = [p.detach().clone() for p in params]
+                self._snap = [p.detach().clone() for p in shards]
             else:
-                torch._foreach_copy_(self._snap, params)
+                torch._foreach_copy_(self._snap, shards)
         acts = self._acts if self.activations else None
         self._pending = Pending(self._step, grad, norms(params, self._device), loss, acts)
         self._pending.snapped = snapped
@@ -227,9 +231,10 @@ class Monitor:
             p.grad = self._grad_norms()
         update = None
         if p.snapped and self._snap is not None:
-            torch._foreach_sub_(self._snap, self.index.params)  # old - new, in place
-            update = norms(self._snap, self._device)
-        row, extra = collect.finalize(p, self.index, update, self._device, self._world)
+            torch._foreach_sub_(self._snap, [_distributed.local(q) for q in self.index.params])
+            update = norms(self._snap, self._device)              # old - new, in place
+        row, extra = collect.finalize(p, self.index, update, self._device, self._world,
+                                      self._shards)
         extra["loss_given"] = p.loss is not None
         self._store(p.step, row, extra)
 
@@ -376,10 +381,3 @@ def handed_over_norms(optimizer: Any, params: list[Tensor],
     zero = torch.zeros((), device=device)
     picked = [per_tensor[pos[id(p)]] if id(p) in pos else zero for p in params]
     return torch.stack([n.to(device, torch.float32) for n in picked])
-
-
-def _rank_world() -> tuple[int, int]:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1

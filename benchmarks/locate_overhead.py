@@ -1,0 +1,109 @@
+"""Per-step cost of ``gradwell.locate`` while armed, side by side with torch's anomaly mode.
+
+    python benchmarks/locate_overhead.py                 # digits MLP + a GPT-2-shaped fixture
+    python benchmarks/locate_overhead.py --gpt2-small    # the real GPT-2 small shape (slow on CPU)
+    python benchmarks/locate_overhead.py --quick         # a short run to check it works
+
+Each training step (forward, loss, backward, ``torch.optim.Adam`` step) runs in three ways,
+interleaved in rounds so machine drift hits all alike:
+
+* ``bare``                                   - nothing armed;
+* ``gradwell.locate(model)``                 - armed around forward + backward (target <= 1.10x);
+* ``detect_anomaly(check_nan=True)``         - torch's anomaly mode around the same.
+
+Models: the digits MLP of the examples (64-64-64-10, ReLU, batch 64) and a Hugging Face
+``GPT2LMHeadModel`` built from a config (random init, no download): 4 layers, width 256, 4 heads,
+vocabulary 2000, 8 sequences of 128 tokens (``--gpt2-small``: 12 layers, 768, 12 heads, 50257,
+4 x 128). Prints milliseconds per step (the best round: noise only adds time) and the ratio to
+``bare``, by wall clock and by process CPU time. Results belong in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+import gradwell
+
+
+def digits_mlp() -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                          nn.Linear(64, 10))
+    x, y = torch.rand(64, 64), torch.randint(0, 10, (64,))
+    return model, lambda m: nn.functional.cross_entropy(m(x), y)
+
+
+def gpt2(small: bool) -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    if small:
+        cfg, shape = GPT2Config(), (4, 128)
+    else:
+        cfg = GPT2Config(n_layer=4, n_embd=256, n_head=4, vocab_size=2000, n_positions=128,
+                         bos_token_id=0, eos_token_id=0)
+        shape = (8, 128)
+    model = GPT2LMHeadModel(cfg)
+    ids = torch.randint(0, cfg.vocab_size, shape)
+    return model, lambda m: m(ids, labels=ids).loss
+
+
+def variants(model: nn.Module) -> dict[str, Callable[[], Any]]:
+    return {"bare": contextlib.nullcontext,
+            "gradwell.locate(model)": lambda: gradwell.locate(model),
+            "detect_anomaly(check_nan=True)": lambda: torch.autograd.detect_anomaly(check_nan=True)}
+
+
+def time_steps(model: nn.Module, loss_of: Callable, opt: torch.optim.Optimizer,
+               arm: Callable[[], Any], steps: int) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        with arm():
+            loss_of(model).backward()
+        opt.step()
+    return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
+
+
+def bench(name: str, model: nn.Module, loss_of: Callable, steps: int, rounds: int) -> dict:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+    arms = variants(model)
+    best = {k: (float("inf"), float("inf")) for k in arms}
+    for k, arm in arms.items():              # warm-up
+        time_steps(model, loss_of, opt, arm, max(1, steps // 5))
+    for _ in range(rounds):
+        for k, arm in arms.items():
+            w, c = time_steps(model, loss_of, opt, arm, steps)
+            best[k] = (min(best[k][0], w), min(best[k][1], c))
+    base = best["bare"]
+    print(f"\n{name}: {steps} steps x {rounds} rounds, best round")
+    print(f"  {'variant':34s} {'wall ms':>9s} {'ratio':>7s} {'cpu ms':>9s} {'ratio':>7s}")
+    for k, (w, c) in best.items():
+        print(f"  {k:34s} {w * 1e3:9.3f} {w / base[0]:7.3f} {c * 1e3:9.3f} {c / base[1]:7.3f}")
+    return {k: v[0] / base[0] for k, v in best.items()}
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a short smoke run")
+    p.add_argument("--gpt2-small", action="store_true", help="the real GPT-2 small shape")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=5)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    rounds = 1 if a.quick else a.rounds
+    out = {"digits MLP": bench("digits MLP (64-64-64-10, batch 64)", *digits_mlp(),
+                               steps=20 if a.quick else 400, rounds=rounds)}
+    if not a.quick:
+        out["GPT-2"] = bench("GPT-2 (HF GPT2LMHeadModel from a config)", *gpt2(a.gpt2_small),
+                             steps=2 if a.gpt2_small else 6, rounds=rounds)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""What the guard does with a refused step besides refusing it: triage, culprits, skip list.
+
+Kept apart from :class:`~gradwell.guard.guard.Guard` so its step logic stays as it was: the
+guard asks :class:`Flagged` for the batch's ids, for the triage detail of a refused step, and
+to record the step in the skip list.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from torch import nn
+
+from ..locate.replay import rng_state
+from .samples import SkipList, as_ids
+from .triage import Batch, culprits, per_sample_norms, triage
+
+__all__ = ["Flagged", "TRIAGED"]
+
+#: Refusal reasons a replay is run for (an AMP overflow is GradScaler's normal business).
+TRIAGED = ("nonfinite_loss", "nonfinite_grad")
+
+
+class Flagged:
+    """Replay triage, per-sample culprits and the skip list, for one guard."""
+
+    def __init__(self, model: nn.Module, snapshot_dir: str | os.PathLike[str] | None) -> None:
+        self.model = model
+        self.skips = SkipList(snapshot_dir)
+        self._rng: dict[str, Any] | None = None   # the RNG state the current step started with
+        self._bad_ids: list[Any] = []             # ids of the bad steps in a row
+
+    def ids(self, samples: Any, replay: Any) -> list[Any] | None:
+        """This step's sample ids (from ``samples=``, else a ``Batch``'s ``ids``)."""
+        if samples is not None:
+            return as_ids(samples)
+        if isinstance(replay, Batch) and replay.ids is not None:
+            return as_ids(replay.ids)
+        return None
+
+    def good(self, replay: Any) -> None:
+        """A step was applied: the next one starts from the RNG state now."""
+        self._bad_ids = []
+        if replay is not None:
+            self._rng = rng_state()
+
+    def inspect(self, reason: str, replay: Any, ids: list[Any] | None,
+                spike_z: float | None) -> dict[str, Any]:
+        """Triage (non-finite steps) and culprit samples (a ``Batch``), as event detail."""
+        detail: dict[str, Any] = {}
+        if replay is None or reason == "amp_overflow":
+            return detail
+        if reason in TRIAGED:
+            detail.update(triage(self.model, replay, self._rng))
+        if isinstance(replay, Batch):
+            losses, norms = per_sample_norms(self.model, replay)
+            where = culprits(losses, norms, z=spike_z or 6.0)
+            detail["culprits"] = [ids[i] for i in where] if ids is not None else where
+        self._rng = rng_state()
+        return detail
+
+    def record(self, step: int, status: str, reason: str, ids: list[Any] | None,
+               detail: dict[str, Any]) -> None:
+        """Add the refused step (and a rollback it triggered) to the skip list."""
+        if reason != "amp_overflow" and ids is not None:
+            self._bad_ids.extend(ids)
+        if ids is None and status != "rolled_back":
+            return
+        keep = {k: detail[k] for k in ("triage", "culprits") if k in detail}
+        if detail.get("origin"):
+            keep["origin"] = detail["origin"].get("text")
+        if ids is not None:
+            self.skips.add({"step": step, "action": "skipped", "reason": reason,
+                            "samples": ids, **keep})
+        if status == "rolled_back":
+            self.skips.add({"step": step, "action": "rolled_back", "reason": "max_bad_steps",
+                            "samples": list(self._bad_ids)})
+            self._bad_ids = []

@@ -1,0 +1,168 @@
+"""Replay triage and culprit samples for a step the guard refused.
+
+:func:`triage` re-runs the step once with :func:`gradwell.locate` armed and classifies it:
+
+* ``"data"`` - the NaN/Inf was already in a model input or a loss target;
+* ``"reproducible"`` - the replay fails again (its origin says where: an op, or a parameter
+  that is already non-finite);
+* ``"transient"`` - the replay is finite: the same batch on the same weights is fine (a race,
+  a hardware fault, a non-deterministic kernel - Megatron's rerun state machine tells these
+  apart the same way).
+
+:func:`per_sample_norms` computes, for a :class:`Batch`, each sample's loss and gradient norm
+``||grad_theta loss(model(x_i), y_i)||_2`` with ``torch.func.vmap`` over the batch (a loop over
+samples where ``vmap`` cannot run the model, e.g. BatchNorm in training mode), and
+:func:`culprits` names the samples to blame. A replay never changes the training result: the
+RNG state, buffers and gradients are restored, parameters and optimizer state are not touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..locate import locate
+from ..locate.replay import preserved, set_rng_state
+from .spike import RobustZ
+
+__all__ = ["Batch", "triage", "per_sample_norms", "culprits", "CLASSES"]
+
+#: What a replay can conclude about a refused step.
+CLASSES = ("data", "reproducible", "transient")
+
+
+@dataclass
+class Batch:
+    """A batch the guard can replay and split into samples.
+
+    ``loss_fn(model(*inputs), target)`` must be the step's loss, and a mean over the batch (so
+    that on one sample it is that sample's loss). ``ids``: the samples' ids (for the skip list).
+    """
+
+    inputs: Tensor | tuple[Tensor, ...]
+    target: Tensor | None
+    loss_fn: Callable[..., Tensor]
+    ids: Sequence[Any] | None = None
+
+    def _args(self) -> tuple[Tensor, ...]:
+        return self.inputs if isinstance(self.inputs, tuple) else (self.inputs,)
+
+    def loss(self, model: nn.Module) -> Tensor:
+        out = model(*self._args())
+        return self.loss_fn(out) if self.target is None else self.loss_fn(out, self.target)
+
+    def __len__(self) -> int:
+        return int(self._args()[0].shape[0])
+
+
+def _loss_of(replay: Any, model: nn.Module) -> Tensor:
+    if isinstance(replay, Batch):
+        return replay.loss(model)
+    if callable(replay):
+        return replay()
+    raise TypeError("replay must be a zero-argument callable returning the step's loss (e.g. "
+                    "lambda: loss_fn(model(x), y)) or a gradwell.guard.Batch, got "
+                    f"{type(replay).__qualname__}")
+
+
+def triage(model: nn.Module, replay: Any, rng: dict[str, Any] | None) -> dict[str, Any]:
+    """Replay the step once under ``gradwell.locate``: ``{"triage": class, "origin": dict}``.
+
+    ``rng``: the RNG state the step started from (dropout draws the same masks), if known.
+    """
+    params = [p for p in model.parameters()]
+    grads = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    try:
+        with preserved(model):
+            if rng is not None:
+                set_rng_state(rng)
+            with locate(model) as loc:
+                loss = _loss_of(replay, model)
+                if isinstance(loss, Tensor) and loss.requires_grad:
+                    loss.backward()
+    finally:
+        for p, g in zip(params, grads):
+            p.grad = g
+    origin = loc.origin
+    if origin is None:
+        cls = "transient"
+    elif origin.phase == "input" and origin.op in ("input", "target"):
+        cls = "data"
+    else:
+        cls = "reproducible"
+    return {"triage": cls, "origin": origin.to_dict() if origin is not None else None}
+
+
+def per_sample_norms(model: nn.Module, batch: Batch, limit: int = 4096) -> tuple[Tensor, Tensor]:
+    """Per-sample ``(losses, gradient 2-norms)`` (float32, on the host) for ``batch``."""
+    if len(batch) > limit:
+        raise ValueError(f"per-sample norms run on at most {limit} samples, got {len(batch)}")
+    # one sample has no batch statistics: BatchNorm uses its running statistics here
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.training]
+    with preserved(model):
+        for m in norms:
+            m.eval()
+        try:
+            return _vmapped(model, batch)
+        except Exception:  # noqa: BLE001 - vmap cannot run every model: fall back to a loop
+            return _looped(model, batch)
+        finally:
+            for m in norms:
+                m.train()
+
+
+def _vmapped(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    from torch.func import functional_call, grad_and_value, vmap
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    buffers = dict(model.named_buffers())
+    args, target = batch._args(), batch.target
+
+    def one(p: dict[str, Tensor], *sample: Tensor) -> Tensor:
+        xs, y = sample[:len(args)], sample[len(args):]
+        out = functional_call(model, (p, buffers), tuple(x.unsqueeze(0) for x in xs))
+        return batch.loss_fn(out, y[0].unsqueeze(0)) if y else batch.loss_fn(out)
+
+    extra = (target,) if target is not None else ()
+    in_dims = (None,) + (0,) * (len(args) + len(extra))
+    grads, losses = vmap(grad_and_value(one), in_dims=in_dims, randomness="different")(
+        params, *args, *extra)
+    sq = sum(g.detach().float().flatten(1).pow(2).sum(1) for g in grads.values())
+    return losses.detach().float().cpu(), sq.sqrt().cpu()
+
+
+def _looped(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    args, losses, norms = batch._args(), [], []
+    for i in range(len(batch)):
+        xs = tuple(x[i:i + 1] for x in args)
+        out = model(*xs)
+        loss = (batch.loss_fn(out) if batch.target is None
+                else batch.loss_fn(out, batch.target[i:i + 1]))
+        gs = torch.autograd.grad(loss, params, allow_unused=True)
+        sq = sum(g.detach().float().pow(2).sum() for g in gs if g is not None)
+        losses.append(loss.detach().float().reshape(()))
+        norms.append(torch.as_tensor(sq, dtype=torch.float32).sqrt())
+    return torch.stack(losses).cpu(), torch.stack(norms).cpu()
+
+
+def culprits(losses: Tensor, norms: Tensor, z: float = 6.0) -> list[int]:
+    """Positions of the samples to blame.
+
+    Samples with a non-finite loss or gradient norm; if none, those whose log gradient norm has
+    a robust z-score (median/MAD, :class:`~gradwell.guard.spike.RobustZ`) above ``z`` against
+    the batch. ``[]`` when every sample is non-finite: then the batch is not the cause.
+    """
+    bad = (~torch.isfinite(losses) | ~torch.isfinite(norms)).tolist()
+    if any(bad):
+        return [] if all(bad) and len(bad) > 1 else [i for i, b in enumerate(bad) if b]
+    detector = RobustZ(window=len(norms), min_count=3, log=True)
+    for v in norms.tolist():
+        detector.add(v)
+    scores = [detector.score(v) for v in norms.tolist()]
+    return [i for i, s in enumerate(scores) if s is not None and s > z]

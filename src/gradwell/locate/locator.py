@@ -1,0 +1,214 @@
+"""`locate(model)`: a context manager that names where the first NaN/Inf of a step was born.
+
+While armed it costs almost nothing: two hooks on the model itself (to keep the call's
+inputs, its RNG and autocast state, and the gradient its outputs receive), a torch-function
+mode over the few ops that compute the loss from the outputs, and at the end one check of the
+loss and the gradients. Only when these are not finite does it look closer:
+
+* the loss ops were observed as they ran, so a NaN/Inf born there is already known;
+* otherwise the model's forward is replayed op by op (a ``TorchDispatchMode``), and if the
+  outputs are finite the backward too, from the gradients the outputs received.
+
+So the op-level cost is paid once, on a bad step. ``torch.autograd.detect_anomaly`` instead
+pays it on every step (and names only backward nodes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .origin import Origin, input_stats
+from .replay import Call, autocast_state, replay, rng_state
+from .taint import LossTracer, Tracer, all_finite, floats, kind_of
+
+__all__ = ["Locator", "locate"]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel (a replay must not sync)."""
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
+def _finite(tensors: list[Tensor]) -> bool:
+    """Are all ``tensors`` finite? One fused 2-norm pass and one host read.
+
+    A finite 2-norm proves every element finite; a non-finite one may be an overflow of the
+    norm itself (float16 above 65504), so it is confirmed element-wise (a bad step only).
+    """
+    ts = [t.detach() for t in tensors if t.numel()]
+    if not ts:
+        return True
+    norms = torch._foreach_norm(ts)
+    device = norms[0].device
+    if bool(torch.isfinite(torch.stack([n.to(device) for n in norms])).all()):
+        return True
+    return all(all_finite(t) for t in ts)
+
+
+class Locator:
+    """Armed by ``with``; afterwards :attr:`origin` says where a NaN/Inf was born (or ``None``).
+
+    Args:
+        model: the module whose forward is called in the block (DDP is unwrapped for replays).
+        replay: replay the forward/backward op by op when the step ends non-finite (the
+            default). ``False``: only the loss ops and the phase are known.
+    """
+
+    def __init__(self, model: nn.Module, *, replay: bool = True) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__qualname__}")
+        if not isinstance(replay, bool):
+            raise TypeError(f"replay must be True or False, got {replay!r}")
+        self.model, self.replay = model, replay
+        self.origin: Origin | None = None
+        self.calls: list[Call] = []
+        self.losses: list[Tensor] = []
+        self._handles: list[Any] = []
+        self._loss: LossTracer | None = None
+        self._tape: list[tuple[str, Any, Any]] = []
+        self._nodes: list[tuple[str, Any, Any]] = []
+
+    # ------------------------------------------------------------------ arming and disarming
+    def __enter__(self) -> "Locator":
+        if self._handles:
+            raise RuntimeError("this locator is already armed; use a new gradwell.locate(...)")
+        self.origin, self.calls, self.losses, self._tape, self._nodes = None, [], [], [], []
+        self._handles = [
+            self.model.register_forward_pre_hook(self._pre, with_kwargs=True),
+            self.model.register_forward_hook(self._post, always_call=True)]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop_loss()
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        if exc[0] is None:
+            self.origin = self._conclude()
+        # references into the step (inputs, outputs, gradients): let them go
+        self._tape, self._nodes, self.calls, self.losses = [], [], [], []
+
+    def _pre(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        self._stop_loss()
+        self.calls.append(Call(args, dict(kwargs), rng_state(), autocast_state(),
+                               grad_enabled=torch.is_grad_enabled()))
+
+    def _post(self, module: nn.Module, args: Any, output: Any) -> None:
+        if not self.calls:
+            return
+        call = self.calls[-1]
+        call.outputs = floats(output)
+        for i, t in enumerate(call.outputs):
+            if t.requires_grad:
+                t.register_hook(self._keep_grad(call, i))
+        if self._loss is None:
+            self._loss = LossTracer(self._on_backward)
+            self._loss.__enter__()
+
+    def _on_backward(self, roots: list[Tensor]) -> None:
+        """``backward`` is called on ``roots``: watch the loss's own backward nodes."""
+        self.losses.extend(roots)
+        stop = {o.grad_fn for c in self.calls for o in c.outputs if o.grad_fn is not None}
+        todo, seen = [t.grad_fn for t in roots if t.grad_fn is not None], set()
+        while todo and len(seen) < 10_000:
+            node = todo.pop()
+            if node is None or node in seen or node in stop:
+                continue
+            seen.add(node)
+            if not hasattr(node, "variable"):        # AccumulateGrad: nothing to check
+                node.register_hook(self._check_node(node))
+            todo.extend(f for f, _ in node.next_functions)
+
+    def _check_node(self, node: Any) -> Any:
+        def hook(grad_inputs: Any, grad_outputs: Any) -> None:
+            self._nodes.append((node.name(), grad_inputs, grad_outputs))  # checked if bad
+        return hook
+
+    def _loss_backward_origin(self) -> Origin | None:
+        """The first loss node whose incoming gradients were finite and outputs were not."""
+        for name, grad_inputs, grad_outputs in self._nodes:
+            bad = [g for g in floats(list(grad_inputs)) if not all_finite(g)]
+            incoming = floats(list(grad_outputs))
+            if bad and all(all_finite(g) for g in incoming):
+                return Origin("backward", None, name, kind_of(bad), str(bad[0].dtype), node=name,
+                              inputs=input_stats(incoming),
+                              nonfinite=sum(int((~torch.isfinite(g)).sum()) for g in bad),
+                              numel=sum(g.numel() for g in bad))
+        return None
+
+    @staticmethod
+    def _keep_grad(call: Call, i: int) -> Any:
+        def hook(grad: Tensor) -> None:
+            call.grads[i] = grad
+        return hook
+
+    def _stop_loss(self) -> None:
+        if self._loss is not None:
+            self._loss.__exit__(None, None, None)
+            self._tape.extend(self._loss.tape)
+            self._loss = None
+
+    # ------------------------------------------------------------------------- the verdict
+    def _conclude(self) -> Origin | None:
+        model = _unwrap(self.model)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        ends = self.losses + grads if self.losses else [o for c in self.calls for o in c.outputs]
+        if _finite(ends):
+            return None
+        for call in self.calls:                      # forward (or a non-finite input)
+            if not _finite(call.outputs):
+                return self._replayed(model, call, "forward", backward=False)
+        tracer = Tracer("loss", {}, lambda: (None, None), untracked="input")
+        for op, args, out in self._tape:               # the loss ops, from the tape
+            tracer.observe(op, args, out)
+        found = tracer.origin_of(self.losses)
+        if found is not None:
+            return found
+        found = self._loss_backward_origin()          # the loss's own backward
+        if found is not None:
+            return found
+        for call in self.calls:
+            if call.grads and not _finite(list(call.grads.values())):
+                return self._backward_of_loss(call)
+        for call in self.calls:                      # backward through the model
+            if call.grads:
+                return self._replayed(model, call, "backward", backward=True)
+        return Origin("backward", None, None, "nan", "unknown", reproduced=False)
+
+    def _replayed(self, model: nn.Module, call: Call, phase: str, backward: bool) -> Origin:
+        if self.replay:
+            found, _ = replay(model, call, backward)
+            if found is not None:
+                return found
+        bad = call.outputs if phase == "forward" else list(call.grads.values())
+        dtype = str(bad[0].dtype) if bad else "unknown"
+        return Origin(phase, None, None, "nan" if any(bool(t.isnan().any()) for t in bad)
+                      else "inf", dtype, reproduced=False)
+
+    def _backward_of_loss(self, call: Call) -> Origin:
+        """The loss's own backward made the outputs' gradients non-finite."""
+        grads = [g for g in call.grads.values() if not all_finite(g)]
+        node = self.losses[0].grad_fn.name() if self.losses and self.losses[0].grad_fn else None
+        return Origin("backward", None, "loss backward", "nan" if any(bool(g.isnan().any())
+                                                                      for g in grads) else "inf",
+                      str(grads[0].dtype), node=node, reproduced=False)
+
+    def __repr__(self) -> str:
+        state = "armed" if self._handles else "disarmed"
+        return f"Locator({state}, origin={self.origin!r})"
+
+
+def locate(model: nn.Module, *, replay: bool = True) -> Locator:
+    """Arm the NaN/Inf locator around one forward and backward pass of ``model``.
+
+    >>> with gradwell.locate(model) as loc:
+    ...     loss = loss_fn(model(x), y); loss.backward()
+    >>> print(loc.origin)      # None, or where the first NaN/Inf was born, and the likely fix
+
+    See :class:`Locator` and ``docs/locate.md``.
+    """
+    return Locator(model, replay=replay)
