@@ -113,6 +113,10 @@ def unobserved(v: Any) -> Finding | None:
     _, names, means = v.history.series("out_mean")
     silent = [n for j, n in enumerate(names) if np.isnan(means[:, j]).all()
               and not np.isinf(means[:, j]).any()]
+    # a child whose parent ran and used its weights functionally (nn.MultiheadAttention calls
+    # out_proj's weight inside F.multi_head_attention_forward) is not unobserved
+    fired = set(names) - set(silent)
+    silent = [n for n in silent if not _has_fired_ancestor(n, fired)]
     if not silent or v.history.first_nonfinite() is not None and len(silent) < len(names):
         return None
     ev = {"modules": silent, "watched": len(names),
@@ -120,3 +124,9 @@ def unobserved(v: Any) -> Finding | None:
                      "fired, so their activation columns are empty (NaN)"}
     return Finding("unobserved", silent[0], int(v.steps[0]), "info", ev,
                    remedies.for_unobserved(ev, v.meta))
+
+
+def _has_fired_ancestor(name: str, fired: set[str]) -> bool:
+    """Whether a watched module enclosing ``name`` (by qualified-name prefix) produced outputs."""
+    parts = name.split(".")
+    return any(".".join(parts[:i]) in fired for i in range(1, len(parts)))
