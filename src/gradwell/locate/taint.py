@@ -33,6 +33,8 @@ ALIASES = frozenset(["detach", "alias", "view", "_unsafe_view", "expand", "t", "
 
 def floats(obj: Any) -> list[Tensor]:
     """The floating-point tensors in a (nested) structure of args or outputs."""
+    if isinstance(obj, Tensor):  # the common case, without pytree
+        return [obj] if obj.is_floating_point() or obj.is_complex() else []
     leaves, _ = tree_flatten(obj)
     return [t for t in leaves if isinstance(t, Tensor) and (t.is_floating_point()
                                                             or t.is_complex())]
