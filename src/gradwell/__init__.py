@@ -12,6 +12,7 @@ Sub-packages (imported on first use, so ``import gradwell`` stays light):
 ``nn``             deep MLP/CNN and recurrent building blocks for experiments
 ``lab``            offline datasets, experiment specs, runner, store and reports
 ``doctor``         ``lr_find`` (the LR range test) and the doctor that measures remedies
+``integrations``   Lightning and Hugging Face Trainer callbacks (extras, imported lazily)
 ``cli``            the ``gradwell`` command
 =================  ==========================================================================
 """
@@ -24,7 +25,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("optim", "clip", "guard", "watch", "diagnose", "locate", "nn", "lab", "doctor",
-                "cli")
+                "integrations", "cli")
 #: functions exposed at the top level -> the sub-package they live in
 _FUNCTIONS = {"lr_find": "doctor"}
 __all__ = ["__version__", *_SUBPACKAGES, *_FUNCTIONS]

@@ -1,4 +1,5 @@
-"""The ``gradwell`` command: ``demo``, ``lab list|run|report``, ``--help``, ``--version``.
+"""The ``gradwell`` command: ``demo``, ``lab list|run|report``, ``doctor``, ``--help``,
+``--version``.
 
 Exit status: 0 on success, 1 when a run's verdict fails or a trial failed, 2 on bad usage
 (with a message saying what to do).
@@ -22,6 +23,7 @@ EPILOG = """examples:
   gradwell lab run my.toml --out runs/my --workers 2
   gradwell lab run my.toml --out runs/my --ray   trials as tasks on a local Ray instance
   gradwell lab report runs/my            write runs/my/report.html
+  gradwell doctor examples/doctor_digits.py   measure the remedies for a model (< 2 min)
 """
 
 
@@ -72,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = lsub.add_parser("report", help="write DIR/report.html from a lab directory")
     rep.add_argument("directory", metavar="DIR")
     rep.add_argument("--out", default=None, help="HTML file (default: DIR/report.html)")
+    from .doctor.cli import add_parser as add_doctor
+
+    add_doctor(sub)
     p.set_defaults(parsers={"lab": lab, None: p})
     return p
 
@@ -181,6 +186,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                         ray=args.ray)
     if args.command == "lab" and args.lab_command == "report":
         return _lab_report(args.directory, args.out)
+    if args.command == "doctor":
+        from .doctor.cli import run as run_doctor
+
+        return run_doctor(args)
     parser = args.parsers["lab" if args.command == "lab" else None]
     parser.print_help(sys.stderr)
     return 2

@@ -110,6 +110,7 @@ class Guard:
         self.bad_in_a_row = 0
         self._pending_good = 0  # good steps in a row since the candidate was taken
         self._rollbacks_in_a_row = 0
+        self._capture_due = False   # check(): take the candidate at the next call
         self._store = snapshot_store(snapshot_dir, model)   # FSDP2 on disk: sharded (DCP)
         self._store.put("trusted", self._capture())
         self._flagged = Flagged(model, snapshot_dir)
@@ -150,6 +151,37 @@ class Guard:
         self._flagged.record(self.steps - 1, status, reason, ids, detail)
         return status
 
+    def check(self, loss: Tensor | float | None = None) -> str:
+        """Judge this step like :meth:`step` but leave applying it to the caller.
+
+        For training loops that own the optimizer step (Lightning, the Hugging Face
+        ``Trainer``; see :mod:`gradwell.integrations`). On ``"ok"`` nothing was changed: the
+        caller clips and steps the optimizer and the scheduler itself. On ``"skipped"`` or
+        ``"rolled_back"`` the gradients were dropped (set to ``None``, so torch optimizers
+        leave every parameter and its state alone) and the caller must not step the
+        scheduler. ``loss=None``: judge the gradients only. A candidate snapshot due on an
+        ``"ok"`` step is taken at the next call, once the caller has applied that step: the
+        same state :meth:`step` would capture.
+        """
+        if self._capture_due:
+            self._capture_due = False
+            self._store.put("candidate", self._capture())
+            self._pending_good = 0
+        self.steps += 1
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        given, loss = loss is not None, 0.0 if loss is None else loss
+        loss, norms = self._agree(loss, params, grad_norms([local(p.grad) for p in params]))
+        loss_v, norm_v = self._read(loss, total_norm(norms) if norms else None)
+        loss_v = loss_v if given else None
+        reason, detail = self._judge(loss_v, norm_v, params, norms)
+        loss_v = math.nan if loss_v is None else loss_v
+        if reason is None:
+            self._after_good(loss_v, norm_v, defer=True)
+            return "ok"
+        return self._after_bad(reason, loss_v, norm_v, detail)
+
     def _agree(self, loss: Tensor | float, params: list[Tensor], norms: list[Tensor]
                ) -> tuple[Tensor, list[Tensor]]:
         """The loss averaged over ranks and full-tensor gradient norms (FSDP2), in one
@@ -176,9 +208,9 @@ class Guard:
         out = torch.stack(values).tolist()
         return out[0], out[1] if total is not None else 0.0
 
-    def _judge(self, loss_v: float, norm_v: float, params: list[Tensor],
+    def _judge(self, loss_v: float | None, norm_v: float, params: list[Tensor],
                norms: list[Tensor]) -> tuple[str | None, dict[str, Any]]:
-        if not math.isfinite(loss_v):
+        if loss_v is not None and not math.isfinite(loss_v):
             return "nonfinite_loss", {}
         if not math.isfinite(norm_v):
             reason = "amp_overflow" if self._scaling() else "nonfinite_grad"
@@ -186,7 +218,7 @@ class Guard:
         if self.spike_z is not None:
             for name, det, value in (("loss_spike", self._loss_z, loss_v),
                                      ("grad_spike", self._norm_z, norm_v)):
-                z = det.score(value)
+                z = None if value is None else det.score(value)
                 if z is not None and z > self.spike_z:
                     return name, {"z": round(z, 2), "spike_z": self.spike_z}
         return None, {}
@@ -202,7 +234,7 @@ class Guard:
         if self.scheduler is not None and self.step_scheduler:
             self.scheduler.step()
 
-    def _after_good(self, loss_v: float, norm_v: float) -> None:
+    def _after_good(self, loss_v: float, norm_v: float, defer: bool = False) -> None:
         self.good_steps += 1
         self.bad_in_a_row = 0
         self._loss_z.add(loss_v)
@@ -215,6 +247,9 @@ class Guard:
                 self._event("trusted", "healthy", loss_v, norm_v,
                             {"snapshot_good_step": self.good_steps - self._pending_good})
         elif self.good_steps % self.snapshot_every == 0:
+            if defer:                 # check(): the caller has not applied this step yet
+                self._capture_due = True
+                return
             self._store.put("candidate", self._capture())
             self._pending_good = 0
 
@@ -252,6 +287,7 @@ class Guard:
         extra = restore(self._store.get("trusted"), self.model, self.optimizer,
                         self.scheduler, self.scaler)
         self._store.drop("candidate")
+        self._capture_due = False
         self.good_steps = extra["good_steps"]
         self._loss_z.load_state_dict(extra["loss_z"])
         self._norm_z.load_state_dict(extra["norm_z"])

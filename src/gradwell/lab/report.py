@@ -16,7 +16,7 @@ from .store import Store
 from .summary import Row, columns, fmt, summarize
 from .verdict import Criterion, Results
 
-__all__ = ["write_report", "REPORT_NAME", "verdict_for"]
+__all__ = ["write_report", "REPORT_NAME", "verdict_for", "run_section", "page"]
 
 REPORT_NAME = "report.html"
 
@@ -197,6 +197,21 @@ A line falling steeply to the left is a vanishing gradient.</p>{_img(flows, 'gra
 <details><summary>Spec</summary><pre>{_e(json.dumps(spec, indent=2))}</pre></details>"""
 
 
+def run_section(store: Store, name: str) -> str:
+    """The HTML section the report shows for the stored run ``name`` ("" if there is none)."""
+    return "\n".join(_run_html(store, run) for run in store.runs() if run["name"] == name)
+
+
+def page(title: str, meta: str, body: str) -> str:
+    """A self-contained HTML page in the report's style; ``title`` and ``meta`` are text."""
+    return f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8>
+<meta name=viewport content="width=device-width,initial-scale=1">
+<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>
+<h1>{_e(title)}</h1><p class=meta>{_e(meta)}</p>
+{body}
+</main></body></html>"""
+
+
 def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of every run stored in ``directory`` to ``out`` (default
     ``DIR/report.html``) and return its path."""
@@ -205,11 +220,6 @@ def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
     with Store(directory) as store:
         sections = "\n".join(_run_html(store, run) for run in store.runs())
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    page = f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8>
-<meta name=viewport content="width=device-width,initial-scale=1">
-<title>gradwell lab report</title><style>{_CSS}</style></head><body><main>
-<h1>gradwell lab report</h1><p class=meta>{_e(directory.resolve())} · {stamp}</p>
-{sections or '<p>No runs in this directory.</p>'}
-</main></body></html>"""
-    out.write_text(page, encoding="utf-8")
+    out.write_text(page("gradwell lab report", f"{directory.resolve()} · {stamp}",
+                        sections or "<p>No runs in this directory.</p>"), encoding="utf-8")
     return out

@@ -89,7 +89,8 @@ class Locator:
         self._handles = []
         if exc[0] is None:
             self.origin = self._conclude()
-        self._tape, self._nodes = [], []  # references into the step: let them go
+        # references into the step (inputs, outputs, gradients): let them go
+        self._tape, self._nodes, self.calls, self.losses = [], [], [], []
 
     def _pre(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         self._stop_loss()

@@ -1,0 +1,102 @@
+"""``gradwell doctor FILE``: the doctor on a Python file that defines ``make_model()`` and
+``make_data()``.
+
+``make_data()`` returns the training loader, or ``(train_loader, eval_loader)`` (then the score
+is the mean loss over ``eval_loader``). The file may also define ``loss_fn`` (default
+``torch.nn.CrossEntropyLoss()``). The report is printed and written to ``OUT/doctor.html``;
+trials are stored in ``OUT/lab.sqlite``, so the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return n
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``doctor`` on the ``gradwell`` command's sub-parsers."""
+    p = sub.add_parser("doctor", help="diagnose a model and measure the remedies on your data "
+                       "(FILE defines make_model() and make_data())")
+    p.add_argument("file", metavar="FILE.py")
+    p.add_argument("--steps", type=_positive, default=200, help="steps per trial (default 200)")
+    p.add_argument("--seeds", type=_positive, default=3, help="seeds per configuration "
+                   "(>= 3; default 3)")
+    p.add_argument("--optimizer", default="adam", help="adam, adamw, sgd, momentum, nesterov or "
+                   "rmsprop (default adam)")
+    p.add_argument("--lr", type=float, default=None, help="baseline learning rate (default: "
+                   "the optimizer's)")
+    p.add_argument("--out", default="gradwell-doctor", help="directory for the store and "
+                   "doctor.html (default ./gradwell-doctor)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+class _Bad(Exception):
+    pass
+
+
+def _load(path: str) -> Any:
+    file = Path(path)
+    if not file.is_file() or file.suffix != ".py":
+        raise _Bad(f"{path} is not a Python file; give FILE.py defining make_model() and "
+                   "make_data()")
+    spec = importlib.util.spec_from_file_location(f"gradwell_doctor_user_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(file.resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    for name in ("make_model", "make_data"):
+        if not callable(getattr(module, name, None)):
+            raise _Bad(f"{path} defines no function {name}(); the doctor needs make_model() "
+                       "(a fresh model) and make_data() (a loader, or (train, eval) loaders)")
+    return module
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the doctor for parsed ``args``; 0 on success, 2 on bad usage."""
+    try:
+        module = _load(args.file)
+        if args.seeds < 3:
+            raise _Bad("--seeds must be at least 3 (a verdict needs the spread over 3 seeds)")
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise _Bad(f"--out {out} is a file; give a directory (it is created if missing)")
+    except _Bad as e:
+        print(f"gradwell: error: {e}", file=sys.stderr)
+        return 2
+    import torch
+    from rich.console import Console
+
+    from .session import doctor
+
+    data = module.make_data()
+    train, evaluate = data if isinstance(data, tuple) else (data, None)
+    loss_fn = getattr(module, "loss_fn", None) or torch.nn.CrossEntropyLoss()
+    try:
+        report = doctor(module.make_model, train, loss_fn, optimizer=args.optimizer, lr=args.lr,
+                        budget_steps=args.steps, seeds=args.seeds, eval_loader=evaluate,
+                        directory=out, progress=not args.no_progress)
+    except (TypeError, ValueError) as e:
+        print(f"gradwell: error: {e}", file=sys.stderr)
+        return 2
+    console = Console() if sys.stdout.isatty() else Console(width=110, soft_wrap=True)
+    report.print(console)
+    console.print(f"{report.seconds:.1f} s · report: {report.write_html()}", markup=False)
+    return 0
