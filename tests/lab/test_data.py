@@ -62,7 +62,7 @@ def test_spirals_lie_on_two_rotated_spirals():
 
 
 def test_load_names_the_choices():
-    with pytest.raises(ValueError, match="digits, adding, spirals, mnist"):
+    with pytest.raises(ValueError, match="digits, adding, latch, copy, spirals, mnist"):
         data.load("cifar10")
     assert data.load("digits").name == "digits"
 

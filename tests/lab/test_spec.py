@@ -81,6 +81,7 @@ def test_quick_overrides_budget_grid_and_base():
     ({"metrics": ["accuracy"]}, ["metrics", "test_acc, test_loss", "'accuracy'"]),
     ({"metrics": "test_acc"}, ["metrics", "expected a list"]),
     ({"base": {"model": "lstm"}}, ["base.model", "rnn, gru and lstm go with adding"]),
+    ({"base": {"data": "copy"}}, ["base.data", "transformer_train"]),
     ({"base": {"model": "cnn", "data": "spirals"}}, ["model", "needs image data"]),
     ({"base": {"model": "cnn", "connection": "dense"}}, ["connection", "'mlp' only"]),
     ({"base": {"model": "gru", "data": "adding"}, "target": {"metric": "test_acc", "value": 1}},

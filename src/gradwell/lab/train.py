@@ -8,6 +8,7 @@ training time only (evaluation is excluded).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import traceback
@@ -23,7 +24,7 @@ from .factory import build_optimizer
 from .monitor import TrialMonitor, grad_ratio, nonfinite_finding
 from .spec import Trial
 
-__all__ = ["TrialResult", "run_trial", "build_model", "load_data"]
+__all__ = ["TrialResult", "Hooks", "run_trial", "build_model", "load_data"]
 
 
 @dataclass
@@ -41,11 +42,43 @@ class TrialResult:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """How a trial kind adapts the ``train`` trial; every field is optional.
+
+    * ``build(config, data) -> model`` replaces :func:`build_model`.
+    * ``prepare(model, trial)`` adjusts the built model in place (the optimizer already holds
+      its parameters), e.g. to set a gate bias or attach hooks.
+    * ``lr_factor(step) -> float`` multiplies every parameter group's initial learning rate at
+      optimizer step ``step`` (1-based): warm-up, decay.
+    * ``penalty(output) -> loss`` is added to the training loss (e.g. a z-loss on the logits).
+    * ``loss_weight``: the training loss is multiplied by it before backward (the recorded
+      training loss is not), e.g. to give the gradients the scale of a mean over more terms.
+    * ``autocast``: the forward pass runs under ``torch.autocast("cpu", dtype=autocast)``
+      (mixed precision: float32 master weights, float16 or bfloat16 compute).
+    * ``loss_scale``: dynamic loss scaling with ``torch.amp.GradScaler`` (Micikevicius et al.
+      2018): the loss is multiplied by the scale before backward, the gradients divided by it
+      before the step, and steps whose gradients overflow are skipped.
+    """
+
+    build: Callable[[dict[str, Any], datasets.Dataset], nn.Module] | None = None
+    prepare: Callable[[nn.Module, Trial], None] | None = None
+    lr_factor: Callable[[int], float] | None = None
+    penalty: Callable[[Tensor], Tensor] | None = None
+    loss_weight: float = 1.0
+    autocast: torch.dtype | None = None
+    loss_scale: bool = False
+
+
 def load_data(cfg: dict[str, Any]) -> datasets.Dataset:
     """The dataset a configuration asks for, with its options."""
     name = cfg["data"]
     if name == "adding":
         return datasets.adding(cfg["seq_len"], cfg["n_train"], cfg["n_test"])
+    if name == "latch":
+        return datasets.latch(cfg["seq_len"], cfg["n_train"], cfg["n_test"], float(cfg["noise"]))
+    if name == "copy":
+        return datasets.copy(cfg["seq_len"], cfg.get("vocab", 16), cfg["n_train"], cfg["n_test"])
     if name == "spirals":
         return datasets.spirals(noise=float(cfg["noise"]), test_fraction=cfg["test_fraction"])
     return datasets.load(name, test_fraction=cfg["test_fraction"])
@@ -70,13 +103,17 @@ def build_model(cfg: dict[str, Any], data: datasets.Dataset) -> nn.Module:
 class _Run:
     """The state of one training run (keeps :func:`run_trial` short)."""
 
-    def __init__(self, trial: Trial) -> None:
+    def __init__(self, trial: Trial, hooks: Hooks) -> None:
         cfg = self.cfg = trial.config
-        self.trial = trial
+        self.trial, self.hooks = trial, hooks
         torch.manual_seed(cfg["seed"])
         self.data = load_data(cfg)
-        self.model = build_model(cfg, self.data)
+        self.model = (hooks.build or build_model)(cfg, self.data)
         self.opt = build_optimizer(cfg, self.model.parameters())
+        factor = hooks.lr_factor         # LambdaLR counts from 0; steps count from 1
+        self.sched = (torch.optim.lr_scheduler.LambdaLR(self.opt, lambda i: factor(i + 1))
+                      if factor else None)
+        self.scaler = torch.amp.GradScaler("cpu") if hooks.loss_scale else None
         self.classify = self.data.task == "classification"
         self.loss_fn = nn.CrossEntropyLoss() if self.classify else nn.MSELoss()
         n = len(self.data.y_train)
@@ -104,16 +141,28 @@ class _Run:
                 yield self.data.x_train[idx], self.data.y_train[idx]
 
     def train_step(self, step: int, x: Tensor, y: Tensor) -> None:
-        out = self.model(x)                # train mode: set after each evaluation
-        loss = self.loss_fn(out, y)
+        h = self.hooks
+        with torch.autocast("cpu", dtype=h.autocast or torch.bfloat16, enabled=bool(h.autocast)):
+            out = self.model(x)            # train mode: set after each evaluation
+            loss = self.loss_fn(out, y)
+            objective = loss * h.loss_weight if h.loss_weight != 1.0 else loss
+            if h.penalty is not None:
+                objective = objective + h.penalty(out)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()                  # the monitor records through the optimizer's hooks
+        if self.scaler is not None:
+            self.scaler.scale(objective).backward()
+            self.scaler.step(self.opt)       # unscales first; skips the step on inf/NaN
+            self.scaler.update()
+        else:
+            objective.backward()
+            self.opt.step()              # the monitor records through the optimizer's hooks
+        if self.sched is not None:
+            self.sched.step()
         with torch.no_grad():
-            self.run_loss += loss.detach() * len(y)
+            self.run_loss += loss.detach() * y.numel()
             if self.classify:
                 self.run_correct += (out.argmax(1) == y).sum()
-        self.run_n += len(y)
+        self.run_n += y.numel()            # per token for sequence targets
 
     @torch.no_grad()
     def evaluate(self, step: int) -> bool:
@@ -181,20 +230,24 @@ class _Run:
                            final, metrics, self.monitor.rows(), findings)
 
 
-def run_trial(trial: Trial,
-              prepare: Callable[[nn.Module, Trial], None] | None = None) -> TrialResult:
+def run_trial(trial: Trial, prepare: Callable[[nn.Module, Trial], None] | None = None,
+              hooks: Hooks | None = None) -> TrialResult:
     """Train one configuration; exceptions become a ``failed`` result carrying the traceback.
 
     ``prepare(model, trial)``, if given, adjusts the freshly built model in place before
-    training (the optimizer already holds its parameters), e.g. to set a gate bias.
+    training (the optimizer already holds its parameters), e.g. to set a gate bias; ``hooks``
+    adapt the rest of the loop (:class:`Hooks`; a ``prepare`` given here replaces its own).
     """
+    hooks = hooks or Hooks()
+    if prepare is not None:
+        hooks = dataclasses.replace(hooks, prepare=prepare)
     start = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run = _Run(trial)
-        if prepare is not None:
-            prepare(run.model, trial)
+        run = _Run(trial, hooks)
+        if hooks.prepare is not None:
+            hooks.prepare(run.model, trial)
         diverged = run.loop()
         return run.result(diverged, time.perf_counter() - start)
     except Exception:  # noqa: BLE001 - reported in the store and the report

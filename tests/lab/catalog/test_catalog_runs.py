@@ -22,6 +22,9 @@ EXPERIMENTS = [
     ("ioffe2015-bn", "ioffe2015_bn", None),
     ("kingma2015-optimizers", "kingma2015_optimizers", None),
     ("founding-claims", "founding_claims", None),
+    ("bengio1994-long-term", "bengio1994_long_term", 5),
+    ("zhang2019-fixup", "zhang2019_fixup", 7),
+    ("micikevicius2018-loss-scaling", "micikevicius2018_loss_scaling", 4),
 ]
 
 

@@ -57,3 +57,7 @@ from . import saxe2014_orthogonal  # noqa: E402,F401
 from . import ioffe2015_bn  # noqa: E402,F401
 from . import kingma2015_optimizers  # noqa: E402,F401
 from . import founding_claims  # noqa: E402,F401
+from . import bengio1994_long_term  # noqa: E402,F401
+from . import zhang2019_fixup  # noqa: E402,F401
+from . import micikevicius2018_loss_scaling  # noqa: E402,F401
+from . import _transformer  # noqa: E402,F401
