@@ -84,4 +84,4 @@ def crash_during_write(rank: int, world: int, directory: str) -> dict[str, Any]:
     extra = restore(store.get("trusted"), model, opt)
     return {"restored": harness.full_params(model), "at_snapshot": at_snapshot,
             "extra": extra, "has_candidate": store.has("candidate"),
-            "clipper_step": opt.state_dict()["gradwell"]["clippers"][0]["step"]}
+            "clipper_step": opt.state_dict()["gradwell"]["clip_state"]["clip"]["step"]}

@@ -77,7 +77,7 @@ def test_adam_with_coupled_decay_before_scale_by_adam(kw) -> None:
 @pytest.mark.parametrize("kw", ADAM_CASES, ids=str)
 def test_adamw_is_decay_after_scale_by_adam(kw) -> None:
     def make():
-        return O.chain(O.scale_by_adam(**kw), O.add_decayed_weights(0.1, decoupled=True))
+        return O.chain(O.scale_by_adam(**kw), O.add_decayed_weights(0.1))
     lockstep(torch_opt("AdamW", lr=0.01, weight_decay=0.1, **kw), composed(make, 0.01))
 
 

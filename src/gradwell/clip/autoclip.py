@@ -41,6 +41,7 @@ class AutoClip(Clipper):
     """
 
     scales_globally = True
+    stateful = True
 
     def __init__(self, percentile: float = 10.0, history: int = 1000) -> None:
         ok = (isinstance(percentile, (int, float)) and not isinstance(percentile, bool)
@@ -52,12 +53,10 @@ class AutoClip(Clipper):
                              f"got {history!r}")
         self.percentile = float(percentile)
         self.history = history
-        self._buf: Tensor | None = None   # ring buffer of norms, NaN where empty
-        self._pos: Tensor | None = None   # int64 index of the next slot
 
     def __call__(self, grads: list[Tensor], params: list[Tensor], norms: list[Tensor],
-                 total: Tensor) -> Tensor:
-        buf, pos = self._buffers(total)
+                 total: Tensor, state: dict[str, Any] | None = None) -> Tensor:
+        buf, pos = self._buffers(self.own_state(state), total)
         value = total.detach().reshape(1).to(buf.dtype)
         ok = torch.isfinite(value)
         slot = pos.reshape(1)
@@ -66,35 +65,35 @@ class AutoClip(Clipper):
         threshold = torch.nanquantile(buf, self.percentile / 100.0).to(total.dtype)
         return torch.clamp(threshold / (total + 1e-6), max=1.0)
 
-    def _buffers(self, total: Tensor) -> tuple[Tensor, Tensor]:
-        if self._buf is None or self._buf.device != total.device:
+    def _buffers(self, state: dict[str, Any], total: Tensor) -> tuple[Tensor, Tensor]:
+        """The ring buffer of norms (NaN where empty) and the int64 index of the next slot."""
+        if "history" not in state:
             dtype = total.dtype if total.dtype in (torch.float32, torch.float64) else torch.float32
-            if self._buf is None:
-                self._buf = torch.full((self.history,), math.nan, dtype=dtype,
-                                       device=total.device)
-                self._pos = torch.zeros((), dtype=torch.int64, device=total.device)
-            else:
-                self._buf = self._buf.to(total.device)
-                self._pos = self._pos.to(total.device)  # type: ignore[union-attr]
-        return self._buf, self._pos  # type: ignore[return-value]
+            state["history"] = torch.full((self.history,), math.nan, dtype=dtype,
+                                          device=total.device)
+            state["pos"] = torch.zeros((), dtype=torch.int64, device=total.device)
+        elif state["history"].device != total.device:
+            state["history"] = state["history"].to(total.device)
+            state["pos"] = state["pos"].to(total.device)
+        return state["history"], state["pos"]
+
+    def recorded(self, state: dict[str, Any] | None = None) -> Tensor:
+        """The norms recorded in ``state`` (default: the clipper's own), oldest first (reads
+        the buffer). An optimizer's state for its ``clip=``: ``opt.clip_state["clip"]``."""
+        state = self.own_state(state)
+        if "history" not in state:
+            return torch.empty(0)
+        rolled = torch.roll(state["history"], -int(state["pos"]))
+        return rolled[~torch.isnan(rolled)].clone()
 
     @property
     def norms(self) -> Tensor:
-        """The recorded norms, oldest first (a copy; reads the buffer)."""
-        if self._buf is None:
-            return torch.empty(0)
-        rolled = torch.roll(self._buf, -int(self._pos))  # type: ignore[arg-type]
-        return rolled[~torch.isnan(rolled)].clone()
+        """The norms recorded by calls without ``state=``, oldest first."""
+        return self.recorded()
 
-    def state_dict(self) -> dict[str, Any]:
-        if self._buf is None:
-            return {}
-        return {"history": self._buf.clone(), "pos": self._pos.clone()}  # type: ignore[union-attr]
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def check_state(self, state: dict[str, Any]) -> dict[str, Any]:
         if not state:
-            self._buf = self._pos = None
-            return
+            return {}
         if set(state) != {"history", "pos"}:
             raise ValueError("AutoClip state must have keys ['history', 'pos'], got "
                              f"{sorted(state)}")
@@ -102,8 +101,8 @@ class AutoClip(Clipper):
         if buf.shape != (self.history,):
             raise ValueError(f"AutoClip state holds a history of {tuple(buf.shape)}, but this "
                              f"AutoClip has history={self.history}")
-        self._buf = buf.detach().clone()
-        self._pos = state["pos"].detach().clone().to(buf.device)
+        return {"history": buf.detach().clone(),
+                "pos": state["pos"].detach().clone().to(buf.device)}
 
     def __repr__(self) -> str:
         return f"AutoClip(percentile={self.percentile}, history={self.history})"

@@ -25,14 +25,26 @@ from torch import Tensor
 
 from .._distributed import local, reducer_for
 
-__all__ = ["Clipper", "clip_", "grad_norms", "total_norm", "check_clipper", "nonfinite_flag"]
+__all__ = ["Clipper", "clip_", "grad_norms", "total_norm", "check_clipper", "nonfinite_flag",
+           "call_clipper"]
 
 
 class Clipper:
-    """Base class of gradwell's clippers. Subclasses implement :meth:`__call__`."""
+    """Base class of gradwell's clippers. Subclasses implement :meth:`__call__`.
+
+    A *stateful* clipper (``stateful = True``: AutoClip, ZClip) keeps what it learns between
+    steps in a plain dict that the caller owns and passes as ``state=``: a gradwell optimizer
+    keeps one per clipper position (global for ``clip=``, per parameter group inside a
+    ``chain``) in its own ``state_dict()``, so one clipper object can serve several optimizers
+    or groups without mixing their histories. Called without ``state=`` (``clip_``, or any
+    use outside an optimizer), the clipper uses a dict of its own, saved by
+    :meth:`state_dict`.
+    """
 
     #: True when the clipper returns one factor for all gradients instead of editing them.
     scales_globally: bool = False
+    #: True when the clipper keeps state between steps (its ``__call__`` takes ``state=``).
+    stateful: bool = False
     #: The norm the caller computes per tensor and passes in (2.0, or ``math.inf``).
     norm_type: float = 2.0
 
@@ -46,23 +58,48 @@ class Clipper:
             norms: per-tensor ``norm_type``-norms of ``grads`` (before clipping).
             total: the ``norm_type``-norm of all gradients together (0-dim tensor).
 
+        Stateful clippers take a fifth argument, ``state: dict | None = None``.
+
         Returns:
             A 0-dim tensor factor (``<= 1``) if :attr:`scales_globally`, else ``None``.
         """
         raise NotImplementedError
 
-    def state_dict(self) -> dict[str, Any]:
-        """State to save with the optimizer (histories, running statistics). Stateless: ``{}``."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+    def check_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A validated copy of a saved ``state`` (raises ValueError if it does not fit)."""
         if state:
             raise ValueError(f"{type(self).__name__} is stateless but got state {sorted(state)}")
+        return {}
+
+    def copy_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``state`` to save (tensors cloned)."""
+        return {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The clipper's own state (used when called without ``state=``). Stateless: ``{}``."""
+        return self.copy_state(self.__dict__.get("_own_state", {}))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned into the clipper's own state."""
+        self._own_state = self.check_state(state)
+
+    def own_state(self, state: dict[str, Any] | None) -> dict[str, Any]:
+        """``state``, or the clipper's own dict when the caller passes none."""
+        if state is not None:
+            return state
+        return self.__dict__.setdefault("_own_state", {})
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
+
+
+def call_clipper(clipper: Clipper, grads: list[Tensor], params: list[Tensor],
+                 norms: list[Tensor], total: Tensor, state: dict[str, Any]) -> Tensor | None:
+    """Call ``clipper``, handing a stateful one the caller-owned ``state`` dict."""
+    if clipper.stateful:
+        return clipper(grads, params, norms, total, state=state)  # type: ignore[call-arg]
+    return clipper(grads, params, norms, total)
 
 
 def check_clipper(clip: Any, name: str = "clip") -> Clipper | None:
@@ -105,7 +142,7 @@ def full_norms(tensors: list[Tensor], norms: list[Tensor], norm_type: float = 2.
 
 def _values(grads: list[Tensor]) -> list[Tensor]:
     """Sparse gradients by their stored values (same norm, same finiteness)."""
-    return [g.coalesce()._values() if g.is_sparse else g for g in grads]
+    return [g.coalesce().values() if g.is_sparse else g for g in grads]
 
 
 def total_norm(norms: list[Tensor], norm_type: float = 2.0) -> Tensor:

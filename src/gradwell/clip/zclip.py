@@ -58,6 +58,7 @@ class ZClip(Clipper):
     """
 
     scales_globally = True
+    stateful = True
 
     def __init__(self, alpha: float = 0.97, z_thresh: float = 2.5, warmup: int = 25, *,
                  eps: float = 1e-6, reciprocal: bool = True) -> None:
@@ -72,15 +73,13 @@ class ZClip(Clipper):
         self.warmup = warmup
         self.eps = check_positive("eps", eps)
         self.reciprocal = bool(reciprocal)
-        self._step = 0
-        self._state: dict[str, Tensor] = {}
 
     def __call__(self, grads: list[Tensor], params: list[Tensor], norms: list[Tensor],
-                 total: Tensor) -> Tensor:
-        s = self._tensors(total)
+                 total: Tensor, state: dict[str, Any] | None = None) -> Tensor:
+        s = self._tensors(self.own_state(state), total)
         g = total.detach().to(s["mean"].dtype)
-        self._step += 1
-        if self._step <= self.warmup:
+        s["step"] += 1  # a Python int: the warm-up branch is decided without a host read
+        if s["step"] <= self.warmup:
             return self._warm_up(s, g).to(total.dtype)
         std = s["var"].sqrt()
         z = (g - s["mean"]) / (std + self.eps)
@@ -97,11 +96,11 @@ class ZClip(Clipper):
         s["var"].copy_(torch.where(ok, new_var, s["var"]))
         return torch.where(spike, clipped / (g + 1e-6), 1.0).to(total.dtype)
 
-    def _warm_up(self, s: dict[str, Tensor], g: Tensor) -> Tensor:
+    def _warm_up(self, s: dict[str, Any], g: Tensor) -> Tensor:
         """Record the norm; after the last warmup step, start the statistics from the record."""
         warm = s["warm"]
-        warm[self._step - 1].copy_(torch.where(torch.isfinite(g), g, math.nan))
-        if self._step == self.warmup:
+        warm[s["step"] - 1].copy_(torch.where(torch.isfinite(g), g, math.nan))
+        if s["step"] == self.warmup:
             finite = ~torch.isnan(warm)
             n = finite.sum().clamp(min=1)
             mean = torch.where(finite, warm, 0.0).sum() / n
@@ -109,40 +108,40 @@ class ZClip(Clipper):
             s["var"].copy_(torch.where(finite, (warm - mean).square(), 0.0).sum() / n)
         return torch.ones_like(g)
 
-    def _tensors(self, total: Tensor) -> dict[str, Tensor]:
-        if not self._state:
+    def _tensors(self, s: dict[str, Any], total: Tensor) -> dict[str, Any]:
+        if not s:
             dtype = total.dtype if total.dtype in (torch.float32, torch.float64) else torch.float32
             dev = total.device
-            self._state = {"mean": torch.zeros((), dtype=dtype, device=dev),
-                           "var": torch.zeros((), dtype=dtype, device=dev),
-                           "warm": torch.full((self.warmup,), math.nan, dtype=dtype, device=dev)}
-        elif self._state["mean"].device != total.device:
-            self._state = {k: v.to(total.device) for k, v in self._state.items()}
-        return self._state
+            s.update(step=0, mean=torch.zeros((), dtype=dtype, device=dev),
+                     var=torch.zeros((), dtype=dtype, device=dev),
+                     warm=torch.full((self.warmup,), math.nan, dtype=dtype, device=dev))
+        elif s["mean"].device != total.device:
+            s.update({k: s[k].to(total.device) for k in ("mean", "var", "warm")})
+        return s
+
+    def statistics(self, state: dict[str, Any] | None = None) -> tuple[Tensor, Tensor]:
+        """``(mean, std)`` of the gradient norm in ``state`` (default: the clipper's own) as
+        0-dim tensors, zeros before the first step."""
+        s = self.own_state(state)
+        if not s:
+            return torch.tensor(0.0), torch.tensor(0.0)
+        return s["mean"].clone(), s["var"].sqrt()
 
     @property
     def stats(self) -> tuple[Tensor, Tensor]:
-        """``(mean, std)`` of the gradient norm as 0-dim tensors (zeros before the first step)."""
-        if not self._state:
-            return torch.tensor(0.0), torch.tensor(0.0)
-        return self._state["mean"].clone(), self._state["var"].sqrt()
+        """``(mean, std)`` from calls without ``state=``."""
+        return self.statistics()
 
-    def state_dict(self) -> dict[str, Any]:
-        if not self._state:
-            return {}
-        return {"step": self._step, **{k: v.clone() for k, v in self._state.items()}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def check_state(self, state: dict[str, Any]) -> dict[str, Any]:
         if not state:
-            self._step, self._state = 0, {}
-            return
+            return {}
         if set(state) != set(_KEYS):
             raise ValueError(f"ZClip state must have keys {sorted(_KEYS)}, got {sorted(state)}")
         if state["warm"].shape != (self.warmup,):
             raise ValueError(f"ZClip state was saved with warmup={state['warm'].shape[0]}, but "
                              f"this ZClip has warmup={self.warmup}")
-        self._step = int(state["step"])
-        self._state = {k: state[k].detach().clone() for k in _KEYS if k != "step"}
+        return {"step": int(state["step"]),
+                **{k: state[k].detach().clone() for k in _KEYS if k != "step"}}
 
     def __repr__(self) -> str:
         extra = "" if self.reciprocal else ", reciprocal=False"

@@ -23,7 +23,7 @@ from torch.optim.adagrad import adagrad as torch_adagrad
 
 from ..clip.base import Clipper
 from .base import Quotient, Transform, chain, check_range, scalar_steps
-from .dropin import DropIn, fused_groups, run_with_steps, scale_
+from .dropin import DropIn, fused_groups, scale_
 from .optimizer import GroupBatch, ParamsT
 from .weight_decay import add_decayed_weights
 
@@ -93,10 +93,9 @@ class Adagrad(DropIn):
         g = b.group
         lists = [b.params, b.grads, [s["sum"] for s in b.states], [s["step"] for s in b.states]]
         for (ps, gs, sums, st), scale, inf in fused_groups(lists, factor, found_inf):
-            run_with_steps(st, inf, lambda: torch._fused_adagrad_(
-                ps, gs, sums, st, lr=g["lr"], lr_decay=g["lr_decay"],
-                weight_decay=g["weight_decay"], eps=g["eps"], maximize=g["maximize"],
-                grad_scale=scale, found_inf=inf))
+            torch_adagrad(ps, gs, sums, st, fused=True, grad_scale=scale, found_inf=inf,
+                          lr=g["lr"], lr_decay=g["lr_decay"], weight_decay=g["weight_decay"],
+                          eps=g["eps"], maximize=g["maximize"])
 
     def _sparse_step(self, b: GroupBatch, factor: Tensor | None) -> None:
         """Sparse gradients (``nn.Embedding(sparse=True)``) take torch's own sparse Adagrad."""

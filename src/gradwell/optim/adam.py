@@ -27,10 +27,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.adam import adam as torch_adam
 
 from ..clip.base import Clipper
 from .base import Quotient, Transform, chain, check_range, scalar_steps
-from .dropin import DropIn, check_betas, fused_groups, run_with_steps
+from .dropin import DropIn, check_betas, fused_groups
 from .optimizer import GroupBatch, ParamsT
 from .weight_decay import add_decayed_weights
 
@@ -82,7 +83,7 @@ class scale_by_adam(Transform):  # noqa: N801
 
 
 _ADAM_COUPLED = chain(add_decayed_weights(), scale_by_adam())
-_ADAM_DECOUPLED = chain(scale_by_adam(), add_decayed_weights(decoupled=True))
+_ADAM_DECOUPLED = chain(scale_by_adam(), add_decayed_weights())
 
 
 class Adam(DropIn):
@@ -103,13 +104,21 @@ class Adam(DropIn):
                          differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=decoupled_weight_decay)
 
+    def check_group(self, group: dict[str, Any]) -> None:
+        super().check_group(group)
+        if group.get("foreach"):  # torch's foreach Adam cannot take Tensor hyperparameters
+            for name, v in (("lr", group["lr"]), ("betas[0]", group["betas"][0]),
+                            ("betas[1]", group["betas"][1])):
+                if isinstance(v, Tensor):
+                    raise ValueError(f"{name} as a Tensor is not supported for capturable=False "
+                                     "and foreach=True; allowed: a float, or foreach=None/False")
+
     def _transform_for(self, group: dict[str, Any]) -> Transform:
         return _ADAM_DECOUPLED if group.get("decoupled_weight_decay") else _ADAM_COUPLED
 
     def _fused_kernel(self, b: GroupBatch, factor: Tensor | None,
                       found_inf: Tensor | None) -> None:
         g = b.group
-        kernel = torch._fused_adamw_ if g["decoupled_weight_decay"] else torch._fused_adam_
         amsgrad = g["amsgrad"]
         lists = [b.params, b.grads, [s["exp_avg"] for s in b.states],
                  [s["exp_avg_sq"] for s in b.states],
@@ -117,10 +126,10 @@ class Adam(DropIn):
                  [s["step"] for s in b.states]]
         beta1, beta2 = (float(x) for x in g["betas"])
         for (ps, gs, ms, vs, vmax, st), scale, inf in fused_groups(lists, factor, found_inf):
-            run_with_steps(st, inf, lambda: kernel(
-                ps, gs, ms, vs, vmax, st, lr=g["lr"], beta1=beta1, beta2=beta2,
-                weight_decay=g["weight_decay"], eps=g["eps"], amsgrad=amsgrad,
-                maximize=g["maximize"], grad_scale=scale, found_inf=inf))
+            torch_adam(ps, gs, ms, vs, vmax, st, fused=True, grad_scale=scale, found_inf=inf,
+                       decoupled_weight_decay=g["decoupled_weight_decay"], amsgrad=amsgrad,
+                       beta1=beta1, beta2=beta2, lr=g["lr"], weight_decay=g["weight_decay"],
+                       eps=g["eps"], maximize=g["maximize"])
 
 
 class AdamW(Adam):

@@ -24,8 +24,11 @@ Composition follows optax (Babuschkin et al. 2020, "The DeepMind JAX Ecosystem")
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+import numbers
+from collections.abc import MutableMapping
+from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -47,10 +50,9 @@ class Quotient:
         self.num, self.den = num, den
 
     def tensors(self) -> list[Tensor]:
-        """The divided updates, computed in place in ``den``."""
-        torch._foreach_reciprocal_(self.den)
-        torch._foreach_mul_(self.den, self.num)
-        return list(self.den)
+        """The divided updates ``num / den`` (new tensors; ``1 / den`` first would overflow in
+        float16 when ``den`` is small, and ``inf * 0`` is NaN)."""
+        return list(torch._foreach_div(self.num, self.den))
 
 
 def as_tensors(updates: "list[Tensor] | Quotient") -> list[Tensor]:
@@ -65,6 +67,9 @@ class Transform:
     defaults: dict[str, Any] = {}
     #: Keys this transformation owns in ``optimizer.state[p]``.
     state_keys: tuple[str, ...] = ()
+    #: True if :meth:`update` takes a fifth argument, ``group_state``: a dict the optimizer
+    #: keeps per parameter group (and per chain position) in its ``state_dict`` (clippers).
+    uses_group_state: bool = False
 
     def check(self, group: dict[str, Any]) -> None:
         """Raise ValueError if a hyperparameter of ``group`` is out of range."""
@@ -92,7 +97,14 @@ class Transform:
 
 
 class Chain(Transform):
-    """Apply transformations one after the other: ``chain(a, b)(g) = b(a(g))``."""
+    """Apply transformations one after the other: ``chain(a, b)(g) = b(a(g))``.
+
+    Each element owns its hyperparameters and its state, as in optax. They live in the
+    parameter groups and ``optimizer.state[p]`` under the element's own names (``eps``,
+    ``exp_avg``); a name that several elements use is qualified by the element's position,
+    ``name@i``: ``chain(add_decayed_weights(1e-4), scale_by_adam(), add_decayed_weights(1e-2))``
+    has group keys ``weight_decay@0``, ``betas``, ``eps``, ``amsgrad`` and ``weight_decay@2``.
+    """
 
     def __init__(self, *parts: Transform) -> None:
         from ..clip.base import Clipper
@@ -107,35 +119,83 @@ class Chain(Transform):
         if not flat:
             raise ValueError("chain needs at least one transformation")
         self.parts = flat
-        self.defaults = merge_defaults(flat)
-        keys = [k for t in flat for k in t.state_keys]
-        dup = sorted({k for k in keys if keys.count(k) > 1})
-        if dup:
-            raise ValueError(f"chain: state keys {dup} are used by more than one transformation; "
-                             "each transformation may appear once in a chain")
-        self.state_keys = tuple(keys)
+        self.hyper_names = _qualified([list(t.defaults) for t in flat])
+        self.state_names = _qualified([list(t.state_keys) for t in flat])
+        self.defaults = {names.get(k, k): v for t, names in zip(flat, self.hyper_names)
+                         for k, v in t.defaults.items()}
+        self.state_keys = tuple(names.get(k, k) for t, names in zip(flat, self.state_names)
+                                for k in t.state_keys)
+        self.uses_group_state = any(t.uses_group_state for t in flat)
 
     def transforms(self) -> list[Transform]:
         return list(self.parts)
 
     def check(self, group: dict[str, Any]) -> None:
-        for t in self.parts:
-            t.check(group)
+        for t, names in zip(self.parts, self.hyper_names):
+            t.check(KeyView.of(group, names))
 
     def init(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state: dict[str, Any] = {}
-        for t in self.parts:
-            state.update(t.init(param, group))
+        for t, hyper, names in zip(self.parts, self.hyper_names, self.state_names):
+            for k, v in t.init(param, KeyView.of(group, hyper)).items():
+                state[names.get(k, k)] = v
         return state
 
     def update(self, updates: list[Tensor], states: list[dict[str, Any]], params: list[Tensor],
-               group: dict[str, Any]) -> list[Tensor]:
-        for t in self.parts:
-            updates = t.update(as_tensors(updates), states, params, group)
+               group: dict[str, Any], group_state: dict[int, Any] | None = None
+               ) -> "list[Tensor] | Quotient":
+        for i, (t, hyper, names) in enumerate(zip(self.parts, self.hyper_names,
+                                                  self.state_names)):
+            own = [KeyView(s, names) for s in states] if names else states
+            args = (as_tensors(updates), own, params, KeyView.of(group, hyper))
+            if t.uses_group_state:
+                slot = None if group_state is None else group_state.setdefault(i, {})
+                updates = t.update(*args, slot)  # type: ignore[call-arg]
+            else:
+                updates = t.update(*args)
         return updates
 
     def __repr__(self) -> str:
         return "chain(" + ", ".join(map(repr, self.parts)) + ")"
+
+
+def _qualified(names: list[list[str]]) -> list[dict[str, str]]:
+    """Per element, the renames ``name -> name@i`` of names that more than one element uses."""
+    counts: dict[str, int] = {}
+    for keys in names:
+        for k in set(keys):
+            counts[k] = counts.get(k, 0) + 1
+    return [{k: f"{k}@{i}" for k in keys if counts[k] > 1} for i, keys in enumerate(names)]
+
+
+class KeyView(MutableMapping):
+    """A dict seen through renames (``eps`` read and written as ``eps@2``)."""
+
+    __slots__ = ("base", "names")
+
+    def __init__(self, base: Any, names: dict[str, str]) -> None:
+        self.base, self.names = base, names
+
+    @staticmethod
+    def of(base: Any, names: dict[str, str]) -> Any:
+        """``base`` itself when nothing is renamed (no cost for the drop-ins' chains)."""
+        return KeyView(base, names) if names else base
+
+    def __getitem__(self, key: str) -> Any:
+        return self.base[self.names.get(key, key)]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.base[self.names.get(key, key)] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.base[self.names.get(key, key)]
+
+    def __iter__(self) -> Iterator[str]:
+        back = {v: k for k, v in self.names.items()}
+        return (back.get(k, k) for k in self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)
 
 
 def chain(*transforms: Transform) -> Chain:
@@ -144,56 +204,59 @@ def chain(*transforms: Transform) -> Chain:
 
 
 class ClipTransform(Transform):
-    """A :class:`gradwell.clip.Clipper` as a chain element: clips the updates of one group."""
+    """A :class:`gradwell.clip.Clipper` as a chain element: clips the updates of one group.
+
+    A stateful clipper's state (AutoClip's history, ZClip's statistics) is the optimizer's,
+    one per parameter group and chain position (``group_state``)."""
+
+    uses_group_state = True
 
     def __init__(self, clipper: Any) -> None:
         self.clipper = clipper
 
     def update(self, updates: list[Tensor], states: list[dict[str, Any]], params: list[Tensor],
-               group: dict[str, Any]) -> list[Tensor]:
+               group: dict[str, Any], group_state: dict[str, Any] | None = None
+               ) -> list[Tensor]:
         from .._distributed import full_tensors
-        from ..clip.base import full_norms, grad_norms, total_norm
+        from ..clip.base import call_clipper, full_norms, grad_norms, total_norm
         params = full_tensors(params, states)  # FSDP2: the DTensors behind the local shards
         norms = full_norms(params, grad_norms(updates, self.clipper.norm_type),
                            self.clipper.norm_type)
         total = total_norm(norms, self.clipper.norm_type)
         if self.clipper.scales_globally:
-            return list(torch._foreach_mul(updates, self.clipper(updates, params, norms, total)))
+            factor = call_clipper(self.clipper, updates, params, norms, total, group_state)
+            return list(torch._foreach_mul(updates, factor))
         updates = [u.clone() for u in updates]
-        self.clipper(updates, params, norms, total)
+        call_clipper(self.clipper, updates, params, norms, total, group_state)
         return updates
 
     def __repr__(self) -> str:
         return repr(self.clipper)
 
 
-def merge_defaults(parts: Sequence[Transform]) -> dict[str, Any]:
-    """Union of the parts' defaults; the same name with two different values is an error."""
-    merged: dict[str, Any] = {}
-    for t in parts:
-        for k, v in t.defaults.items():
-            if k in merged and merged[k] != v:
-                raise ValueError(f"chain: hyperparameter {k!r} has two defaults, {merged[k]!r} and "
-                                 f"{v!r}; give both transformations the same value")
-            merged[k] = v
-    return merged
-
-
 def check_range(name: str, value: Any, low: float = 0.0, high: float = math.inf,
-                high_open: bool = False, allowed: str | None = None) -> None:
-    """Raise ValueError naming ``name`` unless ``low <= value <= high`` (``< high`` if open)."""
+                high_open: bool = False, allowed: str | None = None, label: str | None = None
+                ) -> None:
+    """Raise ValueError naming ``name`` unless ``low <= value <= high`` (``< high`` if open).
+
+    Every number type torch accepts passes: Python and NumPy scalars (``numbers.Real``) and
+    1-element tensors. The message starts like torch's (``Invalid momentum value: -0.5``).
+    """
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} must be a number or a 1-element tensor, got shape "
                              f"{tuple(value.shape)}")
         value = value.item()
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    ok = ok and low <= value and (value < high if high_open else value <= high)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if ok:
+        value = float(value) if not isinstance(value, numbers.Integral) else int(value)
+        ok = not math.isnan(value) and low <= value and (
+            value < high if high_open else value <= high)
     if not ok:
         if allowed is None:
             hi = ")" if high_open else "]"
             allowed = f"a number in [{low}, {high}{hi}"
-        raise ValueError(f"Invalid {name}: {value!r}; allowed: {allowed}")
+        raise ValueError(f"Invalid {label or name + ' value'}: {value!r}; allowed: {allowed}")
 
 
 def scalar_steps(steps: list[Tensor]) -> list[float]:

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from .._distributed import LocalView, StateView, is_dtensor, local, reducer_for
-from ..clip.base import (Clipper, apply_factor_, check_clipper, effective_factor, grad_norms,
-                         nonfinite_flag, total_norm)
+from ..clip.base import (Clipper, apply_factor_, call_clipper, check_clipper, effective_factor,
+                         grad_norms, nonfinite_flag, total_norm)
 from .base import Chain, Quotient, Transform, as_tensors, check_range
 
 __all__ = ["Optimizer", "GroupBatch"]
@@ -38,19 +38,20 @@ class GroupBatch:
 
     Under FSDP2 ``params``, ``grads`` and ``states`` are the local shards (the update is
     elementwise, so kernels run on them unchanged); ``originals`` are the DTensor parameters.
+    ``index`` is the group's position in ``param_groups``.
     """
 
-    __slots__ = ("group", "params", "grads", "states", "fresh", "sparse", "originals")
+    __slots__ = ("group", "params", "grads", "states", "fresh", "sparse", "originals", "index")
 
     def __init__(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
-                 states: list[dict[str, Any]], fresh: list[Tensor]) -> None:
+                 states: list[dict[str, Any]], fresh: list[Tensor], index: int = 0) -> None:
         self.originals = params
         if any(is_dtensor(p) for p in params):
             states = [LocalView(s, p) if is_dtensor(p) else s  # type: ignore[misc]
                       for s, p in zip(states, params)]
             params, grads = [local(p) for p in params], [local(g) for g in grads]
-        self.group, self.params, self.grads, self.states, self.fresh = (
-            group, params, grads, states, fresh)
+        self.group, self.params, self.grads, self.states, self.fresh, self.index = (
+            group, params, grads, states, fresh, index)
         self.sparse = any(g.is_sparse for g in grads)
 
 
@@ -71,6 +72,9 @@ class Optimizer(torch.optim.Optimizer):
     #: Drop-ins whose torch namesake accepts sparse gradients (SGD, Adagrad) set this.
     supports_sparse: bool = False
 
+    #: Group keys a subclass accepts besides the transformation's hyperparameters.
+    flag_keys: tuple[str, ...] = ()
+
     def __init__(self, params: ParamsT, transform: Transform, lr: float | Tensor = 1e-3, *,
                  clip: Clipper | None = None, skip_nonfinite: bool = False,
                  maximize: bool = False, **hyper: Any) -> None:
@@ -79,6 +83,12 @@ class Optimizer(torch.optim.Optimizer):
         if not isinstance(transform, Transform):
             raise TypeError("transform must be a gradwell.optim transformation (e.g. "
                             f"scale_by_adam() or chain(...)), got {type(transform).__qualname__}")
+        unknown = sorted(set(hyper) - set(transform.defaults) - set(self.flag_keys))
+        if unknown:
+            allowed = sorted({"lr", "clip", "skip_nonfinite", "maximize", *transform.defaults,
+                              *self.flag_keys})
+            raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument "
+                            f"{unknown[0]!r}; allowed: {allowed}")
         self.transform = transform
         self.clip = check_clipper(clip)
         if not isinstance(skip_nonfinite, bool):
@@ -86,29 +96,41 @@ class Optimizer(torch.optim.Optimizer):
         self.skip_nonfinite = skip_nonfinite
         self._skipped: Tensor | None = None
         #: ``(params, per-tensor norms, total norm)`` of the last step's gradients before
-        #: clipping, when the step computed them (``clip=`` or ``skip_nonfinite=True``); read by
-        #: ``gradwell.watch`` so that monitoring costs no second pass.
+        #: clipping, when the step computed them (``clip=`` or ``skip_nonfinite=True``), else
+        #: None. A public attribute: ``gradwell.watch`` reads it so that monitoring costs no
+        #: second pass over the gradients.
         self.last_grad_norms: tuple[list[Tensor], list[Tensor], Tensor] | None = None
+        #: State of stateful clippers (AutoClip's history, ZClip's statistics), owned by the
+        #: optimizer and saved by :meth:`state_dict`: ``"clip"`` for ``clip=``, ``"groups"``
+        #: one ``{chain position: state}`` per parameter group for clippers inside a chain.
+        self.clip_state: dict[str, Any] = {"clip": {}, "groups": []}
+        check_lr(lr)
         defaults = {"lr": lr, "maximize": maximize, **transform.defaults, **hyper}
-        params = _materialize(params)
-        super().__init__(params, defaults)
+        super().__init__(_materialize(params), defaults)
 
     # ----------------------------------------------------------------- construction and state
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        check_range("lr", param_group.get("lr", self.defaults["lr"]))
-        seen = {id(p) for g in self.param_groups for p in g["params"]}
-        params = param_group["params"]
-        params = [params] if isinstance(params, Tensor) else list(params)
-        for p in params:
-            if isinstance(p, Tensor) and id(p) in seen:
-                raise ValueError("a parameter appears in more than one parameter group "
-                                 f"(shape {tuple(p.shape)}); give each parameter to one group only")
+        """Add a group exactly as torch does (any iterable, a single tensor, named parameters,
+        torch's duplicate warning and errors), then check its hyperparameters; a group that
+        fails the check is not added."""
         super().add_param_group(param_group)
-        self._transform_for(self.param_groups[-1]).check(self.param_groups[-1])
+        group = self.param_groups[-1]
+        try:
+            check_lr(group["lr"])
+            self._transform_for(group).check(group)
+            self.check_group(group)
+        except (ValueError, TypeError, RuntimeError):
+            self.param_groups.pop()
+            raise
+        self.__dict__.setdefault("clip_state", {"clip": {}, "groups": []})
+        self.clip_state["groups"].append({})
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        """Subclasses check group flags here (raise ValueError, TypeError or RuntimeError)."""
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.update(transform=self.transform, clip=self.clip,
+        state.update(transform=self.transform, clip=self.clip, clip_state=self.clip_state,
                      skip_nonfinite=self.skip_nonfinite, _skipped=self._skipped)
         return state
 
@@ -116,19 +138,29 @@ class Optimizer(torch.optim.Optimizer):
         super().__setstate__(state)  # also called by load_state_dict with state and groups only
         self.__dict__.setdefault("last_grad_norms", None)
         self.__dict__.setdefault("_fusable_cache", {})
+        self.__dict__.setdefault("clip_state", {"clip": {}, "groups": [{} for _ in
+                                                                       self.param_groups]})
         for group in self.param_groups:
             for k, v in self.defaults.items():
                 group.setdefault(k, v)
 
     def state_dict(self) -> dict[str, Any]:
+        """torch's ``state_dict``, plus ``"gradwell"``: skipped steps and the clippers' state
+        (``"clip"`` for ``clip=``, ``"groups"``: per group, ``{chain position: state}``)."""
         sd = super().state_dict()
-        sd["gradwell"] = {"skipped_steps": self.skipped_steps,
-                          "clippers": [c.state_dict() for c in self._clippers()]}
+        cs = self.clip_state
+        sd["gradwell"] = {
+            "skipped_steps": self.skipped_steps,
+            "clip_state": {
+                "clip": self.clip.copy_state(cs["clip"]) if self.clip is not None else {},
+                "groups": [{i: self._chain_clipper(g, i).copy_state(st) for i, st in gs.items()}
+                           for g, gs in zip(self.param_groups, cs["groups"])]}}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         extra = state_dict.pop("gradwell", None)
+        clip_state = self._checked_clip_state(extra or {})  # before anything changes
         super().load_state_dict(state_dict)
         for p, s in self.state.items():  # fused kernels want step counters on the device
             step = s.get("step")
@@ -138,29 +170,47 @@ class Optimizer(torch.optim.Optimizer):
             self._skipped = None
             if extra.get("skipped_steps"):
                 self._skipped = torch.tensor(extra["skipped_steps"], dtype=torch.int64)
-            self._load_clippers(extra.get("clippers", []))
+            self.clip_state = clip_state
 
-    def _load_clippers(self, saved: list[dict[str, Any]]) -> None:
-        """Restore clipper state; clippers new since the save (none saved) start fresh."""
-        clippers = self._clippers()
-        if not any(saved):
-            return
-        if len(saved) != len(clippers):
-            raise ValueError(f"state_dict holds the state of {len(saved)} clippers, but this "
-                             f"optimizer has {len(clippers)}: {clippers}")
-        for c, s in zip(clippers, saved):
-            c.load_state_dict(s)
+    def _checked_clip_state(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """The saved clipper state, validated against this optimizer's clippers."""
+        saved = extra.get("clip_state") or self._from_clipper_list(extra.get("clippers", []))
+        groups = saved.get("groups") or [{} for _ in self.param_groups]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict holds clipper state for {len(groups)} parameter "
+                             f"groups, but this optimizer has {len(self.param_groups)}")
+        glob = saved.get("clip") or {}
+        if glob and self.clip is None:
+            raise ValueError("state_dict holds state of a clip= clipper, but this optimizer "
+                             "has clip=None")
+        return {"clip": self.clip.check_state(glob) if self.clip is not None else {},
+                "groups": [{int(i): self._chain_clipper(g, int(i)).check_state(st)
+                            for i, st in gs.items()}
+                           for g, gs in zip(self.param_groups, groups)]}
 
-    def _clippers(self) -> list[Clipper]:
+    def _from_clipper_list(self, saved: list[dict[str, Any]]) -> dict[str, Any]:
+        """Read the layout of earlier versions: one state per distinct clipper object, ``clip=``
+        first, then the chains' clippers in order of first appearance (shared by groups)."""
         from .base import ClipTransform
-        found = [self.clip] if self.clip is not None else []
-        seen = {id(c) for c in found}
-        for group in self.param_groups:
-            for t in self._transform_for(group).transforms():
-                if isinstance(t, ClipTransform) and id(t.clipper) not in seen:
-                    seen.add(id(t.clipper))
-                    found.append(t.clipper)
-        return found
+        out: dict[str, Any] = {"clip": {}, "groups": [{} for _ in self.param_groups]}
+        if not any(saved):
+            return out
+        states, by_id = iter(saved), {}
+        if self.clip is not None:
+            out["clip"] = next(states, {})
+        for gs, group in zip(out["groups"], self.param_groups):
+            for i, t in enumerate(self._transform_for(group).transforms()):
+                if isinstance(t, ClipTransform):
+                    gs[i] = by_id.setdefault(id(t.clipper), next(states, {}))
+        return out
+
+    def _chain_clipper(self, group: dict[str, Any], position: int) -> Clipper:
+        from .base import ClipTransform
+        parts = self._transform_for(group).transforms()
+        if not (0 <= position < len(parts) and isinstance(parts[position], ClipTransform)):
+            raise ValueError(f"state_dict holds clipper state for chain position {position}, "
+                             f"but this optimizer's chain there is {parts[position:position + 1]}")
+        return parts[position].clipper
 
     @property
     def skipped_steps(self) -> int:
@@ -175,7 +225,8 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        batches = [b for b in (self._gather(g) for g in self.param_groups) if b.params]
+        batches = [b for b in (self._gather(g, i) for i, g in enumerate(self.param_groups))
+                   if b.params]
         if not batches:
             return loss
         norms = self._norms(batches)
@@ -196,7 +247,8 @@ class Optimizer(torch.optim.Optimizer):
         factor = None
         if self.clip is not None:
             params, per_tensor, total = norms
-            factor = effective_factor(self.clip(grads, params, per_tensor, total))
+            factor = effective_factor(call_clipper(self.clip, grads, params, per_tensor, total,
+                                                   self.clip_state["clip"]))
         for b in batches:
             if b.sparse:
                 self._sparse_step(b, factor)
@@ -206,7 +258,7 @@ class Optimizer(torch.optim.Optimizer):
                 self._transform_step(b)
         return loss
 
-    def _gather(self, group: dict[str, Any]) -> GroupBatch:
+    def _gather(self, group: dict[str, Any], index: int) -> GroupBatch:
         params = [p for p in group["params"] if p.grad is not None]
         states, fresh = [], []
         transform = self._transform_for(group)
@@ -218,7 +270,7 @@ class Optimizer(torch.optim.Optimizer):
                 state.update(transform.init(p, group))
                 fresh.append(p)
             states.append(state)
-        return GroupBatch(group, params, [p.grad for p in params], states, fresh)
+        return GroupBatch(group, params, [p.grad for p in params], states, fresh, index)
 
     def _norms(self, batches: list[GroupBatch]) -> tuple[list[Tensor], list[Tensor], Tensor] | None:
         """Per-tensor and total gradient norms of all groups in one foreach pass, if needed."""
@@ -254,7 +306,12 @@ class Optimizer(torch.optim.Optimizer):
             params, grads = _real_views(params), _real_views(grads)
             states = [RealView(s) if p.is_complex() else s for p, s in zip(b.params, states)]
         grads = list(torch._foreach_neg(grads)) if group["maximize"] else grads
-        updates = self._transform_for(group).update(grads, states, params, group)
+        transform = self._transform_for(group)
+        if transform.uses_group_state:
+            updates = transform.update(grads, states, params, group,  # type: ignore[call-arg]
+                                       self.clip_state["groups"][b.index])
+        else:
+            updates = transform.update(grads, states, params, group)
         lr = group["lr"]
         if isinstance(lr, Tensor):
             torch._foreach_add_(params, torch._foreach_mul(as_tensors(updates), -lr))
@@ -310,12 +367,20 @@ class RealView(StateView):
 
 
 def _materialize(params: ParamsT) -> list[Any]:
-    """Turn ``params`` into a list and reject an empty one with a clear message."""
+    """``list(params)`` (once, so a generator is not exhausted), refusing what torch refuses."""
     if isinstance(params, Tensor):
-        raise TypeError("params must be an iterable of Tensors or dicts (e.g. "
-                        "model.parameters()), got a single Tensor")
+        raise TypeError("params argument given to the optimizer should be an iterable of Tensors "
+                        f"or dicts, but got {torch.typename(params)}; pass model.parameters() or "
+                        "[tensor]")
     params = list(params)
     if not params:
-        raise ValueError("params is empty: the optimizer got no parameters to optimize; pass "
+        raise ValueError("optimizer got an empty parameter list (params is empty); pass "
                          "model.parameters() or a list of parameter groups")
     return params
+
+
+def check_lr(lr: Any) -> None:
+    """torch's rules for ``lr``: a number >= 0, or a 1-element Tensor."""
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError(f"Tensor lr must be 1-element, got shape {tuple(lr.shape)}")
+    check_range("lr", lr)

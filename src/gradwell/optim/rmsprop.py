@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.adam import adam as torch_adam
 
 from ..clip.base import Clipper
 from .base import Quotient, Transform, chain, check_range
@@ -110,10 +111,10 @@ class RMSprop(DropIn):
                  [s["step"] for s in b.states]]
         for (ps, gs, sq, st), scale, inf in fused_groups(lists, factor, found_inf):
             no_correction = [_NO_BIAS_CORRECTION] * len(ps)  # alpha ** 1e30 == 0
-            run_with_steps(st, inf, lambda: torch._fused_adam_(
-                ps, gs, gs, sq, [], no_correction, lr=g["lr"], beta1=0.0, beta2=g["alpha"],
-                weight_decay=g["weight_decay"], eps=g["eps"], amsgrad=False,
-                maximize=g["maximize"], grad_scale=scale, found_inf=inf))
+            run_with_steps(st, inf, lambda: torch_adam(
+                ps, gs, gs, sq, [], no_correction, fused=True, grad_scale=scale, found_inf=inf,
+                amsgrad=False, beta1=0.0, beta2=float(g["alpha"]), lr=g["lr"],
+                weight_decay=g["weight_decay"], eps=g["eps"], maximize=g["maximize"]))
 
 
 _NO_BIAS_CORRECTION = torch.tensor(1e30)

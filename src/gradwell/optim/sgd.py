@@ -53,24 +53,26 @@ class SGD(DropIn):
         g = b.group
         first = g["momentum"] != 0 and all("momentum_buffer" not in s for s in b.states)
         if first and found_inf is None and super()._fusable(b):
-            for s, grad in zip(b.states, b.grads):
-                s["momentum_buffer"] = torch.empty_like(grad)
-            self._sgd_kernel(b, factor, None, is_first_step=True)
+            self._sgd_kernel(b, factor, None)  # torch's kernel starts the buffers
             return True
         if not self._fusable(b):
             return False
-        self._sgd_kernel(b, factor, found_inf, is_first_step=False)
+        self._sgd_kernel(b, factor, found_inf)
         return True
 
-    def _sgd_kernel(self, b: GroupBatch, factor: Tensor | None, found_inf: Tensor | None,
-                    is_first_step: bool) -> None:
+    def _sgd_kernel(self, b: GroupBatch, factor: Tensor | None,
+                    found_inf: Tensor | None) -> None:
         g = b.group
-        bufs = [s["momentum_buffer"] for s in b.states] if g["momentum"] != 0 else []
-        for (ps, gs, ms), sc, inf in fused_groups([b.params, b.grads, bufs], factor, found_inf):
-            torch._fused_sgd_(ps, gs, ms, weight_decay=g["weight_decay"],
-                              momentum=g["momentum"], lr=g["lr"], dampening=g["dampening"],
-                              nesterov=g["nesterov"], maximize=g["maximize"],
-                              is_first_step=is_first_step, grad_scale=sc, found_inf=inf)
+        momentum = g["momentum"] != 0
+        bufs = [s.get("momentum_buffer") for s in b.states]  # None: new, or no momentum
+        lists = [b.params, b.grads, bufs, list(range(len(b.params)))]
+        for (ps, gs, ms, idx), sc, inf in fused_groups(lists, factor, found_inf):
+            torch_sgd(ps, gs, ms, fused=True, grad_scale=sc, found_inf=inf,
+                      weight_decay=g["weight_decay"], momentum=g["momentum"], lr=g["lr"],
+                      dampening=g["dampening"], nesterov=g["nesterov"], maximize=g["maximize"])
+            if momentum:  # the functional API creates missing buffers in the list it is given
+                for i, buf in zip(idx, ms):  # b.states: under FSDP2 views of the DTensor's state
+                    b.states[i]["momentum_buffer"] = buf
 
     def _sparse_step(self, b: GroupBatch, factor: Tensor | None) -> None:
         """Sparse gradients (``nn.Embedding(sparse=True)``) take torch's own sparse SGD."""

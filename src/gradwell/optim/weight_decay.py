@@ -31,15 +31,16 @@ __all__ = ["add_decayed_weights"]
 class add_decayed_weights(Transform):  # noqa: N801
     """``u + weight_decay * p``: coupled L2 before a preconditioner, decoupled after it.
 
+    The position in the chain decides: ``chain(add_decayed_weights(wd), scale_by_adam())`` is
+    Adam with L2 (coupled), ``chain(scale_by_adam(), add_decayed_weights(wd))`` is AdamW
+    (decoupled), as in optax.
+
     Args:
         weight_decay: lambda >= 0.
-        decoupled: documentation of intent only; the position in the chain decides whether
-            the decay is coupled (before ``scale_by_adam``) or decoupled (after it).
     """
 
-    def __init__(self, weight_decay: float = 0.0, decoupled: bool = False) -> None:
+    def __init__(self, weight_decay: float = 0.0) -> None:
         self.defaults = {"weight_decay": weight_decay}
-        self.decoupled = decoupled
         self.check(self.defaults)
 
     def check(self, group: dict[str, Any]) -> None:
@@ -48,10 +49,6 @@ class add_decayed_weights(Transform):  # noqa: N801
     def update(self, updates: list[Tensor], states: list[dict[str, Any]], params: list[Tensor],
                group: dict[str, Any]) -> list[Tensor]:
         wd = group["weight_decay"]
-        if wd == 0:
-            return updates
-        return list(torch._foreach_add(updates, params, alpha=wd))
-
-    def __repr__(self) -> str:
-        kind = ", decoupled=True" if self.decoupled else ""
-        return f"add_decayed_weights(weight_decay={self.defaults['weight_decay']!r}{kind})"
+        if isinstance(wd, Tensor) or wd != 0:
+            return list(torch._foreach_add(updates, params, alpha=wd))
+        return updates
