@@ -8,11 +8,14 @@ Exit status: 0 on success, 1 when a run's verdict fails or a trial failed, 2 on 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from . import __version__
+from .lab.errors import StoreError
 
 __all__ = ["main", "build_parser"]
 
@@ -101,6 +104,8 @@ def _load(experiment: str):
 
 
 def _print_verdict(console, run: str, store) -> bool:
+    from rich.markup import escape
+
     from .lab.report import verdict_for
     from .lab.verdict import Results
 
@@ -109,7 +114,8 @@ def _print_verdict(console, run: str, store) -> bool:
         return True
     for c in criteria:
         mark = "[green]✔[/]" if c.passed else "[red]✘[/]"
-        console.print(f" {mark} {c.claim}: expected {c.expected}; measured {c.measured}")
+        console.print(f" {mark} {escape(c.claim)}: expected {escape(str(c.expected))}; "
+                      f"measured {escape(str(c.measured))}")
     ok = all(c.passed for c in criteria)
     console.print("[bold green]reproduced[/]" if ok else "[bold red]not reproduced[/]")
     return ok
@@ -120,6 +126,7 @@ def _execute(spec, out: Path, workers: int | None, quick: bool, progress: bool,
     """Run, print the summary and verdict; the demo also writes the report. 1 when a trial
     failed or (outside the demo) a verdict criterion does not hold."""
     from rich.console import Console
+    from rich.markup import escape
 
     from .lab.report import write_report
     from .lab.runner import run_spec
@@ -135,14 +142,14 @@ def _execute(spec, out: Path, workers: int | None, quick: bool, progress: bool,
     with Store(out) as store:
         console.print(rich_table(summarize(store, summary.run), summary.run, spec.metrics))
         ok = _print_verdict(console, summary.run, store)
-    console.print(f"{summary.ran} trials run, {summary.skipped} already in {out} "
-                  f"({summary.seconds:.1f} s)")
+    console.print(f"{summary.ran} trials run, {summary.skipped} already in "
+                  f"{escape(str(out))} ({summary.seconds:.1f} s)")
     for failure in summary.failed:
-        console.print(f"[red]failed[/] {failure}")
+        console.print(f"[red]failed[/] {escape(failure)}")
     if demo:
-        console.print(f"report: {write_report(out)}")
+        console.print(f"report: {escape(str(_write_report(out, None)))}")
     else:
-        console.print(f"next: gradwell lab report {out}")
+        console.print(f"next: gradwell lab report {escape(shlex.quote(str(out)))}")
     return 0 if (ok or demo) and not summary.failed else 1
 
 
@@ -155,14 +162,25 @@ def _lab_list(names_only: bool) -> int:
     return 0
 
 
+def _write_report(directory: str | Path, out: str | None) -> Path:
+    """The report, written; a path that cannot be written is a usage error naming it."""
+    from .lab.report import REPORT_NAME, write_report
+
+    target = Path(out) if out else Path(directory) / REPORT_NAME
+    try:
+        return write_report(directory, out)
+    except OSError as e:
+        raise UsageError(f"cannot write the report to {target} ({e.strerror}); give --out a "
+                         "file in a directory that exists and that you can write to") from e
+
+
 def _lab_report(directory: str, out: str | None) -> int:
-    from .lab.report import write_report
     from .lab.store import DB_NAME
 
     if not (Path(directory) / DB_NAME).is_file():
         raise UsageError(f"{directory} is not a lab directory (no {DB_NAME}); run "
                          "'gradwell lab run NAME --out DIR' first")
-    print(write_report(directory, out))
+    print(_write_report(directory, out))
     return 0
 
 
@@ -201,13 +219,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except UsageError as e:
+    except (UsageError, StoreError) as e:
         print(f"gradwell: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gradwell: interrupted; finished trials are stored, run the same command again "
               "to resume", file=sys.stderr)
+        if argv is None:          # the real command: the store is closed, the workers ended;
+            _exit_now(130)        # skip seconds of interpreter teardown (torch's, mostly)
         return 130
+
+
+def _exit_now(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -118,9 +118,9 @@ def test_disk_snapshots_are_written_atomically(tmp_path: Path, monkeypatch) -> N
     writes = [c for c in calls if c[0].endswith(".tmp")]
     assert [Path(d).name for _, d in writes] == ["trusted.pt", "candidate.pt"]
     assert (Path(calls[-1][0]).name, Path(calls[-1][1]).name) == ("candidate.pt", "trusted.pt")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["trusted.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lock", "trusted.pt"]
     assert guard.snapshot_dir == str(tmp_path)
-    on_disk = torch.load(tmp_path / "trusted.pt", weights_only=False)
+    on_disk = gradwell.guard.snapshot.read_snapshot(tmp_path / "trusted.pt")
     expected, _ = reference_state(10)
     for k, v in expected["model"].items():
         assert torch.equal(on_disk["model"][k], v)

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from .._distributed import param_unit_norms
-from .base import Clipper, check_positive
+from .base import Clipper, check_positive, refuse_sparse
 
 __all__ = ["AGC", "unit_norms", "conv1d_weights"]
 
@@ -89,6 +89,7 @@ class AGC(Clipper):
             raise ValueError(f"AGC needs one parameter per gradient, got {len(grads)} gradients "
                              f"and {len(params)} parameters")
         keep = [i for i, p in enumerate(params) if id(p) not in self._excluded_ids]
+        refuse_sparse("AGC", [grads[i] for i in keep])
         if not keep:
             return None
         gs = [grads[i] for i in keep]

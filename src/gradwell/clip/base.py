@@ -145,6 +145,16 @@ def _values(grads: list[Tensor]) -> list[Tensor]:
     return [g.coalesce().values() if g.is_sparse else g for g in grads]
 
 
+def refuse_sparse(name: str, grads: list[Tensor]) -> None:
+    """ValueError when ``grads`` holds a sparse gradient (a clipper that works element- or
+    row-wise has no sparse kernels in torch)."""
+    sparse = [tuple(g.shape) for g in grads if g.is_sparse]
+    if sparse:
+        raise ValueError(f"{name} does not support sparse gradients (got {len(sparse)}, shape "
+                         f"{sparse[0]}: e.g. nn.Embedding(sparse=True)); use GlobalNorm, which "
+                         "does, or a dense layer (sparse=False)")
+
+
 def total_norm(norms: list[Tensor], norm_type: float = 2.0) -> Tensor:
     """Norm of the concatenation of all tensors, from their per-tensor norms.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Clipper, check_positive
+from .base import Clipper, check_positive, refuse_sparse
 
 __all__ = ["Value"]
 
@@ -27,6 +27,7 @@ class Value(Clipper):
 
     def __call__(self, grads: list[Tensor], params: list[Tensor], norms: list[Tensor],
                  total: Tensor) -> None:
+        refuse_sparse("Value clipping", grads)
         if grads:
             torch._foreach_clamp_min_(grads, -self.limit)
             torch._foreach_clamp_max_(grads, self.limit)

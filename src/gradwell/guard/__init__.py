@@ -16,9 +16,10 @@ sample ids to ``snapshot_dir/skipped.jsonl``. See ``docs/guards.md``.
 from .events import GuardEvent, to_finding, to_record
 from .guard import Guard
 from .samples import SampleTracker, skipped_ids
-from .snapshot import SnapshotStore, capture, restore
+from .snapshot import SnapshotError, SnapshotStore, capture, restore
 from .spike import RobustZ
 from .triage import Batch, per_sample_norms
 
-__all__ = ["Guard", "GuardEvent", "to_finding", "to_record", "RobustZ", "SnapshotStore",
-           "capture", "restore", "Batch", "SampleTracker", "skipped_ids", "per_sample_norms"]
+__all__ = ["Guard", "GuardEvent", "to_finding", "to_record", "RobustZ", "SnapshotError",
+           "SnapshotStore", "capture", "restore", "Batch", "SampleTracker", "skipped_ids",
+           "per_sample_norms"]

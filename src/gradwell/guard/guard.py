@@ -37,7 +37,7 @@ from .checks import check_int, check_models, check_optional_positive, check_unit
 from .events import GuardEvent, to_finding, to_record
 from .flagged import Flagged
 from .sharded import snapshot_store
-from .snapshot import capture, restore
+from .snapshot import SnapshotError, capture, restore, state_bytes
 from .spike import RobustZ
 
 __all__ = ["Guard"]
@@ -63,9 +63,15 @@ class Guard:
             non-finite values are bad.
         spike_window: how many recent good steps the spike statistics use.
         spike_warmup: good steps before spike detection starts.
-        snapshot_dir: keep snapshots as files there (atomic writes) instead of in memory;
-            for an FSDP2 model, as ``torch.distributed.checkpoint`` directories (each rank
-            writes its own shards).
+        snapshot_dir: keep snapshots as files there (atomic, checksummed writes) instead of in
+            memory; for an FSDP2 model, as ``torch.distributed.checkpoint`` directories (each
+            rank writes its own shards). A plain directory is locked for this Guard until
+            :meth:`close` (or the end of the process); a second Guard on it raises
+            ``SnapshotError``.
+        resume: with ``snapshot_dir``: continue from the ``trusted.pt`` an earlier run left
+            there (model, optimizer, scheduler, scaler, clipper and the guard's counters are
+            restored). Without it, a directory holding a trusted snapshot is refused, so a
+            restart never overwrites the state a crashed run left behind.
         max_rollbacks: consecutive rollbacks without a newly trusted snapshot in between after
             which the guard gives up with a RuntimeError (``None``: never).
         on_event: called with every :class:`~gradwell.guard.events.GuardEvent`.
@@ -80,7 +86,7 @@ class Guard:
                  spike_warmup: int = 20, snapshot_dir: str | os.PathLike[str] | None = None,
                  step_scheduler: bool = True, max_rollbacks: int | None = 10,
                  on_event: Callable[[GuardEvent], Any] | None = None,
-                 monitor: Any = None) -> None:
+                 monitor: Any = None, resume: bool = False) -> None:
         self._names = check_models(model, optimizer, scheduler, scaler)
         self.model, self.optimizer = model, optimizer
         self.scheduler, self.scaler = scheduler, scaler
@@ -95,6 +101,9 @@ class Guard:
         self.max_rollbacks = None if max_rollbacks is None else check_int("max_rollbacks",
                                                                            max_rollbacks)
         self.step_scheduler = bool(step_scheduler)
+        if on_event is not None and not callable(on_event):
+            raise TypeError("on_event must be a function taking a GuardEvent, or None; got "
+                            f"{on_event!r}")
         self.on_event = on_event
         if monitor is not None and not callable(getattr(getattr(monitor, "history", None),
                                                         "add_event", None)):
@@ -111,9 +120,41 @@ class Guard:
         self._pending_good = 0  # good steps in a row since the candidate was taken
         self._rollbacks_in_a_row = 0
         self._capture_due = False   # check(): take the candidate at the next call
-        self._store = snapshot_store(snapshot_dir, model)   # FSDP2 on disk: sharded (DCP)
-        self._store.put("trusted", self._capture())
+        self._open_store(snapshot_dir, resume)
         self._flagged = Flagged(model, snapshot_dir)
+
+    def _open_store(self, snapshot_dir: str | os.PathLike[str] | None, resume: bool) -> None:
+        if not isinstance(resume, bool):
+            raise TypeError(f"resume must be True or False, got {resume!r}")
+        if resume and snapshot_dir is None:
+            raise ValueError("resume=True needs snapshot_dir (the directory an earlier run "
+                             "wrote its trusted.pt to)")
+        self._store = snapshot_store(snapshot_dir, self.model)  # FSDP2: sharded (DCP)
+        try:
+            if not getattr(self._store, "survivor", False):
+                self._store.put("trusted", self._capture())
+            elif not resume:
+                raise SnapshotError(
+                    f"snapshot_dir {snapshot_dir} holds trusted.pt from an earlier run; pass "
+                    "resume=True to continue from it, or remove it (or choose another "
+                    "snapshot_dir) to start fresh")
+            else:
+                extra = self._restore_trusted()
+                self.lr_scale, self.steps = extra["lr_scale"], extra.get("steps", 0)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release ``snapshot_dir`` for another Guard (its files stay, for ``resume=True``)."""
+        if hasattr(self._store, "close"):
+            self._store.close()
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # ------------------------------------------------------------------------------ the step
     def step(self, loss: Tensor | float, replay: Any = None, samples: Any = None) -> str:
@@ -142,6 +183,7 @@ class Guard:
         loss_v, norm_v = self._read(loss, total_norm(norms) if norms else None)
         reason, detail = self._judge(loss_v, norm_v, params, norms)
         if reason is None:
+            self._reserve_snapshot()
             self._apply(params)
             self._after_good(loss_v, norm_v)
             self._flagged.good(replay)
@@ -223,6 +265,14 @@ class Guard:
                     return name, {"z": round(z, 2), "spike_z": self.spike_z}
         return None, {}
 
+    def _reserve_snapshot(self) -> None:
+        """When this step will be followed by a candidate snapshot, make sure it fits on disk
+        before the step is applied (a full disk then changes nothing)."""
+        if not self._store.has("candidate") and (self.good_steps + 1) % self.snapshot_every == 0:
+            need = max(getattr(self._store, "last_size", 0), state_bytes(self.model, self.optimizer))
+            if hasattr(self._store, "reserve"):
+                self._store.reserve("candidate", need + 2**16)
+
     def _apply(self, params: list[Tensor]) -> None:
         if self.clip is not None and params:
             clip_(params, self.clip)
@@ -271,7 +321,7 @@ class Guard:
 
     # ------------------------------------------------------------------ snapshots and rollback
     def _capture(self) -> dict[str, Any]:
-        extra = {"lr_scale": self.lr_scale, "good_steps": self.good_steps,
+        extra = {"lr_scale": self.lr_scale, "good_steps": self.good_steps, "steps": self.steps,
                  "loss_z": self._loss_z.state_dict(), "norm_z": self._norm_z.state_dict(),
                  "clip": self.clip.state_dict() if self.clip is not None else {}}
         return capture(self.model, self.optimizer, self.scheduler, self.scaler, extra)
@@ -284,6 +334,16 @@ class Guard:
                 f"gradwell.guard: {self.max_rollbacks} rollbacks in a row did not make training "
                 f"stable (learning rates now x{self.lr_scale:.3g}); last events:\n"
                 + "\n".join(map(str, self.events[-5:])))
+        extra = self._restore_trusted()
+        self.lr_scale *= self.lr_factor
+        self._scale_lrs(self.lr_scale / extra["lr_scale"])
+        self.bad_in_a_row = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        self._event("rolled_back", "max_bad_steps", loss_v, norm_v,
+                    {"lr_scale": self.lr_scale, "to_good_step": self.good_steps})
+
+    def _restore_trusted(self) -> dict[str, Any]:
+        """Load the trusted snapshot into the live objects and the guard; return its extra."""
         extra = restore(self._store.get("trusted"), self.model, self.optimizer,
                         self.scheduler, self.scaler)
         self._store.drop("candidate")
@@ -293,12 +353,7 @@ class Guard:
         self._norm_z.load_state_dict(extra["norm_z"])
         if self.clip is not None:
             self.clip.load_state_dict(extra["clip"])
-        self.lr_scale *= self.lr_factor
-        self._scale_lrs(self.lr_scale / extra["lr_scale"])
-        self.bad_in_a_row = 0
-        self.optimizer.zero_grad(set_to_none=True)
-        self._event("rolled_back", "max_bad_steps", loss_v, norm_v,
-                    {"lr_scale": self.lr_scale, "to_good_step": self.good_steps})
+        return extra
 
     def _scale_lrs(self, factor: float) -> None:
         """Multiply the learning rates of the optimizer (and the scheduler's bases) by factor."""

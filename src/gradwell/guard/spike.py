@@ -6,13 +6,18 @@ For the last ``window`` healthy values :math:`x_1, \\dots, x_n` and a new value 
 
     z = \\frac{x - \\operatorname{med}(x_i)}
              {\\max\\left(1.4826\\,\\operatorname{med}|x_i - \\operatorname{med}(x_i)|,\\;
-                         f\\,|\\operatorname{med}(x_i)|,\\; 10^{-12}\\right)}
+                         f\\,m,\\; 10^{-12}\\right)}
 
 The factor 1.4826 makes the MAD a consistent estimate of the standard deviation for normal data
 (Rousseeuw & Croux 1993, "Alternatives to the Median Absolute Deviation", JASA); unlike a mean
 and standard deviation, neither the median nor the MAD is dragged up by the spikes themselves.
-The floor ``f * |median|`` keeps a very flat history (a plateau, full-batch training) from
-turning ordinary wobbles into "spikes". Only upward spikes count.
+The floor ``f * m``, with :math:`m` the largest :math:`|\\operatorname{med}(x_i)|` seen so far
+(for a loss: about its level at the start of training), keeps a very flat history (a plateau,
+full-batch training) from turning ordinary wobbles into "spikes". It is anchored to that peak,
+not to the current median, because near convergence the median loss approaches 0 while single
+batches with a hard example still cost a sizeable fraction of the starting loss: a floor that
+shrank with the median made those healthy batches "spikes" (z in the hundreds). In log space
+(``log=True``, for norms) the floor is ``f`` itself: a relative change. Only upward spikes count.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ class RobustZ:
     Args:
         window: how many recent accepted values are kept.
         min_count: no z-score (``None``) until this many values were accepted.
-        rel_floor: the floor on the scale as a fraction of ``|median|``.
+        rel_floor: the floor on the scale as a fraction of the largest ``|median|`` seen (in
+            log space: an absolute floor, i.e. a relative change of the value).
         log: score ``log(x)`` instead of ``x`` (for positive quantities such as norms).
     """
 
@@ -41,6 +47,7 @@ class RobustZ:
                  log: bool = False) -> None:
         self.window, self.min_count, self.rel_floor, self.log = window, min_count, rel_floor, log
         self.values: deque[float] = deque(maxlen=window)
+        self.peak = 0.0          #: the largest |median| of the window seen so far
         self._cache: tuple[float, float] | None = None
 
     def _transform(self, x: float) -> float:
@@ -55,7 +62,8 @@ class RobustZ:
         if self._cache is None:
             med = median(self.values)
             mad = median(abs(v - med) for v in self.values)
-            floor = self.rel_floor if self.log else self.rel_floor * abs(med)
+            self.peak = max(self.peak, abs(med))
+            floor = self.rel_floor if self.log else self.rel_floor * self.peak
             self._cache = (med, max(MAD_TO_STD * mad, floor, 1e-12))
         med, scale = self._cache
         return (self._transform(x) - med) / scale
@@ -68,8 +76,9 @@ class RobustZ:
             self._cache = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"values": list(self.values)}
+        return {"values": list(self.values), "peak": self.peak}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.values = deque(state["values"], maxlen=self.window)
+        self.peak = float(state.get("peak", 0.0))
         self._cache = None

@@ -1,6 +1,6 @@
 """``gradwell lab report DIR``: one self-contained HTML file (plots embedded as PNG data URIs,
 no scripts, no server) with, for every run in the store: the verdict when the experiment has
-one, a summary table, a ranking by time-to-target, gradient-flow plots and learning curves."""
+one, a summary table, a ranking by steps to target, gradient-flow plots and learning curves."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ th{background:#eef0f4;font-weight:600}td:first-child,th:first-child{text-align:l
 td.text,th.text{text-align:left}tr:nth-child(even) td{background:#fafbfc}
 .pass{color:#17803d;font-weight:600}.fail{color:#b42318;font-weight:600}
 .bad{color:#b42318}.good{color:#17803d}
+p.bottom{font-size:16px;background:#fff;border-left:4px solid #17803d;padding:8px 12px;margin:8px 0}
 img{max-width:100%;background:#fff;border:1px solid #e6e8ec;border-radius:4px}
 details{margin:4px 0 12px;font-size:13px}code,pre{font-size:12px}
 pre{background:#fff;border:1px solid #e6e8ec;padding:8px;overflow-x:auto}
@@ -87,10 +88,8 @@ def _summary_html(rows: list[Row], metrics: list[str] | None) -> str:
 
 def _ranking_html(rows: list[Row], target: dict | None) -> tuple[str, str | None]:
     if not target:
-        return "<p class=meta>No target in this spec: no ranking by time-to-target.</p>", None
-    order = sorted(rows, key=lambda r: (r.values["seconds_to_target"] is None,
-                                        r.values["seconds_to_target"] or 0.0,
-                                        -(r.values["final_test_acc"] or 0.0)))
+        return "<p class=meta>No target in this spec: no ranking by steps to target.</p>", None
+    order = ranked(rows)
     body = "".join(
         f"<tr><td>{i}</td><td class=text>{_e(r.label)}</td>"
         f"<td>{fmt(r.values['seconds_to_target'], 'seconds')}</td>"
@@ -99,28 +98,66 @@ def _ranking_html(rows: list[Row], target: dict | None) -> tuple[str, str | None
     sign = "≥" if target["metric"].endswith("acc") else "≤"
     goal = f"{target['metric']} {sign} {target['value']}"
     table = (f"<table><tr><th>rank</th><th class=text>configuration</th><th>time→target</th>"
-             f"<th>steps→target</th><th>reached</th></tr>{body}</table>")
-    img = plots.ranking({r.label: r.values["seconds_to_target"] for r in rows}, goal)
+             f"<th>steps→target</th><th>reached</th></tr>{body}</table>"
+             f"<p class=meta>{_e(RANK_RULE)}</p>")
+    img = plots.ranking({r.label: r.values["steps_to_target"] for r in order}, goal)
     return table, img
 
 
+RANK_RULE = ("Ranked by steps to target (median over seeds; evaluated on the spec's step grid), "
+             "ties broken by higher final test accuracy, then by spec order; wall-clock time is "
+             "shown but never used to order configurations (it is timer noise at this scale).")
+
+
+def ranked(rows: list[Row]) -> list[Row]:
+    """``rows`` by steps to target (those that never reached it last), ties by higher final
+    test accuracy, then spec order (a stable sort): never by wall-clock time."""
+    return sorted(rows, key=lambda r: (r.values["steps_to_target"] is None,
+                                       r.values["steps_to_target"] or 0.0,
+                                       -(r.values["final_test_acc"] or 0.0)))
+
+
+def bottom_line(rows: list[Row], target: dict | None) -> str:
+    """One sentence: which configurations reach the target, which is fastest, by how much."""
+    if not target:
+        return ""
+    goal = f"{target['metric']} {'≥' if target['metric'].endswith('acc') else '≤'} " \
+           f"{target['value']}"
+    order = [r for r in ranked(rows) if r.values["steps_to_target"] is not None]
+    never = [r.label for r in rows if r.values["steps_to_target"] is None]
+    if not order:
+        return f"No configuration reached {goal}."
+    best, slow = order[0], order[-1]
+    text = (f"{len(order)} of {len(rows)} configurations reach {goal}; the fastest is "
+            f"{best.label} ({best.values['steps_to_target']:.0f} steps")
+    if slow is not best and best.values["steps_to_target"] > 0:
+        ratio = slow.values["steps_to_target"] / best.values["steps_to_target"]
+        text += f", {ratio:.1f}x fewer than the slowest that got there, {slow.label}"
+    text += ")."
+    if never:
+        text += f" Never reached: {', '.join(never)}."
+    return text
+
+
 def _findings_html(store: Store, rows: list[Row]) -> str:
-    items = []
+    items, remedies = [], {}
     for r in rows:
-        for f in store.findings(r.trials[0]["key"]):
-            ev = f["evidence"].get("summary") or ", ".join(
-                f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}"
-                for k, v in list(f["evidence"].items())[:4])
-            fixes = "; ".join(f["remedies"][:3])
-            items.append(f"<tr><td class=text>{_e(r.label)}</td><td class='text bad'>"
-                         f"{_e(f['kind'])} ({_e(f['severity'])})</td><td class=text>"
-                         f"{_e(f['layer'] or 'model')}</td><td>{_e(f['step'])}</td>"
-                         f"<td class=text>{_e(ev)}</td><td class=text>{_e(fixes)}</td></tr>")
+        found = store.findings(r.trials[0]["key"])
+        if not found:
+            continue
+        kinds = "; ".join(f"{f['kind']} ({f['severity']}) in {f['layer'] or 'model'} from step "
+                          f"{f['step']}" for f in found)
+        items.append(f"<tr><td class=text>{_e(r.label)}</td><td class='text bad'>{_e(kinds)}"
+                     "</td></tr>")
+        for f in found:
+            for fix in f["remedies"][:3]:
+                remedies.setdefault(fix, set()).add(f["kind"])
     if not items:
         return "<p class=meta>gradwell.watch found nothing wrong in any configuration.</p>"
-    return ("<table><tr><th class=text>configuration</th><th class=text>finding</th>"
-            "<th class=text>layer</th><th>from step</th><th class=text>evidence</th>"
-            f"<th class=text>remedies</th></tr>{''.join(items)}</table>")
+    fixes = "".join(f"<li><b>{_e(', '.join(sorted(k)))}</b>: {_e(fix)}</li>"
+                    for fix, k in remedies.items())
+    return ("<table><tr><th class=text>configuration</th><th class=text>findings</th></tr>"
+            f"{''.join(items)}</table><p class=meta>Remedies (each once):</p><ul>{fixes}</ul>")
 
 
 def _img(b64: str | None, alt: str) -> str:
@@ -180,15 +217,19 @@ def _run_html(store: Store, run: dict[str, Any]) -> str:
     curves, others = _curves(series), _other_curves(series)
     budget = ", ".join(f"{k} = {v}" for k, v in (spec.get("budget") or {}).items())
     failed = [t for r in rows for t in r.trials if t["status"] == "failed"]
+    seeds = max(len(r.trials) for r in rows)
+    medians = f" · medians over {seeds} seeds" if seeds > 1 else " · one seed per configuration"
     errors = "".join(f"<details><summary>failed: {_e(t['label'])}</summary><pre>{_e(t['error'])}"
                      "</pre></details>" for t in failed)
-    return f"""<h2>{_e(name)}</h2><p class=meta>{_e(run['description'])}</p>
+    line = bottom_line(rows, spec.get("target"))
+    line = f"<p class=bottom><b>Bottom line:</b> {_e(line)}</p>" if line else ""
+    return f"""<h2>{_e(name)}</h2>{line}<p class=meta>{_e(run['description'])}</p>
 <p class=meta>{sum(len(r.trials) for r in rows)} trials · {len(rows)} configurations ·
-budget: {_e(budget)} · medians over seeds</p>
+budget: {_e(budget)}{medians}</p>
 {_verdict_html(criteria)}
 <h3>Summary</h3>{_summary_html(rows, spec.get("metrics"))}{errors}
 <h3>Findings (gradwell.watch, first seed)</h3>{_findings_html(store, rows)}
-<h3>Ranking by time to target</h3>{ranking_table}{_img(ranking_img, 'ranking')}
+<h3>Ranking by steps to target</h3>{ranking_table}{_img(ranking_img, 'ranking')}
 <h3>Gradient flow per configuration</h3>
 <p class=meta>Gradient norm of each layer's weights, input layer on the left (first seed).
 A line falling steeply to the left is a vanishing gradient.</p>{_img(flows, 'gradient flow')}
@@ -217,7 +258,7 @@ def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
     ``DIR/report.html``) and return its path."""
     directory = Path(directory)
     out = Path(out) if out else directory / REPORT_NAME
-    with Store(directory) as store:
+    with Store(directory, readonly=True) as store:
         sections = "\n".join(_run_html(store, run) for run in store.runs())
     stamp = time.strftime("%Y-%m-%d %H:%M")
     out.write_text(page("gradwell lab report", f"{directory.resolve()} · {stamp}",

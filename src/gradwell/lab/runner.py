@@ -7,20 +7,24 @@ gives the same numbers whatever the number of workers. ``workers=1`` runs in thi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
+import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.markup import escape
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                           SpinnerColumn, Task, TextColumn, TimeElapsedColumn)
+from rich.text import Text
 
 from .spec import Spec, Trial
 from .store import Store
@@ -66,6 +70,7 @@ def _watch_parent(parent: int) -> None:
 def _worker_init(parent: int) -> None:
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C belongs to the driver: it ends us
     torch.set_num_threads(1)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
@@ -78,24 +83,66 @@ def run_trials(trials: list[Trial], workers: int, on_result: Callable[[Trial, Tr
         for t in trials:
             on_result(t, execute(t))
         return
-    pool = ProcessPoolExecutor(min(workers, len(trials)), mp_context=get_context("spawn"),
-                               initializer=_worker_init, initargs=(os.getpid(),))
-    try:
+    with _sigint_ignored():               # workers start with Ctrl-C ignored: it is ours
+        pool = ProcessPoolExecutor(min(workers, len(trials)), mp_context=get_context("spawn"),
+                                   initializer=_worker_init, initargs=(os.getpid(),))
         pending: dict[Future, Trial] = {pool.submit(execute, t): t for t in trials}
+    try:
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 on_result(pending.pop(fut), fut.result())
-    except BaseException:                 # Ctrl-C: drop queued trials, do not wait for them
-        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:                 # Ctrl-C: drop queued trials, end running ones now
+        _stop(pool)
         raise
     pool.shutdown()
 
 
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued trials and terminate the workers (a trial in flight is lost; the
+    store only ever holds whole trials). A second Ctrl-C meanwhile is ignored: this is quick."""
+    with _sigint_ignored():
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.join(timeout=2.0)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _TimeLeft(ProgressColumn):
+    """Time left at this run's own pace: (seconds since it started / trials it finished) x
+    trials left. Trials found in the store do not count (they took no time now); until the
+    first trial finishes there is no honest estimate, and it says so."""
+
+    def render(self, task: Task) -> Text:
+        ran, started = task.fields.get("ran", 0), task.fields.get("started")
+        if task.finished:
+            return Text("done")
+        if not ran or started is None:
+            return Text("left: estimating…")
+        left = (time.perf_counter() - started) / ran * (task.total - task.completed)
+        minutes, seconds = divmod(int(left + 0.5), 60)
+        return Text(f"left ~{minutes}:{seconds:02d}")
+
+
 def _progress(console: Console, enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("trials"), TimeElapsedColumn(), TextColumn("· left"),
-                    TimeRemainingColumn(), console=console, disable=not enabled, transient=False)
+    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
+                    BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("trials"),
+                    TimeElapsedColumn(), _TimeLeft(), console=console, disable=not enabled,
+                    transient=False)
 
 
 def run_spec(spec: Spec, directory: str | Path, workers: int | None = None, quick: bool = False,
@@ -110,19 +157,21 @@ def run_spec(spec: Spec, directory: str | Path, workers: int | None = None, quic
     run = trials[0].experiment if trials else spec.name
     console = console or Console(stderr=True)
     with Store(directory) as store:
-        store.save_run(run, spec.description, _spec_dict(spec))
-        done = store.finished_keys()
+        store.lock()
+        store.open_run(run, spec.description, _spec_dict(spec), trials)
+        done = store.finished_keys(run)
         todo = _unique(t for t in trials if t.key not in done)
         summary = RunSummary(run, Path(directory), len(trials), len(trials) - len(todo))
         with _progress(console, progress) as bar:
-            task = bar.add_task(run, total=len(trials), completed=summary.skipped)
+            task = bar.add_task(escape(run), total=len(trials), completed=summary.skipped,
+                                ran=0, started=time.perf_counter())
 
             def on_result(trial: Trial, result: TrialResult) -> None:
                 store.save_trial(trial, result)
                 summary.ran += 1
                 if result.status == "failed":
                     summary.failed.append(f"{trial.label}: {result.error.strip().splitlines()[-1]}")
-                bar.advance(task)
+                bar.update(task, advance=1, ran=summary.ran)
 
             if ray is None or ray is False:
                 run_trials(todo, workers or default_workers(), on_result)

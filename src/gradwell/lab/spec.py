@@ -156,7 +156,8 @@ def _label(variant: dict[str, Any], axes: list[str], point: tuple) -> str:
 
 def _trial(run: str, label: str, config: dict, spec: Spec, index: int) -> Trial:
     record = {"grad_every": 10, **spec.record}
-    blob = json.dumps([config, spec.budget, spec.target, record], sort_keys=True)
+    # the run is part of the key: trials belong to their run, never to another spec's
+    blob = json.dumps([run, config, spec.budget, spec.target, record], sort_keys=True)
     key = hashlib.sha1(blob.encode()).hexdigest()[:16]
     return Trial(key, run, label, config, dict(spec.budget), spec.target, record,
                  TRIAL_KINDS[config["kind"]], index)
@@ -256,6 +257,15 @@ def _metrics(source: str, metrics: Any) -> list[str]:
     return list(metrics)
 
 
+def _name(source: str, name: str) -> str:
+    """A spec's name: it names the default output directory, so it must be one plain name."""
+    if (not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0")
+            or Path(name).is_absolute()):
+        raise SpecError(f"{source}: name: expected a plain name (no '/', '\\', '..' or "
+                        f"absolute path: it names the output directory); got {name!r}")
+    return name
+
+
 def parse_spec(data: dict[str, Any], source: str = "<spec>", name: str | None = None) -> Spec:
     """Validate a spec given as a dict (as parsed from TOML) and return it."""
     for k in data:
@@ -268,7 +278,7 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>", name: str | None = 
         raise SpecError(f"{source}: budget: missing; add e.g. [budget] epochs = 10 "
                         "(or steps = 500)")
     spec = Spec(
-        name=data.get("name") or name or Path(source).stem, description=data.get("description", ""),
+        name=_name(source, data.get("name") or name or Path(source).stem), description=data.get("description", ""),
         base=_table(source, "base.", data.get("base", {}), allowed_keys()),
         grid=_grid(source, data.get("grid", {})),
         variants=_variants(source, data.get("variants", [])),

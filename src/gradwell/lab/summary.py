@@ -8,7 +8,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from .store import Store
 
@@ -96,14 +98,19 @@ def columns(metrics: list[str] | tuple[str, ...] | None = None) -> list[tuple[st
 
 
 def rich_table(rows: list[Row], title: str = "", metrics: list[str] | None = None) -> Table:
-    """The summary as a rich table for the terminal, one column per metric."""
+    """The summary as a rich table for the terminal, one column per metric (labels are shown
+    as written: never read as rich markup). Compact enough for 80 columns: two-line headers,
+    no vertical rules, numbers never wrapped, the diagnosis wrapped (never cut) in the rest."""
     cols = columns(metrics)
-    table = Table(title=title, title_justify="left")
-    table.add_column("configuration")
+    table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  show_edge=False, collapse_padding=True)
+    table.add_column("configuration", overflow="fold", max_width=30)
     for _, name, _ in cols:
-        table.add_column(name, justify="right")
-    table.add_column("diagnosis")
+        header = name.replace("→", "→\n").replace("/", "/\n").replace(" ", "\n", 1)
+        table.add_column(header, justify="right",
+                         no_wrap=True)
+    table.add_column("diagnosis", overflow="fold", min_width=12)
     for r in rows:
-        table.add_row(r.label, *(fmt(r.values.get(k), kind) for k, _, kind in cols),
-                      f"{r.diagnosis}; {r.status}" if r.status else r.diagnosis)
+        table.add_row(Text(r.label), *(fmt(r.values.get(k), kind) for k, _, kind in cols),
+                      Text(f"{r.diagnosis}; {r.status}" if r.status else r.diagnosis))
     return table

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .._distributed import ShardReducer, local
+from ..clip.base import grad_norms
 from .layers import LayerIndex
 
 __all__ = ["ActivationStats", "Pending", "norms", "first_tensor", "finalize", "pack", "unpack",
@@ -31,12 +32,13 @@ SIGMOID_SATURATED = 0.485
 
 
 def norms(tensors: list[Tensor], device: torch.device) -> Tensor:
-    """L2 norms of ``tensors`` as one float32 vector on ``device`` (one foreach pass, no sync).
+    """L2 norms of ``tensors`` as one float32 vector on ``device`` (one foreach pass, no sync;
+    a sparse gradient counts by its stored values, as in clipping).
 
     DTensors (FSDP2) give the norms of their local shards; :func:`finalize` reduces them."""
     if not tensors:
         return torch.zeros(0, device=device)
-    out = torch._foreach_norm([local(t) for t in tensors])
+    out = grad_norms([local(t) for t in tensors])
     if any(n.device != device or n.dtype != torch.float32 for n in out):
         out = [n.to(device, torch.float32) for n in out]
     return torch.stack(out)

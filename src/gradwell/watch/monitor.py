@@ -149,6 +149,9 @@ class Monitor:
         """
         self._check_open()
         loss_t = None if loss is None else torch.as_tensor(loss).detach()
+        if loss_t is not None and loss_t.numel() != 1:
+            raise ValueError(f"loss must hold one value, got shape {tuple(loss_t.shape)}; "
+                             "reduce it (e.g. loss.mean()) before mon.step(loss)")
         if self.optimizer is not None:
             self._loss = loss_t
             if self._step % self.every == 0 and any(p.grad is not None

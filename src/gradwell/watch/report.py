@@ -113,26 +113,24 @@ class Summary:
         return out
 
     def __rich__(self) -> Any:
+        """Two compact tables (weights and gradients; outputs and activations) that fit 80
+        columns, then the findings."""
         from rich.console import Group
-        from rich.table import Table
         rec = self.history.latest()
         step = rec["step"] if rec else "-"
-        t = Table(title=f"gradwell.watch - step {step} ({self.history.recorded} recorded)")
         rows = self.rows()
         name_w = max(12, (self.width or 160) // 4)
-        for col in ("layer", "type", "grad norm", "weight norm", "grad/weight",
-                    "log10 upd/w", "out-grad rms", "out mean", "out std", "saturated", "dead"):
-            t.add_column(col, justify="left" if col in ("layer", "type") else "right",
-                         no_wrap=col == "layer",
-                         min_width=min(name_w, max((len(r["layer"]) for r in rows), default=5))
-                         if col == "layer" else None)
-        for r in rows:
-            t.add_row(_escape(short_name(r["layer"], name_w)), r["type"],
-                      _num(r.get("grad_norm", math.nan)),
-                      _num(r.get("weight_norm", math.nan)), _num(r.get("grad/weight", math.nan)),
-                      _num(r.get("update/weight", math.nan), log=True),
-                      _num(r.get("out_grad_rms", math.nan)), _num(r["out_mean"]),
-                      _num(r["out_std"]), _pct(r.get("saturated")), _pct(r.get("dead")))
+        t = _table(f"gradwell.watch - step {step} ({self.history.recorded} recorded): "
+                   "weights and gradients", name_w,
+                   ("grad\nnorm", "weight\nnorm", "grad/\nweight", "log10\nupd/w",
+                    "out-grad\nrms"),
+                   [(r, (_num(r["grad_norm"]), _num(r["weight_norm"]), _num(r["grad/weight"]),
+                         _num(r["update/weight"], log=True), _num(r["out_grad_rms"])))
+                    for r in rows if "grad_norm" in r])
+        outs = _table("outputs and activations", name_w,
+                      ("out\nmean", "out\nstd", "satu-\nrated", "dead"),
+                      [(r, (_num(r["out_mean"]), _num(r["out_std"]), _pct(r.get("saturated")),
+                            _pct(r.get("dead")))) for r in rows])
         colour = {"error": "red", "warning": "yellow", "info": "cyan"}
         lines, said = [], set()
         for f in self.findings:                  # each remedy once, with its first finding
@@ -141,18 +139,37 @@ class Summary:
             text = "\n".join([f"[{f.severity}] {f.message}"] + [f"  -> {r}" for r in rems])
             lines.append(f"[{colour[f.severity]}]{_escape(text)}[/]")
         verdict = "\n".join(lines) if lines else "[green]no findings: gradients look healthy[/]"
-        return Group(t, verdict)
+        return Group(t, outs, verdict)
 
     def __str__(self) -> str:
         from rich.console import Console
-        console = Console(width=self.width or 160, record=True, color_system=None, force_terminal=False,
-                          file=_Null())
+        console = Console(width=self.width or 160, record=True, color_system=None,
+                          force_terminal=False, file=_Null())
         console.print(self)
         return console.export_text()
 
     def print(self) -> None:
         from rich.console import Console
         Console(width=self.width).print(self)
+
+
+def _table(title: str, name_w: int, headers: tuple[str, ...],
+           rows: list[tuple[dict, tuple[str, ...]]]) -> Any:
+    """A borderless rich table: layer (shortened in the middle to ``name_w``), type, and the
+    numbers (never wrapped) under two-line headers. Names are shown literally."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+    t = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+              show_edge=False, collapse_padding=True)
+    t.add_column("layer", no_wrap=True,
+                 min_width=min(name_w, max((len(r["layer"]) for r, _ in rows), default=5)))
+    t.add_column("type", overflow="fold")
+    for h in headers:
+        t.add_column(h, justify="right", no_wrap=True)
+    for r, cells in rows:
+        t.add_row(Text(short_name(r["layer"], name_w)), Text(r["type"]), *cells)
+    return t
 
 
 def _escape(text: str) -> str:

@@ -1,6 +1,6 @@
-"""``founding-claims``: the founding documents' advice on vanishing gradients, measured.
+"""``founding-claims``: the founding articles' advice on vanishing gradients, measured.
 
-The founding documents (five Chinese blog-style articles on vanishing and exploding gradients)
+The founding articles (five Chinese blog-style articles on vanishing and exploding gradients)
 claim that:
 
 1. adaptive optimizers (Adam, RMSprop, Adagrad) and gradient clipping solve the vanishing
@@ -35,7 +35,7 @@ from ..schema import choice, integer, number, register_kind
 from ..spec import Trial
 from ..store import Store
 from ..train import TrialResult, build_model, load_data
-from ..plots import save
+from ..plots import save, subplots
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -203,7 +203,7 @@ def _variants() -> str:
 
 SPEC = r"""
 name = "founding-claims"
-description = "The founding documents' claims on vanishing gradients, tested on digits."
+description = "The founding articles' claims on vanishing gradients, tested on digits."
 metrics = ["test_acc", "test_loss", "grad_ratio"]
 
 [base]
@@ -279,11 +279,11 @@ def _claim2(results: Results) -> list[Criterion]:
                   "≥ 30 % of units ≤ 0 on every input, test acc ≤ 0.5",
                   f"{dead['relu']:.1%} of units, acc {acc['relu']:.3f}",
                   dead["relu"] >= 0.3 and acc["relu"] <= 0.5),
-        Criterion(f"doc 001: Leaky ReLU reduces dead units (lr {HIGH_LR:g})",
+        Criterion(f"founding articles: Leaky ReLU reduces dead units (lr {HIGH_LR:g})",
                   "not supported: units ≤ 0 on every input stay ≥ half of ReLU's, acc ≤ 0.5",
                   f"units ≤ 0: leaky {dead['leaky_relu']:.1%} (ReLU {dead['relu']:.1%}); "
                   f"acc {acc['leaky_relu']:.3f} → {_answer(leaky_helps)}", not leaky_helps),
-        Criterion(f"doc 001: PReLU reduces dead units (lr {HIGH_LR:g})",
+        Criterion(f"founding articles: PReLU reduces dead units (lr {HIGH_LR:g})",
                   "not supported: most PReLU runs diverge (loss NaN)",
                   f"{n_div}/{n} diverged, acc {acc['prelu']:.3f}", n > 0 and 2 * n_div > n),
     ]
@@ -299,7 +299,7 @@ def _claim3(results: Results) -> Criterion:
     e_rand = 1 / p if p else math.inf
     faster = e_rand < 0.8 * e_grid
     return Criterion(
-        "doc 002: random search finds a good lr in fewer trials than a grid",
+        "founding articles: random search finds a good lr in fewer trials than a grid",
         "not supported for one hyperparameter: random ≥ 0.8 × grid's expected trials",
         f"expected trials to test acc ≥ 0.8: grid {e_grid:.1f} ({round(g_good)}/{n_grid} "
         f"good), random {e_rand:.1f} (p = {p:.2f}) → {_answer(faster)}",
@@ -313,10 +313,10 @@ def _claim4(results: Results) -> list[Criterion]:
     good, good_d = acc(f"C4 relu · lr {GOOD_LR:g}"), acc(f"C4 relu · lr {GOOD_LR:g} · decay")
     high, high_d = acc(f"C2 relu · lr {HIGH_LR:g}"), acc(f"C4 relu · lr {HIGH_LR:g} · decay")
     return [
-        Criterion(f"doc 002: exponential lr decay helps (lr {HIGH_LR:g}, too high)",
+        Criterion(f"founding articles: exponential lr decay helps (lr {HIGH_LR:g}, too high)",
                   "supported: decay to 0.1x raises test acc by ≥ 0.1",
                   f"constant {high:.3f}, decay {high_d:.3f}", high_d >= high + 0.1),
-        Criterion(f"doc 002: exponential lr decay helps (lr {GOOD_LR:g}, tuned)",
+        Criterion(f"founding articles: exponential lr decay helps (lr {GOOD_LR:g}, tuned)",
                   "not supported: decay gains ≤ 0.01 test acc",
                   f"constant {good:.3f}, decay {good_d:.3f}", good_d <= good + 0.01),
     ]
@@ -329,7 +329,7 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
 
 
 EXPERIMENT = register(Experiment(
-    "founding-claims", "the founding documents' claims: optimizers and clipping vs "
+    "founding-claims", "the founding articles' claims: optimizers and clipping vs "
     "architecture fixes, Leaky ReLU/PReLU, random lr search, lr decay", SPEC, verdict))
 
 
@@ -337,16 +337,12 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     """Three panels from the stored run in ``directory`` (full when present, else quick):
     claim 1's test accuracies, claims 2 and 4 (accuracy and units ≤ 0), and claim 3's searched
     learning rates -> PNG at ``out``."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with Store(directory) as store:
+    with Store(directory, readonly=True) as store:
         runs = [r["name"] for r in store.runs()]
         run = "founding-claims" if "founding-claims" in runs else "founding-claims (quick)"
         results = Results(store, run)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    fig, axes = subplots(1, 3, figsize=(12, 3.6))
     c1 = [lab for lab in results.labels() if lab.startswith("C1")]
     axes[0].barh([lab[3:] for lab in c1], [_med(results, lab, "final_test_acc") for lab in c1],
                  color=["C3" if "sigmoid-20" in lab else "C2" for lab in c1])

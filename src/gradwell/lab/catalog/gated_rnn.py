@@ -24,7 +24,7 @@ from torch import nn
 
 from ..schema import number, register_kind
 from ..spec import Trial
-from ..plots import save
+from ..plots import save, subplots
 from ..train import TrialResult, run_trial
 from ..verdict import Criterion, Results
 from . import Experiment, register
@@ -147,15 +147,12 @@ def _f(x: float | None) -> str:
 def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     """The docs figure: test MSE vs step of every trial (one colour per model), log scale, with
     the constant-prediction baseline."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from ..store import Store
 
     run = EXPERIMENT.name + (" (quick)" if quick else "")
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    with Store(directory) as store:
+    fig, ax = subplots(figsize=(5.5, 3.2))
+    with Store(directory, readonly=True) as store:
         results = Results(store, run)
         for color, name in zip(("C3", "C0", "C2"), ("tanh RNN", "GRU", "LSTM")):
             for i, t in enumerate(results.select(name)):

@@ -33,7 +33,7 @@ from ..schema import register_kind
 from ..spec import Trial
 from ..train import TrialResult
 from ..train import run_trial as run_train_trial
-from ..plots import grid_and_legend, save
+from ..plots import grid_and_legend, save, subplots
 from ..verdict import Criterion, Results
 from . import Experiment, register
 from . import _at_init  # noqa: F401  (registers the trial kind at_init)
@@ -217,15 +217,11 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     mean activation per layer during training (lr 0.5, seed 0; the paper's figure 2), the
     back-propagated gradient std per layer at init (seed 0), and the test accuracy (median over
     seeds, each model at its better learning rate)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from ..store import Store
 
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.1))
-    with Store(directory) as store:
+    fig, axes = subplots(1, 3, figsize=(11, 3.1))
+    with Store(directory, readonly=True) as store:
         results = Results(store, "glorot2010")
         sig = results.select("sigmoid · lr 0.5", seed=0)
         if sig:

@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..plots import grid_and_legend, save
+from ..plots import grid_and_legend, save, subplots
 from ..verdict import Criterion, Results
 from . import Experiment, register
 from . import _at_init  # noqa: F401  (registers the trial kind at_init)
@@ -136,16 +136,12 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     """Regenerate the docs figure from a full run stored in ``directory``: the activation std
     and the back-propagated gradient per layer at initialisation (seed 0, with the (1/√2)^l
     law), and the median test accuracy over training per initialisation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from ..store import Store
 
-    with Store(directory) as store:
+    with Store(directory, readonly=True) as store:
         trials = store.trials("he2015-init")
-        fig, axes = plt.subplots(1, 3, figsize=(11, 3.1))
+        fig, axes = subplots(1, 3, figsize=(11, 3.1))
         for name, color, ls in zip(INITS, ("#d62728", "#1f77b4", "#2ca02c"), ("--", "-", "-")):
             t = _first(trials, f"at init · {name}")
             if t is not None:

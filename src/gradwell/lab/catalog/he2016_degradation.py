@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..plots import save
+from ..plots import save, subplots
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -92,15 +92,12 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
 def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     """The docs figure: final training loss vs depth, plain and residual (median and each
     seed), and the training-loss curves of seed 0."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from ..store import Store
 
     run = EXPERIMENT.name + (" (quick)" if quick else "")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
-    with Store(directory) as store:
+    fig, (left, right) = subplots(1, 2, figsize=(9, 3.2))
+    with Store(directory, readonly=True) as store:
         results = Results(store, run)
         depths = sorted({t["config"]["depth"] for t in results.trials})
         for color, conn in (("C3", "plain"), ("C0", "residual")):

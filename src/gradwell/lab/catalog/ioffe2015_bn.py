@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 
 from ..store import Store
-from ..plots import save
+from ..plots import save, subplots
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -182,16 +182,12 @@ def _median_curve(store: Store, trials: list[dict]) -> tuple[list[int], list[flo
 def plot(directory: str | Path, out: str | Path) -> Path:
     """Median test-accuracy curves of the stored run in ``directory`` (the full run when
     present, else the quick one) -> PNG at ``out``."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with Store(directory) as store:
+    with Store(directory, readonly=True) as store:
         runs = [r["name"] for r in store.runs()]
         run = "ioffe2015-bn" if "ioffe2015-bn" in runs else "ioffe2015-bn (quick)"
         trials = store.trials(run)
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+        fig, axes = subplots(1, 2, figsize=(9, 3.2), sharey=True)
         labels = list(dict.fromkeys(t["label"] for t in trials))
         for label in labels:
             ax = axes[1] if label.startswith("sigmoid") else axes[0]

@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 from ..store import Store
-from ..plots import save
+from ..plots import save, subplots
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -135,13 +135,9 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
 def plot(directory: str | Path, out: str | Path) -> Path:
     """Training-loss curves of each optimizer at its best learning rate (seed 0), logistic
     regression and MLP side by side -> PNG at ``out``."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    with Store(directory) as store:
+    fig, axes = subplots(1, 2, figsize=(9, 3.4))
+    with Store(directory, readonly=True) as store:
         runs = [r["name"] for r in store.runs()]
         run = "kingma2015-optimizers" if "kingma2015-optimizers" in runs else \
             "kingma2015-optimizers (quick)"

@@ -35,7 +35,7 @@ from ..data import adding_problem
 from ..schema import register_kind
 from ..spec import Trial
 from ..train import TrialResult
-from ..plots import save
+from ..plots import save, subplots
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -239,16 +239,13 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
 def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     """The docs figure from a run stored in ``directory``: gradient ratio vs lag (median over
     seeds, with the ``sigma^k`` bounds) and the pre-clipping gradient norm of seed 0's runs."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from ..store import Store
 
     run = EXPERIMENT.name + (" (quick)" if quick else "")
-    with Store(directory) as store:
+    with Store(directory, readonly=True) as store:
         results = Results(store, run)
-        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+        fig, (left, right) = subplots(1, 2, figsize=(9, 3.2))
         for gain in (0.5, 0.9, 1.5):
             curves = [[v for _, _, v in store.metrics(t["key"])["lag_grad_ratio"]]
                       for t in results.select(f"{LAG_LABEL}{gain}")]

@@ -37,7 +37,7 @@ from ...nn import init_weights
 from ..schema import register_kind
 from ..spec import Trial
 from ..train import TrialResult
-from ..plots import grid_and_legend, save
+from ..plots import grid_and_legend, save, subplots
 from ..verdict import Criterion, Results
 from . import Experiment, register
 
@@ -205,15 +205,11 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
 def plot(directory: str | Path, out: str | Path) -> Path:
     """Regenerate the docs figure from a full run stored in ``directory``: the sorted singular
     values of the products (seed 0) per depth, and the median steps to the target per depth."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from ..store import Store
 
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.1))
-    with Store(directory) as store:
+    fig, axes = subplots(1, 2, figsize=(8.5, 3.1))
+    with Store(directory, readonly=True) as store:
         results = Results(store, "saxe2014-orthogonal")
         depths = _depths(results)
         for init, ls in zip(INITS, ("-", "--")):

@@ -69,12 +69,14 @@ value = 0.9
 
 [record]
 grad_every = 10
+eval_every = 10      # steps-to-target on a fixed 10-step grid, finer than an epoch (22 steps)
 
 [quick]
 budget = { epochs = 8 }
 '''
 
 REMEDIES = ("ReLU + He", "sigmoid + BN", "sigmoid + residual", "ReLU + BN + residual")
+OPTIMIZERS = ("SGD", "Adam")
 
 
 def _f(x: float | None, spec: str = ".3f") -> str:
@@ -82,8 +84,11 @@ def _f(x: float | None, spec: str = ".3f") -> str:
 
 
 def verdict(results: Results, quick: bool) -> list[Criterion]:
-    """Plain sigmoid: near chance and a first/last gradient ratio below 1e-10; every remedy:
-    ratio above 1e-3 and median test accuracy at least 0.8 (0.5 with ``--quick``)."""
+    """Plain sigmoid: near chance and a first/last gradient ratio below 1e-10 (medians over
+    both optimizers: each is shown in the table). Every remedy, judged *per optimizer* so a
+    median never hides a failing run: ratio above 1e-3 and test accuracy at least 0.5
+    (0.25 with ``--quick``: 2.5x chance after 8 epochs); the measured column also says whether
+    and when it reached the 0.9 target."""
     acc = results.median("final_test_acc", "sigmoid plain ·")
     ratio = results.median("grad_ratio", "sigmoid plain ·")
     out = [
@@ -92,15 +97,19 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
         Criterion("plain sigmoid gradients vanish", "‖g₁‖/‖g_L‖ < 1e-10", _f(ratio, ".1e"),
                   ratio is not None and ratio < 1e-10),
     ]
-    floor = 0.5 if quick else 0.8
+    floor = 0.25 if quick else 0.5
     for name in REMEDIES:
-        acc = results.median("final_test_acc", f"{name} ·")
-        ratio = results.median("grad_ratio", f"{name} ·")
-        out.append(Criterion(f"{name} trains and keeps gradients flowing",
-                             f"test acc ≥ {floor}, ‖g₁‖/‖g_L‖ > 1e-3",
-                             f"{_f(acc)}, {_f(ratio, '.1e')}",
-                             acc is not None and ratio is not None
-                             and acc >= floor and ratio > 1e-3))
+        for opt in OPTIMIZERS:
+            label = f"{name} · {opt}"
+            acc = results.median("final_test_acc", label)
+            ratio = results.median("grad_ratio", label)
+            steps = results.median("steps_to_target", label)
+            reached = "never reached 0.9" if steps is None else f"0.9 at step {steps:.0f}"
+            out.append(Criterion(f"{label}: gradients flow and it learns",
+                                 f"‖g₁‖/‖g_L‖ > 1e-3, test acc ≥ {floor}",
+                                 f"{_f(ratio, '.1e')}, {_f(acc)} ({reached})",
+                                 acc is not None and ratio is not None
+                                 and acc >= floor and ratio > 1e-3))
     return out
 
 
