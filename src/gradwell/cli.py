@@ -24,6 +24,7 @@ EPILOG = """examples:
   gradwell lab list                      built-in experiments
   gradwell lab run vanishing --quick     run one, reduced
   gradwell lab run my.toml --out runs/my --workers 2
+  gradwell lab run my.toml --out runs/my --ray   trials as tasks on a local Ray instance
   gradwell lab report runs/my            write runs/my/report.html
   gradwell doctor examples/doctor_digits.py   measure the remedies for a model (< 2 min)
 """
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_workers, default=None,
                      help="worker processes (default: the machine's cores)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                     help="run the trials as Ray tasks: a local Ray instance, or the cluster "
+                          "at ADDRESS (e.g. auto, or HEAD_IP:6379); needs gradwell[ray]")
     rep = lsub.add_parser("report", help="write DIR/report.html from a lab directory")
     rep.add_argument("directory", metavar="DIR")
     rep.add_argument("--out", default=None, help="HTML file (default: DIR/report.html)")
@@ -118,7 +122,7 @@ def _print_verdict(console, run: str, store) -> bool:
 
 
 def _execute(spec, out: Path, workers: int | None, quick: bool, progress: bool,
-             demo: bool) -> int:
+             demo: bool, ray: str | bool | None = None) -> int:
     """Run, print the summary and verdict; the demo also writes the report. 1 when a trial
     failed or (outside the demo) a verdict criterion does not hold."""
     from rich.console import Console
@@ -134,7 +138,7 @@ def _execute(spec, out: Path, workers: int | None, quick: bool, progress: bool,
     console = Console()
     if not console.is_terminal:
         console = Console(width=130, soft_wrap=True)        # never wrap paths in logs
-    summary = run_spec(spec, out, workers=workers, quick=quick, progress=progress)
+    summary = run_spec(spec, out, workers=workers, quick=quick, progress=progress, ray=ray)
     with Store(out) as store:
         console.print(rich_table(summarize(store, summary.run), summary.run, spec.metrics))
         ok = _print_verdict(console, summary.run, store)
@@ -196,7 +200,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "lab" and args.lab_command == "run":
         spec = _load(args.experiment)
         out = Path(args.out) if args.out else Path("gradwell-lab") / spec.name
-        return _execute(spec, out, args.workers, args.quick, not args.no_progress, demo=False)
+        return _execute(spec, out, args.workers, args.quick, not args.no_progress, demo=False,
+                        ray=args.ray)
     if args.command == "lab" and args.lab_command == "report":
         return _lab_report(args.directory, args.out)
     if args.command == "doctor":

@@ -25,3 +25,5 @@ def test_two_ranks(tmp_path):
     test_optim_fsdp.check(torch.load(f"{path}.ddp", weights_only=True), want)
     test_watch_fsdp.check(f"{path}.watch", 2, list(watch_cases.MODES))
     test_guard_dist.check(f"{path}.guard", 2, ["fsdp", "fsdp-disk", "ddp"])
+    for message in torch.load(f"{path}.tp", weights_only=True):   # optimizer, AGC, monitor
+        assert "Shard(dim=1)" in message and "tensor parallelism" in message, message

@@ -39,6 +39,7 @@ def fast(rank: int, world: int, out: str) -> None:
     optimizers(rank, world, f"{out}.ddp", 1, True, how="ddp")
     watch(rank, world, f"{out}.watch", list(watch_cases.MODES))
     guard(rank, world, f"{out}.guard", ["fsdp", "fsdp-disk", "ddp"])
+    tensor_parallel_refused(rank, world, f"{out}.tp")
 
 
 def guard(rank: int, world: int, out: str, hows: list[str]) -> None:
@@ -58,3 +59,32 @@ def example(rank: int, world: int, out: str) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     torch.save(module.main(), f"{out}.{rank}")
+
+
+def tensor_parallel_refused(rank: int, world: int, out: str) -> None:
+    """A column-sharded (tensor-parallel) parameter: the optimizer, AGC and the monitor refuse
+    it with a NotImplementedError naming the placement; rank 0 saves the messages."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    import gradwell
+    mesh = init_device_mesh("cpu", (world,))
+    layer = torch.nn.Linear(4, 4, bias=False)
+    layer.weight = torch.nn.Parameter(distribute_tensor(layer.weight.detach(), mesh, [Shard(1)]))
+    layer.weight.grad = distribute_tensor(torch.ones(4, 4), mesh, [Shard(1)])
+    messages = []
+    for make in (lambda: gradwell.optim.Adam(layer.parameters(), clip=gradwell.clip.GlobalNorm(1.0)),
+                 lambda: gradwell.optim.SGD(layer.parameters(), lr=0.1,
+                                            clip=gradwell.clip.AGC(0.01))):
+        try:
+            make().step()
+            messages.append("")
+        except NotImplementedError as err:
+            messages.append(str(err))
+    try:
+        gradwell.watch(layer)
+        messages.append("")
+    except NotImplementedError as err:
+        messages.append(str(err))
+    if rank == 0:
+        torch.save(messages, out)

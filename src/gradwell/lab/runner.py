@@ -146,8 +146,12 @@ def _progress(console: Console, enabled: bool) -> Progress:
 
 
 def run_spec(spec: Spec, directory: str | Path, workers: int | None = None, quick: bool = False,
-             progress: bool = True, console: Console | None = None) -> RunSummary:
-    """Run every trial of ``spec`` not yet in ``directory``'s store; return what happened."""
+             progress: bool = True, console: Console | None = None,
+             ray: str | bool | None = None) -> RunSummary:
+    """Run every trial of ``spec`` not yet in ``directory``'s store; return what happened.
+
+    ``ray``: run the trials as Ray tasks (:mod:`gradwell.lab.ray_runner`) on a local instance
+    (``True``) or the cluster at this address; the store is still written here only."""
     start = time.perf_counter()
     trials = spec.trials(quick)
     run = trials[0].experiment if trials else spec.name
@@ -169,7 +173,11 @@ def run_spec(spec: Spec, directory: str | Path, workers: int | None = None, quic
                     summary.failed.append(f"{trial.label}: {result.error.strip().splitlines()[-1]}")
                 bar.update(task, advance=1, ran=summary.ran)
 
-            run_trials(todo, workers or default_workers(), on_result)
+            if ray is None or ray is False:
+                run_trials(todo, workers or default_workers(), on_result)
+            else:
+                from .ray_runner import run_trials_ray
+                run_trials_ray(todo, on_result, None if ray is True else ray)
     summary.seconds = time.perf_counter() - start
     return summary
 
