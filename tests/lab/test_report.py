@@ -72,6 +72,15 @@ def test_summary_shows_unusual_statuses_and_finding_counts(store):
     assert row.status == "diverged (1/2)" and row.diagnosis == "vanishing (1/2)"
 
 
+def test_info_findings_are_not_a_diagnosis(store):
+    info = {"kind": "dead_units", "layer": "l0", "step": 1, "severity": "info",
+            "evidence": {}, "remedies": []}
+    t = fake_trial("r", "a", seed=0, index=0)
+    store.save_trial(t, fake_result(t, 0.9, 1e-2, 1.0, [info]))
+    [row] = summarize(store, "r")
+    assert row.diagnosis == "no finding"
+
+
 def test_report_is_self_contained_with_tables_ranking_and_plots(store):
     _fill(store, "exp", [("slow remedy", 0, 0.91, 0.5, 4.0), ("fast remedy", 0, 0.97, 1.0, 1.0),
                          ("broken", 0, 0.1, 1e-17, None)])

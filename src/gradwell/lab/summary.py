@@ -40,9 +40,12 @@ def _median(vals: list[Any]) -> float | None:
 
 
 def _diagnosis(store: Store, trials: list[dict[str, Any]]) -> str:
+    """Finding kinds at warning or error level, with how many trials had each; ``info``
+    findings (e.g. dead units where the gradient still flows) are not a diagnosis."""
     kinds: Counter[str] = Counter()
     for t in trials:
-        kinds.update({f["kind"] for f in store.findings(t["key"])})
+        kinds.update({f["kind"] for f in store.findings(t["key"])
+                      if f.get("severity") in ("warning", "error")})
     n = len(trials)
     text = ", ".join(f"{k} ({c}/{n})" if n > 1 else k for k, c in kinds.most_common())
     return text or "no finding"
