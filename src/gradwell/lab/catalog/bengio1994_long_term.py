@@ -24,11 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from ..plots import grid_and_legend, save
+from ..plots import grid_and_legend, save, subplots
 from ..schema import KIND_KEYS, register_kind
 from ..spec import Trial
 from ..train import TrialResult, load_data, run_trial
@@ -213,9 +211,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     from ..store import Store
 
     run = EXPERIMENT.name + (" (quick)" if quick else "")
-    fig = Figure(figsize=(9, 3.2))
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2)
+    fig, (left, right) = subplots(1, 2, figsize=(9, 3.2))
     with Store(directory) as store:
         results = Results(store, run)
         lengths = sorted({t["config"]["seq_len"] for t in results.trials})

@@ -29,12 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from ..monitor import layer_weights
-from ..plots import grid_and_legend, save
+from ..plots import grid_and_legend, save, subplots
 from ..schema import choice, number, register_kind
 from ..spec import Trial
 from ..train import Hooks, TrialResult, load_data, run_trial
@@ -254,9 +252,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     from ..store import Store
 
     run = EXPERIMENT.name + (" (quick)" if quick else "")
-    fig = Figure(figsize=(9, 3.4))
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2)
+    fig, (left, right) = subplots(1, 2, figsize=(9, 3.4))
     colors = dict(zip(PRECISIONS, ("C0", "C3", "C2")))
     with Store(directory) as store:
         results = Results(store, run)

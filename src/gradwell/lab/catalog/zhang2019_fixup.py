@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import nn
 
 from ...nn import BRANCH_SCHEMES, ResidualMLP
 from ..data import Dataset
-from ..plots import grid_and_legend, save
+from ..plots import grid_and_legend, save, subplots
 from ..schema import choice, register_kind
 from ..spec import Trial
 from ..train import Hooks, TrialResult, load_data, run_trial
@@ -167,9 +165,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     from ..store import Store
 
     run = EXPERIMENT.name + (" (quick)" if quick else "")
-    fig = Figure(figsize=(9, 3.2))
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2)
+    fig, (left, right) = subplots(1, 2, figsize=(9, 3.2))
     with Store(directory) as store:
         results = Results(store, run)
         for i, (color, name) in enumerate(zip(("C3", "C0", "C2", "C1"), VARIANTS)):
