@@ -1,6 +1,6 @@
 """Planted pathologies and healthy runs, each judged by torch-only evidence, for the diagnosis.
 
-Every pathology trains a model with a known failure and measures, with plain torch in the same
+Every pathology (thirteen: the classic ones and the instabilities of transformers) trains a model with a known failure and measures, with plain torch in the same
 loop, the step at which the failure shows (``evidence``); the diagnosis must name the right kind
 (and layer, where there is one) **at or before** that step. Every healthy run (the
 ``tests/models_zoo.py`` architectures) is healthy by torch-only evidence (the loss falls) and
@@ -24,7 +24,7 @@ from torch import nn
 sys.path[:0] = [str(Path(__file__).parents[1]), str(Path(__file__).parents[1] / "watch")]
 
 import gradwell  # noqa: E402
-from models_zoo import ZOO, Arch, train  # noqa: E402
+from models_zoo import VOCAB, ZOO, Arch, ids_batch, train  # noqa: E402
 from watch_helpers import batches, mlp  # noqa: E402
 
 ALARM = ("warning", "error")
@@ -217,18 +217,116 @@ def too_large_init() -> Outcome:
     return Outcome("ReLU MLP, init 3x He", ("exploding",), _first(big), mon.findings())
 
 
+class CausalLM(nn.Module):
+    """Embedding -> causal ``nn.TransformerEncoder`` (``norm_first`` as given) -> Linear."""
+
+    def __init__(self, layers: int, norm_first: bool, d: int = 64) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(VOCAB, d)
+        block = nn.TransformerEncoderLayer(d, nhead=4, dim_feedforward=4 * d, dropout=0.0,
+                                           batch_first=True, norm_first=norm_first)
+        self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d, VOCAB)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = nn.Transformer.generate_square_subsequent_mask(ids.shape[1])
+        return self.head(self.encoder(self.embed(ids), mask=mask, is_causal=True))
+
+
+def post_ln_no_warmup() -> Outcome:
+    """Xiong et al. 2020: a 12-block post-LN transformer (``norm_first=False``) under Adam at
+    lr 0.03 without warm-up; torch: the first block's relative gradient ||g||/||w|| falls below
+    1e-3 x the last block's (and the loss stalls at ~3.7, where the same model pre-LN learns:
+    tests/diagnose/test_planted.py)."""
+    model = CausalLM(12, norm_first=False)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    small: list[bool] = []
+
+    def rel(m: nn.Module) -> float:
+        return float(m.weight.grad.norm() / m.weight.detach().norm())
+    with gradwell.watch(model) as mon:
+        for step in range(6):
+            ids = ids_batch(step)["input_ids"]
+            loss = nn.functional.cross_entropy(model(ids[:, :-1]).reshape(-1, VOCAB),
+                                               ids[:, 1:].reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            first, last = model.encoder.layers[0].linear1, model.encoder.layers[-1].linear1
+            small.append(rel(first) < 1e-3 * rel(last))
+            mon.step(loss)
+            opt.step()
+    return Outcome("post-LN transformer, no warm-up", ("vanishing", "divergence", "exploding"),
+                   _first(small), mon.findings())
+
+
+def attention_logit_growth() -> Outcome:
+    """Wortsman et al. 2023: GPT-2 with Adam at lr 0.3 on its attention projections (c_attn);
+    torch: attention entropy collapse (Zhai et al. 2023): some head's mean entropy of the
+    attention weights that Hugging Face's eager attention returns falls below 0.1 nats."""
+    arch = ZOO["gpt2"]
+    model = arch.build()
+    model.set_attn_implementation("eager")
+    attn = [p for n, p in model.named_parameters() if "c_attn" in n]
+    rest = [p for n, p in model.named_parameters() if "c_attn" not in n]
+    collapsed: list[bool] = []
+
+    def probe(step: int, m: nn.Module, loss: torch.Tensor) -> None:
+        with torch.no_grad():
+            probs = m(input_ids=arch.batch(step)["input_ids"], output_attentions=True).attentions
+        ent = [-(a * a.clamp_min(1e-30).log()).sum(-1)[:, :, 1:].mean((0, 2)) for a in probs]
+        collapsed.append(bool(torch.cat(ent).min() < 0.1))
+        mon.step(loss)
+    mon = gradwell.watch(model)
+    train(arch, 8, model=model, after_backward=probe, optimizer=lambda ps: torch.optim.Adam(
+        [{"params": attn, "lr": 0.3}, {"params": rest, "lr": arch.lr}]))
+    mon.close()
+    return Outcome("GPT-2, attention-logit growth", ("attention_logits",), _first(collapsed),
+                   mon.findings())
+
+
+def output_logit_divergence() -> Outcome:
+    """Wortsman et al. 2023: Llama with Adam at lr 1.0 on its (untied) lm_head; torch: the
+    RMS of logsumexp(logits) over the whole batch passes 50 (PaLM's z-loss would weigh 0.25)."""
+    arch = ZOO["llama"]
+    model = arch.build()
+    head = list(model.lm_head.parameters())
+    rest = [p for n, p in model.named_parameters() if not n.startswith("lm_head")]
+    drift: list[bool] = []
+
+    def probe(step: int, m: nn.Module, loss: torch.Tensor) -> None:
+        with torch.no_grad():
+            logits = m(input_ids=arch.batch(step)["input_ids"]).logits
+        drift.append(bool(torch.logsumexp(logits, -1).square().mean().sqrt() > 50))
+        mon.step(loss)
+    mon = gradwell.watch(model)
+    train(arch, 10, model=model, after_backward=probe, optimizer=lambda ps: torch.optim.Adam(
+        [{"params": head, "lr": 1.0}, {"params": rest, "lr": arch.lr}]))
+    mon.close()
+    return Outcome("Llama, output-logit divergence", ("output_logits",), _first(drift),
+                   mon.findings(), layer="lm_head")
+
+
 PATHOLOGIES: dict[str, Callable[[], Outcome]] = {f.__name__: f for f in (
     deep_sigmoid, huge_lr_sgd, huge_lr_adam, exploding_rnn, dead_relu, saturated_sigmoid,
-    nan_from_a_bad_op, float16_overflow, poisoned_batch, too_large_init)}
+    nan_from_a_bad_op, float16_overflow, poisoned_batch, too_large_init, post_ln_no_warmup,
+    attention_logit_growth, output_logit_divergence)}
 
 
 def healthy(arch: Arch, steps: int = 25) -> tuple[list, list[float]]:
-    """Train a zoo architecture with Adam at its healthy lr; findings and losses."""
+    """Train a zoo architecture with Adam at its healthy lr, watched with ``optimizer=`` (so
+    Adam's eps share and update cosine are recorded too); findings and losses."""
     model = arch.build()
-    mon = gradwell.watch(model)
-    _, losses = train(arch, steps, model=model, after_backward=lambda s, m, loss: mon.step(loss))
-    mon.close()
-    return mon.findings(), losses
+    box: dict = {}
+
+    def make(params):
+        box["opt"] = torch.optim.Adam(params, lr=arch.lr)
+        box["mon"] = gradwell.watch(model, optimizer=box["opt"])
+        return box["opt"]
+    _, losses = train(arch, steps, model=model, optimizer=make,
+                      after_backward=lambda s, m, loss: box["mon"].step(loss))
+    box["mon"].close()
+    return box["mon"].findings(), losses
 
 
 def table() -> str:

@@ -51,10 +51,12 @@ from torch import Tensor, nn
 
 from .. import _distributed
 from . import collect
+from .adam import adam_parts, is_adam
 from .collect import ActivationStats, Pending, first_tensor, norms
 from .history import History
 from .layers import LayerIndex
 from .sinks import JsonlSink, Sink
+from .transformer import register_hooks as register_logit_hooks
 
 __all__ = ["Monitor", "UPDATE_PERIOD", "handed_over_norms"]
 
@@ -68,14 +70,15 @@ class Monitor:
     def __init__(self, model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None,
                  every: int = 1, activations: bool | None = None, updates: bool = True,
                  update_every: int | None = None, max_records: int = 1024,
-                 log: str | Path | None = None, sinks: Iterable[Sink] = ()) -> None:
+                 log: str | Path | None = None, sinks: Iterable[Sink] = (),
+                 logits: str | bool | None = None) -> None:
         if update_every is None and isinstance(every, int) and not isinstance(every, bool):
             update_every = max(1, UPDATE_PERIOD // max(every, 1))
         for name, value in (("every", every), ("update_every", update_every)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1 (one step in `{name}`), "
                                  f"got {value!r}")
-        self.index = LayerIndex(model)
+        self.index = LayerIndex(model, logits=logits)
         if activations is None:
             activations = not self.index.compiled
         for flag, value in (("activations", activations), ("updates", updates)):
@@ -85,12 +88,15 @@ class Monitor:
         self.every, self.activations, self.updates = every, activations, updates
         self.update_every = update_every
         self.optimizer = _check_optimizer(optimizer, self.index)
+        #: Adam-family ``optimizer=``: its eps share and update cosine are recorded (adam.py)
+        self.adam = self.optimizer is not None and is_adam(self.optimizer)
         self._device = self.index.params[0].device
         rank, self._world = _distributed.world()
         self._shards = _distributed.reducer_for(self.index.params)   # FSDP2, else None
         #: True on the process that writes sinks, prints and saves (rank 0, or no distributed)
         self.lead = rank == 0
-        self._history = History(self.index.columns(activations), self._meta(), max_records)
+        self._history = History(self.index.columns(activations, self.adam), self._meta(),
+                                max_records)
         self._sinks: list[Any] = list(sinks) + ([JsonlSink(log)] if log is not None else [])
         if not self.lead:
             self._sinks = []                 # rank handling: sinks exist on the lead only
@@ -112,7 +118,7 @@ class Monitor:
     def _meta(self) -> dict[str, Any]:
         opt = type(self.optimizer).__name__ if self.optimizer is not None else None
         return {**self.index.meta(), "every": self.every, "watch_activations": self.activations,
-                "world_size": self._world, "optimizer": opt}
+                "world_size": self._world, "optimizer": opt, "adam_stats": self.adam}
 
     def _register_hooks(self) -> None:
         if self.activations:
@@ -121,6 +127,9 @@ class Monitor:
             for name in self.index.tracked:
                 hook = self._forward_hook(name, kinds.get(name), name in layer_names)
                 self._handles.append(self.index.modules[name].register_forward_hook(hook))
+            self._handles += register_logit_hooks(
+                self.index, lambda: self._acts.logits,
+                lambda: self._armed and not self._closed and torch.is_grad_enabled())
         if self.optimizer is not None:
             self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
             self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
@@ -234,8 +243,10 @@ class Monitor:
         if p.snapped and self._snap is not None:
             torch._foreach_sub_(self._snap, [_distributed.local(q) for q in self.index.params])
             update = norms(self._snap, self._device)              # old - new, in place
+            if self.adam:
+                p.adam = adam_parts(self.optimizer, self.index.params, self._snap, self._device)
         row, extra = collect.finalize(p, self.index, update, self._device, self._world,
-                                      self._shards)
+                                      self._shards, adam=self.adam)
         extra["loss_given"] = p.loss is not None
         self._store(p.step, row, extra)
 
