@@ -150,6 +150,14 @@ class LayerIndex:
         self.saturating = [a.name for a in self.activations if a.activation in ("sigmoid", "tanh")]
         self.rectified = [a.name for a in self.activations if a.activation == "relu"]
         self.layer_names = [x.name for x in self.layers]
+        self._transformer_parts(logits)
+        pos = {n: i for i, n in enumerate(self.tracked)}
+        self._host = {"owner": self.owner,
+                      "saturating_pos": torch.tensor([pos[n] for n in self.saturating],
+                                                     dtype=torch.long)}
+        self._cache: dict[Any, Tensor] = {}
+
+    def _transformer_parts(self, logits: str | bool | None) -> None:
         names = {id(m): _clean(n) for n, m in self.model.named_modules() if not is_compiled(m)}
         #: the module whose output is the logits (0 or 1 name), see transformer.find_logits
         self.logits = _logits_module(self.model, names, logits)
@@ -157,11 +165,6 @@ class LayerIndex:
         self.attention: list[Site] = find_attention(self.model, names)
         #: every module by its clean qualified name (where the logit hooks go)
         self.by_name = {names[id(m)]: m for m in self.model.modules() if id(m) in names}
-        pos = {n: i for i, n in enumerate(self.tracked)}
-        self._host = {"owner": self.owner,
-                      "saturating_pos": torch.tensor([pos[n] for n in self.saturating],
-                                                     dtype=torch.long)}
-        self._cache: dict[Any, Tensor] = {}
 
     def on_device(self, key: str, device: torch.device) -> Tensor:
         """A constant index tensor (``"owner"``, ``"saturating_pos"``) on ``device``, cached."""

@@ -131,7 +131,8 @@ def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
     """Attention modules whose queries and keys are exposed, in registration order:
     ``nn.MultiheadAttention``; modules with ``q_proj``/``k_proj`` (Llama, Mistral, ...),
     ``query``/``key`` (BERT) or ``q_norm``/``k_norm`` children (QK-layernorm: read after the
-    norm); GPT-2's fused ``c_attn`` (HF ``Conv1D`` holding q, k, v)."""
+    norm); GPT-2's fused ``c_attn`` (HF ``Conv1D`` holding q, k, v; in an HF attention
+    module also when wrapped, e.g. by a module that normalises q and k)."""
     sites = []
     for mod in model.modules():
         name = names.get(id(mod))
@@ -151,7 +152,7 @@ def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
                 break
         else:
             c = kids.get("c_attn")
-            if (c is not None and type(_base(c)).__name__ == "Conv1D"
+            if (c is not None and (type(_base(c)).__name__ == "Conv1D" or _is_hf(mod))
                     and not getattr(mod, "is_cross_attention", False)):
                 sites.append(Site(name, "fused", names[id(c)], names[id(c)], d))
     return sites
@@ -271,10 +272,11 @@ def _add(store: dict[str, Tensor], count: dict[str, int], name: str, value: Tens
         store[name], count[name] = value, n
 
 
-def register_hooks(index: Any, stats: Callable[[], LogitStats],
-                   armed: Callable[[], bool]) -> list[Any]:
-    """Forward hooks on the logits module and on each attention site's q/k modules of
-    ``index`` (a ``LayerIndex``); each adds to ``stats()`` (the recorded step's
+def register_hooks(index: Any, stats: Callable[[], LogitStats], armed: Callable[[], bool],
+                   hooked: set[str] = frozenset()) -> list[Any]:
+    """Forward hooks on the logits module (unless it is in ``hooked``: the monitor's own
+    hook on it calls :meth:`LogitStats.on_logits`) and on each attention site's q/k modules
+    of ``index`` (a ``LayerIndex``); each adds to ``stats()`` (the recorded step's
     :class:`LogitStats`) when ``armed()``. Returns the hook handles."""
     handles = []
 
@@ -288,7 +290,8 @@ def register_hooks(index: Any, stats: Callable[[], LogitStats],
         return lambda inputs, output: _if_float(output, lambda t: stats().on_logits(name, t))
 
     for name in index.logits:
-        on(index.by_name[name], logits(name))
+        if name not in hooked:
+            on(index.by_name[name], logits(name))
     for site in index.attention:
         if site.kind == "mha":
             on(index.by_name[site.name],
