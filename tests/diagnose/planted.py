@@ -234,30 +234,62 @@ class CausalLM(nn.Module):
         return self.head(self.encoder(self.embed(ids), mask=mask, is_causal=True))
 
 
+def train_causal(model: nn.Module, lr: float, steps: int,
+                 after_backward: Callable | None = None) -> float:
+    """Next-token training of a :class:`CausalLM` with Adam (no warm-up); the last loss."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for step in range(steps):
+        ids = ids_batch(step)["input_ids"]
+        loss = nn.functional.cross_entropy(model(ids[:, :-1]).reshape(-1, VOCAB),
+                                           ids[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        if after_backward is not None:
+            after_backward(model, loss)
+        opt.step()
+    return float(loss.detach())
+
+
 def post_ln_no_warmup() -> Outcome:
     """Xiong et al. 2020: a 12-block post-LN transformer (``norm_first=False``) under Adam at
     lr 0.03 without warm-up; torch: the first block's relative gradient ||g||/||w|| falls below
     1e-3 x the last block's (and the loss stalls at ~3.7, where the same model pre-LN learns:
     tests/diagnose/test_planted.py)."""
     model = CausalLM(12, norm_first=False)
-    opt = torch.optim.Adam(model.parameters(), lr=0.03)
     small: list[bool] = []
 
     def rel(m: nn.Module) -> float:
         return float(m.weight.grad.norm() / m.weight.detach().norm())
+
+    def probe(m: nn.Module, loss: torch.Tensor) -> None:
+        first, last = m.encoder.layers[0].linear1, m.encoder.layers[-1].linear1
+        small.append(rel(first) < 1e-3 * rel(last))
+        mon.step(loss)
     with gradwell.watch(model) as mon:
-        for step in range(6):
-            ids = ids_batch(step)["input_ids"]
-            loss = nn.functional.cross_entropy(model(ids[:, :-1]).reshape(-1, VOCAB),
-                                               ids[:, 1:].reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            first, last = model.encoder.layers[0].linear1, model.encoder.layers[-1].linear1
-            small.append(rel(first) < 1e-3 * rel(last))
-            mon.step(loss)
-            opt.step()
+        train_causal(model, 0.03, 6, probe)
     return Outcome("post-LN transformer, no warm-up", ("vanishing", "divergence", "exploding"),
                    _first(small), mon.findings())
+
+
+def _fast_params(arch: Arch, model: nn.Module, fast: Callable[[str], bool], lr: float,
+                 steps: int, shows: Callable[[int, nn.Module], bool]) -> tuple[list, list]:
+    """Train with Adam at ``lr`` on the parameters whose name ``fast`` picks (``arch.lr`` on the
+    rest) under the monitor; ``shows(step, model)`` is the torch evidence at each step.
+    Returns the evidence flags and the findings."""
+    flags: list[bool] = []
+    groups = [{"params": [p for n, p in model.named_parameters() if fast(n)], "lr": lr},
+              {"params": [p for n, p in model.named_parameters() if not fast(n)],
+               "lr": arch.lr}]
+
+    def probe(step: int, m: nn.Module, loss: torch.Tensor) -> None:
+        with torch.no_grad():
+            flags.append(bool(shows(step, m)))
+        mon.step(loss)
+    mon = gradwell.watch(model)
+    train(arch, steps, model=model, after_backward=probe,
+          optimizer=lambda ps: torch.optim.Adam(groups))
+    mon.close()
+    return flags, mon.findings()
 
 
 def attention_logit_growth() -> Outcome:
@@ -267,44 +299,27 @@ def attention_logit_growth() -> Outcome:
     arch = ZOO["gpt2"]
     model = arch.build()
     model.set_attn_implementation("eager")
-    attn = [p for n, p in model.named_parameters() if "c_attn" in n]
-    rest = [p for n, p in model.named_parameters() if "c_attn" not in n]
-    collapsed: list[bool] = []
 
-    def probe(step: int, m: nn.Module, loss: torch.Tensor) -> None:
-        with torch.no_grad():
-            probs = m(input_ids=arch.batch(step)["input_ids"], output_attentions=True).attentions
+    def collapsed(step: int, m: nn.Module) -> bool:
+        probs = m(input_ids=arch.batch(step)["input_ids"], output_attentions=True).attentions
         ent = [-(a * a.clamp_min(1e-30).log()).sum(-1)[:, :, 1:].mean((0, 2)) for a in probs]
-        collapsed.append(bool(torch.cat(ent).min() < 0.1))
-        mon.step(loss)
-    mon = gradwell.watch(model)
-    train(arch, 8, model=model, after_backward=probe, optimizer=lambda ps: torch.optim.Adam(
-        [{"params": attn, "lr": 0.3}, {"params": rest, "lr": arch.lr}]))
-    mon.close()
-    return Outcome("GPT-2, attention-logit growth", ("attention_logits",), _first(collapsed),
-                   mon.findings())
+        return bool(torch.cat(ent).min() < 0.1)
+    flags, found = _fast_params(arch, model, lambda n: "c_attn" in n, 0.3, 8, collapsed)
+    return Outcome("GPT-2, attention-logit growth", ("attention_logits",), _first(flags), found)
 
 
 def output_logit_divergence() -> Outcome:
     """Wortsman et al. 2023: Llama with Adam at lr 1.0 on its (untied) lm_head; torch: the
     RMS of logsumexp(logits) over the whole batch passes 50 (PaLM's z-loss would weigh 0.25)."""
     arch = ZOO["llama"]
-    model = arch.build()
-    head = list(model.lm_head.parameters())
-    rest = [p for n, p in model.named_parameters() if not n.startswith("lm_head")]
-    drift: list[bool] = []
 
-    def probe(step: int, m: nn.Module, loss: torch.Tensor) -> None:
-        with torch.no_grad():
-            logits = m(input_ids=arch.batch(step)["input_ids"]).logits
-        drift.append(bool(torch.logsumexp(logits, -1).square().mean().sqrt() > 50))
-        mon.step(loss)
-    mon = gradwell.watch(model)
-    train(arch, 10, model=model, after_backward=probe, optimizer=lambda ps: torch.optim.Adam(
-        [{"params": head, "lr": 1.0}, {"params": rest, "lr": arch.lr}]))
-    mon.close()
-    return Outcome("Llama, output-logit divergence", ("output_logits",), _first(drift),
-                   mon.findings(), layer="lm_head")
+    def drifted(step: int, m: nn.Module) -> bool:
+        logits = m(input_ids=arch.batch(step)["input_ids"]).logits
+        return bool(torch.logsumexp(logits, -1).square().mean().sqrt() > 50)
+    flags, found = _fast_params(arch, arch.build(), lambda n: n.startswith("lm_head"), 1.0, 10,
+                                drifted)
+    return Outcome("Llama, output-logit divergence", ("output_logits",), _first(flags), found,
+                   layer="lm_head")
 
 
 PATHOLOGIES: dict[str, Callable[[], Outcome]] = {f.__name__: f for f in (

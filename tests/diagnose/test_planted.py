@@ -60,20 +60,6 @@ def test_instability_texts_name_criterion_number_threshold_and_the_remedy(name, 
 @pytest.mark.slow
 def test_post_ln_stalls_where_the_same_model_pre_ln_learns():
     """torch only: the planted post-LN run's problem is real (Xiong et al. 2020)."""
-    import torch
-    from torch import nn
-    from models_zoo import VOCAB, ids_batch
-    from planted import CausalLM
-    final = {}
-    for norm_first in (False, True):
-        model = CausalLM(12, norm_first=norm_first)
-        opt = torch.optim.Adam(model.parameters(), lr=0.03)
-        for step in range(16):
-            ids = ids_batch(step)["input_ids"]
-            loss = nn.functional.cross_entropy(model(ids[:, :-1]).reshape(-1, VOCAB),
-                                               ids[:, 1:].reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        final[norm_first] = float(loss)
+    from planted import CausalLM, train_causal
+    final = {nf: train_causal(CausalLM(12, norm_first=nf), 0.03, 16) for nf in (False, True)}
     assert final[False] > 3.5 and final[True] < 0.5 * final[False], final

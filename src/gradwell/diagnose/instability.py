@@ -1,8 +1,8 @@
 """Rules for the instabilities of large transformers, seen at small scale (Wortsman et al. 2023).
 
 * ``output_logits`` - the RMS of ``log Z = logsumexp(logits)`` (``log_z_rms``, measured at the
-  logits module) above ``Thresholds.output_log_z`` on most measured steps: output-logit
-  divergence; remedy z-loss (PaLM, Chowdhery et al. 2022).
+  logits module) rose above ``Thresholds.output_log_z`` during training and stays there on
+  most measured steps: output-logit divergence; remedy z-loss (PaLM, Chowdhery et al. 2022).
 * ``attention_logits`` - ``max |q.k| / sqrt(d)`` (``attention_logit_max``) of an attention
   module above ``Thresholds.attention_logit``: attention-logit growth toward one-hot softmax
   weights (Dehghani et al. 2023; entropy collapse, Zhai et al. 2023); remedy QK-layernorm.
@@ -37,22 +37,25 @@ def _measured(v: Any, stat: str) -> tuple[np.ndarray, list[str], np.ndarray] | N
 
 
 def output_logits(v: Any) -> Finding | None:
-    """``log_z_rms`` above ``output_log_z`` on most measured steps."""
+    """``log_z_rms`` rose above ``output_log_z`` during training (it started below) and stays
+    there on most measured steps. A model whose logits are that large from the first step has
+    a scale problem, not a drift: that is the exploding rule's."""
     got = _measured(v, "log_z_rms")
     if got is None:
         return None
     steps, (name,), vals = got
     lz, th = vals[:, 0], v.th.output_log_z
+    first = float(lz[np.isfinite(lz)][0])
     cond = np.nan_to_num(lz, nan=0.0) > th
-    if not v.persists(cond):
+    if first > th or not v.persists(cond):
         return None
     med, peak = float(np.nanmedian(lz)), float(np.nanmax(lz))
-    ev = {"logits": name, "log_z_rms_median": med, "log_z_rms_max": peak,
-          "z_loss_1e-4": 1e-4 * med ** 2,
-          "summary": f"RMS of log Z = logsumexp of the logits of {name} median {_fmt(med)}, "
-                     f"up to {_fmt(peak)} (threshold {th:g}): the output logits drift away "
-                     f"from log Z = 0; a z-loss of 1e-4 log^2 Z would add {_fmt(1e-4 * med ** 2)} "
-                     "to the loss"}
+    ev = {"logits": name, "log_z_rms_first": first, "log_z_rms_median": med,
+          "log_z_rms_max": peak, "z_loss_1e-4": 1e-4 * med ** 2,
+          "summary": f"RMS of log Z = logsumexp of the logits of {name} rose from {_fmt(first)} "
+                     f"to a median of {_fmt(med)}, up to {_fmt(peak)} (threshold {th:g}): the "
+                     f"output logits drift away from log Z = 0; a z-loss of 1e-4 log^2 Z would "
+                     f"add {_fmt(1e-4 * med ** 2)} to the loss"}
     return Finding("output_logits", name, int(steps[np.argmax(cond)]), "warning", ev,
                    remedies.for_output_logits(ev, v.meta))
 
