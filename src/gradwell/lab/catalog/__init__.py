@@ -61,3 +61,4 @@ from . import bengio1994_long_term  # noqa: E402,F401
 from . import zhang2019_fixup  # noqa: E402,F401
 from . import micikevicius2018_loss_scaling  # noqa: E402,F401
 from . import _transformer  # noqa: E402,F401
+from . import xiong2020_warmup  # noqa: E402,F401
