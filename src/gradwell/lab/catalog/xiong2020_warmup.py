@@ -27,7 +27,7 @@ import numpy as np
 
 from ..plots import grid_and_legend, save, subplots
 from ..verdict import Criterion, Results
-from . import Experiment, register
+from .experiment import Experiment
 
 __all__ = ["verdict", "plot", "EXPERIMENT", "VARIANTS"]
 
@@ -172,8 +172,8 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     return save(fig, out, dpi=90)
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "xiong2020-warmup",
     "6-block transformer at Adam lr 1e-2: post-LN fails without warm-up, trains with it; "
     "pre-LN needs none",
-    SPEC, verdict))
+    SPEC, verdict)
