@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..plots import grid_and_legend, save, subplots
+from ..summary import fmt
 from ..verdict import Criterion, Results
 from .experiment import Experiment
 
@@ -88,10 +89,6 @@ TRAINED_LOSS = 1.5
 GRAD_RATIO = 1.15
 
 
-def _f(x: float | None, spec: str = ".3f") -> str:
-    return "—" if x is None else format(x, spec)
-
-
 def _loss(results: Results, label: str) -> tuple[float | None, str]:
     vals = results.values("final_train_loss", label)
     return results.median("final_train_loss", label), ", ".join(f"{v:.3f}" for v in vals)
@@ -117,24 +114,24 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     diverged = sum(t["status"] == "diverged" for t in results.select(VARIANTS[0]))
     out.append(Criterion("post-LN without warm-up does not train",
                          f"median final train loss ≥ {FAILED_LOSS} (ln 16 = 2.77)",
-                         f"{_f(loss)} (per seed: {vals}; diverged {diverged})",
+                         f"{fmt(loss)} (per seed: {vals}; diverged {diverged})",
                          loss is not None and loss >= FAILED_LOSS))
     for name, claim in ((VARIANTS[1], "post-LN with warm-up trains at the same peak LR"),
                         (VARIANTS[2], "pre-LN trains without warm-up")):
         loss, vals = _loss(results, name)
         out.append(Criterion(claim, f"median final train loss ≤ {TRAINED_LOSS} (best 1.19)",
-                             f"{_f(loss)} (per seed: {vals})",
+                             f"{fmt(loss)} (per seed: {vals})",
                              loss is not None and loss <= TRAINED_LOSS))
     last, first = _grad_ratios(results, -1), _grad_ratios(results, 0)
     r_last = statistics.median(last) if last else None
     r_first = statistics.median(first) if first else None
     out.append(Criterion("at init, the last block's gradient is larger in post-LN",
                          f"‖dL/dW2‖ of the last block, post-LN / pre-LN ≥ {GRAD_RATIO}",
-                         f"{_f(r_last)} (per seed: {', '.join(f'{v:.3f}' for v in last)})",
+                         f"{fmt(r_last)} (per seed: {', '.join(f'{v:.3f}' for v in last)})",
                          r_last is not None and r_last >= GRAD_RATIO))
     out.append(Criterion("…and the gap grows toward the output",
                          "that ratio at the last block > at the first",
-                         f"{_f(r_last)} vs {_f(r_first)}",
+                         f"{fmt(r_last)} vs {fmt(r_first)}",
                          None not in (r_last, r_first) and r_last > r_first))
     return out
 
