@@ -106,7 +106,7 @@ def _load(experiment: str):
 def _print_verdict(console, run: str, store) -> bool:
     from rich.markup import escape
 
-    from .lab.report import verdict_for
+    from .lab.catalog import verdict_for
     from .lab.verdict import Results
 
     criteria = verdict_for(run, Results(store, run))
@@ -128,7 +128,6 @@ def _execute(spec, out: Path, workers: int | None, quick: bool, progress: bool,
     from rich.console import Console
     from rich.markup import escape
 
-    from .lab.report import write_report
     from .lab.runner import run_spec
     from .lab.store import Store
     from .lab.summary import rich_table, summarize
@@ -164,7 +163,8 @@ def _lab_list(names_only: bool) -> int:
 
 def _write_report(directory: str | Path, out: str | None) -> Path:
     """The report, written; a path that cannot be written is a usage error naming it."""
-    from .lab.report import REPORT_NAME, write_report
+    from .lab.report import REPORT_NAME
+    from .lab.runner import write_report
 
     target = Path(out) if out else Path(directory) / REPORT_NAME
     try:

@@ -166,3 +166,50 @@ def test_clip_keyword_on_composed_optimizer_spans_all_groups() -> None:
                                         foreach=False), make,
              ref_edit=lambda m: torch.nn.utils.clip_grad_norm_(m.parameters(), 0.3))
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_two_norms_of_large_tensors_match_torch_vector_norm(dtype) -> None:
+    """Large contiguous CPU tensors take the BLAS-dot path, the rest ``_foreach_norm``: every
+    norm equals ``torch.linalg.vector_norm``, NaN/inf propagate, order is kept."""
+    from gradwell.clip.base import _DOT_MIN_NUMEL, grad_norms
+    g = torch.Generator().manual_seed(0)
+    big = torch.randn(_DOT_MIN_NUMEL + 7, generator=g, dtype=dtype) * 3
+    small = torch.randn(100, generator=g, dtype=dtype)
+    strided = torch.randn(400, 200, generator=g, dtype=dtype).t()      # not contiguous
+    matrix = torch.randn(300, 200, generator=g, dtype=dtype)
+    bad_nan, bad_inf = big.clone(), matrix.clone()
+    bad_nan[5], bad_inf[1, 2] = float("nan"), float("inf")
+    tensors = [small, big, strided, matrix, bad_nan, bad_inf]
+    got = grad_norms(tensors)
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    for t, n in zip(tensors[:4], got[:4]):
+        ref = torch.linalg.vector_norm(t)
+        assert n.dtype == dtype and abs(float(n) - float(ref)) <= tol * float(ref)
+    assert math.isnan(float(got[4])) and math.isinf(float(got[5]))
+    if dtype == torch.float32:   # the dot accumulates at least as exactly as torch's norm
+        wide = torch.randn(1_000_000, generator=g) * 0.01 + 0.003
+        exact = float(wide.double().norm())
+        ours, torchs = float(grad_norms([wide])[0]), float(wide.norm())
+        assert abs(ours - exact) <= abs(torchs - exact) + 1e-7 * exact
+    huge = torch.full((_DOT_MIN_NUMEL,), 1e20)        # overflows like torch's own norm
+    assert math.isinf(float(grad_norms([huge])[0])) == math.isinf(float(huge.norm()))
+
+
+def test_global_norm_on_large_layers_matches_clip_grad_norm() -> None:
+    """A model whose layers take the dot path clips to torch's numbers."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.Tanh(),
+                                torch.nn.Linear(256, 10))
+    ref = [torch.randn_like(p) * 50 for p in model.parameters()]
+    for p, r in zip(model.parameters(), ref):
+        p.grad = r.clone()
+    twins = [torch.zeros_like(p, requires_grad=True) for p in model.parameters()]
+    for t, r in zip(twins, ref):
+        t.grad = r.clone()
+    total, _ = clip_(model.parameters(), GlobalNorm(1.0))
+    expected = torch.nn.utils.clip_grad_norm_(twins, 1.0)
+    assert float(expected) > 100
+    assert abs(float(total) - float(expected)) <= 1e-5 * float(expected)
+    for p, t in zip(model.parameters(), twins):
+        torch.testing.assert_close(p.grad, t.grad, rtol=1e-5, atol=1e-7)

@@ -23,3 +23,8 @@ def fake_result(trial: Trial, acc: float, ratio: float, seconds_to_target: float
                "final_test_loss": 1 - acc, "steps": 100}
     return TrialResult(trial.key, status, 1.0, summary, metrics, stats,
                        [dict(f) for f in findings])
+
+
+def probe_trial(trial: Trial) -> TrialResult:
+    """A trial kind for tests: its result says which ``probe_size`` it was given."""
+    return TrialResult(summary={"probe_size": trial.config["probe_size"]})

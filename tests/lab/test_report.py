@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import matplotlib.pyplot as plt
 import pytest
 
-from gradwell.lab.report import write_report
+from gradwell.lab.runner import write_report       # the report with the catalog's verdicts
 from gradwell.lab.summary import summarize
 from gradwell.lab.verdict import Results
 from lab_helpers import fake_result, fake_trial

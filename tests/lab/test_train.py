@@ -7,7 +7,7 @@ import torch
 
 from gradwell.lab.data import digits
 from gradwell.lab.factory import build_optimizer
-from gradwell.lab.schema import register_kind
+from gradwell.lab.schema import KINDS, register_kind
 from gradwell.lab.spec import parse_spec
 from gradwell.lab.train import run_trial
 from gradwell.nn import MLP
@@ -77,11 +77,16 @@ def test_divergence_stops_the_trial_with_a_nonfinite_finding():
     assert any(f["kind"] == "nonfinite" for f in r.findings)
 
 
-def test_a_crashing_trial_is_reported_as_failed():
+def test_a_crashing_trial_is_reported_as_failed_by_the_runner():
+    from gradwell.lab.runner import execute
+
     t = trial()
     t = type(t)(**{**t.__dict__, "config": {**t.config, "data": "nonexistent"}})
-    r = run_trial(t)
+    with pytest.raises(ValueError, match="unknown dataset 'nonexistent'"):
+        run_trial(t)                       # the kind's function lets it propagate...
+    r = execute(t)                         # ...the runner stores it
     assert r.status == "failed" and "unknown dataset 'nonexistent'" in r.error
+    assert r.key == t.key and r.seconds > 0
 
 
 def test_registered_kinds_bring_keys_and_are_dispatched_by_the_runner():
@@ -89,15 +94,19 @@ def test_registered_kinds_bring_keys_and_are_dispatched_by_the_runner():
     from gradwell.lab.schema import integer
 
     before = trial().key
-    register_kind("probe-for-test", "builtins:repr", {"probe_size": integer(1, 3)})
-    assert trial().key == before              # other kinds' keys leave train trials alone
-    assert "probe_size" not in trial().config
-    t = parse_spec({"name": "k", "base": {"kind": "probe-for-test", "probe_size": 5},
-                    "budget": {"steps": 1}}).trials()[0]
-    assert t.function == "builtins:repr" and t.config["probe_size"] == 5
-    assert execute(t) == repr(t)                   # the registered function got the trial
-    with pytest.raises(ValueError, match="module:function"):
-        register_kind("bad", "no_colon")
+    register_kind("probe-for-test", "lab_helpers:probe_trial", {"probe_size": integer(1, 3)})
+    try:
+        assert trial().key == before          # other kinds' keys leave train trials alone
+        assert "probe_size" not in trial().config
+        t = parse_spec({"name": "k", "base": {"kind": "probe-for-test", "probe_size": 5},
+                        "budget": {"steps": 1}}).trials()[0]
+        assert t.function == "lab_helpers:probe_trial" and t.config["probe_size"] == 5
+        r = execute(t)                        # the registered function got the trial
+        assert (r.status, r.key, r.summary) == ("done", t.key, {"probe_size": 5})
+        with pytest.raises(ValueError, match="module:function"):
+            register_kind("bad", "no_colon")
+    finally:
+        KINDS.pop("probe-for-test", None)
 
 
 def test_max_seconds_cuts_the_budget():

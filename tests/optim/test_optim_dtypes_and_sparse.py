@@ -13,6 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import gradwell
+
 from optim_harness import BASE_LR, NAMES, X, Y, gw, make_model, paths, rel_err
 
 STEPS = 20
@@ -127,3 +129,39 @@ def test_mixed_dtypes_in_one_group_like_torch(name, clip) -> None:
             # the shared clip factor, so both are held to float32's bar there.
             tol = 1e-10 if r.dtype == torch.float64 and not clip else 1e-5
             assert rel_err(g, r) <= tol, f"{name} step {k} {r.dtype}: {rel_err(g, r):.2e}"
+
+
+def _complex_paths(name: str) -> list[dict]:
+    """torch has no fused kernel for complex parameters (``fused=True`` is refused like torch)."""
+    return [kw for _, kw in paths(name) if not kw.get("fused")]
+
+
+@pytest.mark.parametrize("skip", [False, True], ids=["plain", "skip_nonfinite"])
+@pytest.mark.parametrize("clip", [False, True], ids=["noclip", "clip"])
+@pytest.mark.parametrize("name", NAMES)
+def test_complex_parameters_on_every_path_with_clip_and_skip(name, clip, skip) -> None:
+    """Issue 10 item 3 for complex: every non-fused path, with ``clip=GlobalNorm`` (reference:
+    ``clip_grad_norm_`` then torch's step) and ``skip_nonfinite`` (reference: a NaN gradient on
+    step 7 and no torch step then), to 1e-10 of torch's default path."""
+    kw = {"lr": BASE_LR[name], **({"momentum": 0.9} if name in ("SGD", "RMSprop") else {})}
+    for path_kw in _complex_paths(name):
+        ref_m, got_m = ComplexFit(), ComplexFit()
+        ref = getattr(torch.optim, name)(ref_m.parameters(), foreach=False, **kw)
+        extra = {"clip": gradwell.clip.GlobalNorm(0.05) if clip else None,
+                 "skip_nonfinite": skip}
+        got = gw(name)(got_m.parameters(), **kw, **path_kw, **extra)
+        for k in range(STEPS):
+            poison = skip and k == 7
+            for m, o in ((ref_m, ref), (got_m, got)):
+                o.zero_grad()
+                m.loss(k).backward()
+                if poison:
+                    m.z.grad[0, 0] = complex("nan")
+                if o is ref and clip and not poison:
+                    torch.nn.utils.clip_grad_norm_(m.parameters(), 0.05)
+                if not (o is ref and poison):
+                    o.step()
+            err = rel_err(torch.view_as_real(got_m.z.detach()),
+                          torch.view_as_real(ref_m.z.detach()))
+            assert err <= 1e-10, f"{name} {path_kw} complex step {k}: relative error {err:.2e}"
+        assert not torch.equal(got_m.z, ComplexFit().z)   # it moved

@@ -16,8 +16,7 @@ from typing import Any
 _NAMES = {
     "catalog": ("EXPERIMENTS", "Experiment", "get", "register"),
     "data": ("DATASETS", "Dataset", "load"),
-    "report": ("write_report",),
-    "runner": ("RunSummary", "default_workers", "run_spec"),
+    "runner": ("RunSummary", "default_workers", "run_spec", "write_report"),
     "schema": ("register_kind",),
     "spec": ("Spec", "SpecError", "Trial", "load_spec", "parse_spec"),
     "store": ("Store",),

@@ -34,10 +34,8 @@ def _import_ray() -> Any:
 
 
 def _execute(trial: Trial) -> TrialResult:
-    import torch
+    from .runner import execute        # one torch thread, failures stored as failed trials
 
-    from .runner import execute
-    torch.set_num_threads(1)
     return execute(trial)
 
 

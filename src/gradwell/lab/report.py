@@ -1,6 +1,9 @@
 """``gradwell lab report DIR``: one self-contained HTML file (plots embedded as PNG data URIs,
-no scripts, no server) with, for every run in the store: the verdict when the experiment has
-one, a summary table, a ranking by steps to target, gradient-flow plots and learning curves."""
+no scripts, no server) with, for every run in the store: the verdict when one is given, a
+summary table, a ranking by steps to target, gradient-flow plots and learning curves.
+
+This module knows no experiment: verdicts come in as a function ``verdict(run, results)``
+(:func:`gradwell.lab.write_report` passes the catalog's)."""
 
 from __future__ import annotations
 
@@ -9,16 +12,19 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import plots
 from .store import Store
 from .summary import Row, columns, fmt, summarize
 from .verdict import Criterion, Results
 
-__all__ = ["write_report", "REPORT_NAME", "verdict_for", "run_section", "page", "figures"]
+__all__ = ["write_report", "REPORT_NAME", "RunVerdict", "run_section", "page", "figures"]
 
 REPORT_NAME = "report.html"
+
+#: ``verdict(run name, results) -> criteria``, or None when the run has no verdict
+RunVerdict = Callable[[str, Results], "list[Criterion] | None"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;
@@ -46,17 +52,6 @@ vertical-align:middle;border-radius:2px}
 details{margin:4px 0 12px;font-size:13px}code,pre{font-size:12px}
 pre{background:#fff;border:1px solid #e6e8ec;padding:8px;overflow-x:auto}
 """
-
-
-def verdict_for(run: str, results: Results) -> list[Criterion] | None:
-    """The criteria of the built-in experiment behind ``run`` (``name`` or ``name (quick)``)."""
-    from .catalog import EXPERIMENTS
-
-    quick = run.endswith(" (quick)")
-    exp = EXPERIMENTS.get(run.removesuffix(" (quick)"))
-    if exp is None or exp.verdict is None or not results.trials:
-        return None
-    return exp.verdict(results, quick)
 
 
 def _e(x: Any) -> str:
@@ -238,12 +233,12 @@ def _flow_html(store: Store, rows: list[Row]) -> str:
     return figures(plots.gradient_flow(flows), legend)
 
 
-def _run_html(store: Store, run: dict[str, Any]) -> str:
+def _run_html(store: Store, run: dict[str, Any], verdict: RunVerdict | None) -> str:
     name = run["name"]
     rows = summarize(store, name)
     if not rows:
         return f"<h2>{_e(name)}</h2><p class=meta>No finished trials yet.</p>"
-    criteria = verdict_for(name, Results(store, name))
+    criteria = verdict(name, Results(store, name)) if verdict else None
     return _page_html(store, run, rows, criteria)
 
 
@@ -290,9 +285,10 @@ panel on the same y-axis. A line falling steeply to the left is a vanishing grad
 <details><summary>Spec</summary><pre>{_e(json.dumps(spec, indent=2))}</pre></details>"""
 
 
-def run_section(store: Store, name: str) -> str:
+def run_section(store: Store, name: str, verdict: RunVerdict | None = None) -> str:
     """The HTML section the report shows for the stored run ``name`` ("" if there is none)."""
-    return "\n".join(_run_html(store, run) for run in store.runs() if run["name"] == name)
+    return "\n".join(_run_html(store, run, verdict) for run in store.runs()
+                     if run["name"] == name)
 
 
 def page(title: str, meta: str, body: str) -> str:
@@ -305,13 +301,14 @@ def page(title: str, meta: str, body: str) -> str:
 </main></body></html>"""
 
 
-def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
+def write_report(directory: str | Path, out: str | Path | None = None,
+                 verdict: RunVerdict | None = None) -> Path:
     """Write the report of every run stored in ``directory`` to ``out`` (default
-    ``DIR/report.html``) and return its path."""
+    ``DIR/report.html``), each run with ``verdict(run, results)`` when given; return its path."""
     directory = Path(directory)
     out = Path(out) if out else directory / REPORT_NAME
     with Store(directory, readonly=True) as store:
-        sections = "\n".join(_run_html(store, run) for run in store.runs())
+        sections = "\n".join(_run_html(store, run, verdict) for run in store.runs())
     stamp = time.strftime("%Y-%m-%d %H:%M")
     out.write_text(page("gradwell lab report", f"{directory.resolve()} · {stamp}",
                         sections or "<p>No runs in this directory.</p>"), encoding="utf-8")

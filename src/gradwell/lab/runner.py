@@ -3,6 +3,10 @@
 Trials already in the store are skipped, so a killed run resumes where it stopped. Each worker
 is a fresh (spawned) process running one torch thread; results are seeded, so the same spec
 gives the same numbers whatever the number of workers. ``workers=1`` runs in this process.
+
+The runner owns running a trial (:func:`execute`): one torch thread, the timing, and the one
+failure path, an exception stored as a ``failed`` trial with its traceback while the run goes
+on. Trial kinds are plain functions that train and return a :class:`TrialResult`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -30,7 +35,7 @@ from .spec import Spec, Trial
 from .store import Store
 from .train import TrialResult
 
-__all__ = ["RunSummary", "run_spec", "run_trials", "execute", "default_workers"]
+__all__ = ["RunSummary", "run_spec", "run_trials", "execute", "default_workers", "write_report"]
 
 
 @dataclass
@@ -55,9 +60,36 @@ def default_workers() -> int:
 
 
 def execute(trial: Trial) -> TrialResult:
-    """Run ``trial`` with the function its kind names (``"module:function"``)."""
-    module, _, name = trial.function.partition(":")
-    return getattr(importlib.import_module(module), name)(trial)
+    """Run ``trial`` on one torch thread with the function its kind names
+    (``"module:function"``): its result, with the trial's key and the seconds it took; an
+    exception (in the function or a result that is not a :class:`TrialResult`) becomes a
+    ``failed`` result carrying the traceback."""
+    import torch
+
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        module, _, name = trial.function.partition(":")
+        result = getattr(importlib.import_module(module), name)(trial)
+        if not isinstance(result, TrialResult):
+            raise TypeError(f"trial function {trial.function} returned "
+                            f"{type(result).__name__}, not a TrialResult")
+        return dataclasses.replace(result, key=trial.key, seconds=time.perf_counter() - start)
+    except Exception:  # noqa: BLE001 - stored with the trial, shown in the report
+        return TrialResult(trial.key, "failed", time.perf_counter() - start,
+                           error=traceback.format_exc())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
+    """The HTML report of every run stored in ``directory`` (default ``DIR/report.html``),
+    built-in experiments with their verdicts (:func:`gradwell.lab.catalog.verdict_for`)."""
+    from . import report
+    from .catalog import verdict_for
+
+    return report.write_report(directory, out, verdict=verdict_for)
 
 
 def _watch_parent(parent: int) -> None:

@@ -1,19 +1,20 @@
 """What an experiment spec may contain: every key, its type, its allowed values and default.
 
-A trial's configuration is a flat table of the keys in :data:`TRIAL_KEYS`. Trial kinds other
-than ``train`` (added with :func:`register_kind`) may bring keys of their own.
+A trial's configuration is a flat table of the keys in :data:`TRIAL_KEYS`. Every trial kind is
+listed in :data:`KINDS` with the function that runs it and the keys of its own; a kind of your
+own is added with :func:`register_kind`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..nn import ACTIVATIONS, CONNECTIONS, INITS, NORMS
+from ..nn import ACTIVATIONS, BRANCH_SCHEMES, CONNECTIONS, INITS, NORM_POSITIONS, NORMS
 from .data import DATASETS, SEQUENCE_DATASETS
 
-__all__ = ["Key", "TRIAL_KEYS", "TRIAL_KINDS", "KIND_KEYS", "allowed_keys", "MODELS",
-           "OPTIMIZERS", "CLIPS", "DEFAULT_LR", "register_kind", "choice", "integer", "number"]
+__all__ = ["Key", "TrialKind", "KINDS", "TRIAL_KEYS", "allowed_keys", "MODELS", "OPTIMIZERS",
+           "CLIPS", "DEFAULT_LR", "register_kind", "choice", "integer", "number"]
 
 MODELS = ("mlp", "cnn", "resnet", "rnn", "gru", "lstm", "logistic")  # logistic: one Linear
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw")
@@ -60,10 +61,9 @@ def number(lo: float, hi: float | None = None, default: float | None = None,
     return Key((int, float), text, ok, default)
 
 
-TRIAL_KINDS: dict[str, str] = {"train": "gradwell.lab.train:run_trial"}
-
 TRIAL_KEYS: dict[str, Key] = {
-    "kind": Key((str,), "a registered trial kind (train)", lambda v: v in TRIAL_KINDS, "train"),
+    "kind": Key((str,), "a trial kind (train, or one listed in gradwell.lab.schema.KINDS)",
+                lambda v: v in KINDS, "train"),
     "data": choice(*DATASETS, default="digits"),
     "seq_len": integer(2, 50),
     "n_train": integer(1, 4000),
@@ -93,8 +93,53 @@ TRIAL_KEYS: dict[str, Key] = {
     "seed": integer(0, 0),
 }
 
-#: Keys that only trials of one kind take (their defaults are filled in for that kind only).
-KIND_KEYS: dict[str, dict[str, Key]] = {"train": {}}
+@dataclass(frozen=True)
+class TrialKind:
+    """A trial kind: the function that runs it, ``"module:function"`` (imported only by the
+    process that runs the trial; it takes a :class:`~gradwell.lab.spec.Trial` and returns a
+    :class:`~gradwell.lab.train.TrialResult`), and the configuration keys of its own (their
+    defaults are filled in for trials of this kind only)."""
+
+    function: str
+    keys: dict[str, Key] = field(default_factory=dict)
+
+
+_CATALOG = "gradwell.lab.catalog."
+_FORGET_BIAS = {"forget_bias": number(-1e9)}
+
+#: Every trial kind, by name: the lab's ``train`` trial and those of the built-in experiments
+#: (each documented at its function). The runner runs them all the same way
+#: (:func:`gradwell.lab.runner.execute`).
+KINDS: dict[str, TrialKind] = {
+    "train": TrialKind("gradwell.lab.train:run_trial"),
+    "at_init": TrialKind(_CATALOG + "_at_init:run_trial"),
+    "train_act": TrialKind(_CATALOG + "glorot2010:run_trial"),
+    "matrix_products": TrialKind(_CATALOG + "saxe2014_orthogonal:run_products_trial"),
+    "rnn_gradient_lag": TrialKind(_CATALOG + "pascanu2013_clipping:lag_trial"),
+    "gated_train": TrialKind(_CATALOG + "gated_rnn:gated_trial", _FORGET_BIAS),
+    "latch_train": TrialKind(_CATALOG + "bengio1994_long_term:latch_trial", _FORGET_BIAS),
+    "fixup_train": TrialKind(_CATALOG + "zhang2019_fixup:fixup_trial",
+                             {"scheme": choice(*BRANCH_SCHEMES, default="he")}),
+    "amp_train": TrialKind(_CATALOG + "micikevicius2018_loss_scaling:amp_trial", {
+        "precision": choice("float32", "float16", default="float32"),
+        "loss_scale": choice("none", "dynamic", default="none"),
+        "loss_weight": number(0.0, default=1.0)}),
+    "founding": TrialKind(_CATALOG + "founding_claims:run_trial", {
+        "probe": choice("train", "lr_search", default="train"),
+        "decay_to": number(0.0, default=1.0),
+        "search": choice("grid", "random", default="grid"),
+        "n_search": integer(2, 9),          # candidates tried by one search
+        "search_epochs": integer(1, 3),
+        "good_acc": number(0.0, 1.0, default=0.9)}),
+    "transformer_train": TrialKind(_CATALOG + "_transformer:transformer_trial", {
+        "norm_position": choice(*NORM_POSITIONS, default="pre"),
+        "qk_norm": Key((bool,), "true or false", default=False),
+        "d_model": integer(1, 32),
+        "heads": integer(1, 2),
+        "vocab": integer(2, 16),
+        "warmup": Key((int,), "an integer >= 0", lambda v: v >= 0, 0),
+        "z_loss": number(0.0, default=0.0, lo_open=False)}),
+}
 
 BUDGET_KEYS = {"epochs": integer(1), "steps": integer(1), "max_seconds": number(0.0)}
 TARGET_KEYS = {"metric": choice(*METRICS), "value": number(-1e300)}
@@ -102,25 +147,24 @@ RECORD_KEYS = {"eval_every": integer(1), "grad_every": integer(1, 10)}
 
 
 def register_kind(name: str, function: str, keys: dict[str, Key] | None = None) -> None:
-    """Make trial kind ``name`` available to specs: ``function`` is ``"module:function"``,
-    importable in worker processes, taking a :class:`~gradwell.lab.spec.Trial` and returning a
-    :class:`~gradwell.lab.train.TrialResult`; ``keys`` are the kind's extra configuration keys."""
+    """Add a trial kind of your own to :data:`KINDS` (call it before loading specs that use it):
+    ``function`` is ``"module:function"``, importable in worker processes, taking a
+    :class:`~gradwell.lab.spec.Trial` and returning a :class:`~gradwell.lab.train.TrialResult`;
+    ``keys`` are the kind's own configuration keys."""
     if ":" not in function:
         raise ValueError(f"function must be 'module:function'; got {function!r}")
+    every = allowed_keys()
     for key, spec in (keys or {}).items():
-        known = TRIAL_KEYS.get(key) or next(
-            (k[key] for k in KIND_KEYS.values() if key in k), None)
-        if known is not None and known != spec:
+        if key in every and every[key] != spec:
             raise ValueError(f"trial key {key!r} is already defined differently")
-    TRIAL_KINDS[name] = function
-    KIND_KEYS[name] = dict(keys or {})
+    KINDS[name] = TrialKind(function, dict(keys or {}))
 
 
 def allowed_keys() -> dict[str, Key]:
     """Every key a trial configuration may hold: the common ones and every kind's own."""
     out = dict(TRIAL_KEYS)
-    for keys in KIND_KEYS.values():
-        out.update(keys)
+    for kind in KINDS.values():
+        out.update(kind.keys)
     return out
 
 

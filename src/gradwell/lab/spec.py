@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .schema import (BUDGET_KEYS, DEFAULT_LR, KIND_KEYS, RECORD_KEYS, TARGET_KEYS, TRIAL_KEYS,
-                     TRIAL_KINDS, Key, allowed_keys, check_config)
+from .schema import (BUDGET_KEYS, DEFAULT_LR, KINDS, RECORD_KEYS, TARGET_KEYS, TRIAL_KEYS, Key,
+                     allowed_keys, check_config)
 
 __all__ = ["Spec", "Trial", "SpecError", "load_spec", "parse_spec"]
 
@@ -139,7 +139,7 @@ def _axis_label(axis: str, value: Any) -> str:
 
 def _complete(config: dict[str, Any]) -> dict[str, Any]:
     kind = config.get("kind", TRIAL_KEYS["kind"].default)
-    keys = {**TRIAL_KEYS, **KIND_KEYS.get(kind, {})}
+    keys = {**TRIAL_KEYS, **(KINDS[kind].keys if kind in KINDS else {})}
     full = {**config, **{k: (config[k] if k in config else key.default)
                          for k, key in keys.items()}}
     if full.get("lr") is None and full.get("optimizer") in DEFAULT_LR:
@@ -160,7 +160,7 @@ def _trial(run: str, label: str, config: dict, spec: Spec, index: int) -> Trial:
     blob = json.dumps([run, config, spec.budget, spec.target, record], sort_keys=True)
     key = hashlib.sha1(blob.encode()).hexdigest()[:16]
     return Trial(key, run, label, config, dict(spec.budget), spec.target, record,
-                 TRIAL_KINDS[config["kind"]], index)
+                 KINDS[config["kind"]].function, index)
 
 
 def _check_target(target: dict | None, config: dict, source: str) -> None:

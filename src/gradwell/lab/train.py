@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -30,11 +29,12 @@ __all__ = ["TrialResult", "Hooks", "run_trial", "build_model", "load_data"]
 @dataclass
 class TrialResult:
     """What a trial produced. ``metrics`` rows are ``(step, seconds, name, value)``;
-    ``layer_stats`` rows ``(step, layer index, layer, stat, value)``."""
+    ``layer_stats`` rows ``(step, layer index, layer, stat, value)``. A trial kind's function
+    may leave ``key`` and ``seconds``: the runner fills them in."""
 
-    key: str
-    status: str                       # "done", "diverged" or "failed"
-    seconds: float
+    key: str = ""
+    status: str = "done"              # "done", "diverged" or "failed"
+    seconds: float = 0.0
     summary: dict[str, Any] = field(default_factory=dict)
     metrics: list[tuple[int, float | None, str, float]] = field(default_factory=list)
     layer_stats: list[tuple[int, int, str, str, float]] = field(default_factory=list)
@@ -51,6 +51,8 @@ class Hooks:
       its parameters), e.g. to set a gate bias or attach hooks.
     * ``lr_factor(step) -> float`` multiplies every parameter group's initial learning rate at
       optimizer step ``step`` (1-based): warm-up, decay.
+    * ``epoch_decay``: the learning rate is multiplied by it after every epoch
+      (``torch.optim.lr_scheduler.ExponentialLR``); 1: constant.
     * ``penalty(output) -> loss`` is added to the training loss (e.g. a z-loss on the logits).
     * ``loss_weight``: the training loss is multiplied by it before backward (the recorded
       training loss is not), e.g. to give the gradients the scale of a mean over more terms.
@@ -64,6 +66,7 @@ class Hooks:
     build: Callable[[dict[str, Any], datasets.Dataset], nn.Module] | None = None
     prepare: Callable[[nn.Module, Trial], None] | None = None
     lr_factor: Callable[[int], float] | None = None
+    epoch_decay: float = 1.0
     penalty: Callable[[Tensor], Tensor] | None = None
     loss_weight: float = 1.0
     autocast: torch.dtype | None = None
@@ -113,6 +116,8 @@ class _Run:
         factor = hooks.lr_factor         # LambdaLR counts from 0; steps count from 1
         self.sched = (torch.optim.lr_scheduler.LambdaLR(self.opt, lambda i: factor(i + 1))
                       if factor else None)
+        self.epoch_sched = (torch.optim.lr_scheduler.ExponentialLR(self.opt, hooks.epoch_decay)
+                            if hooks.epoch_decay != 1.0 else None)
         self.scaler = torch.amp.GradScaler("cpu") if hooks.loss_scale else None
         self.classify = self.data.task == "classification"
         self.loss_fn = nn.CrossEntropyLoss() if self.classify else nn.MSELoss()
@@ -158,6 +163,8 @@ class _Run:
             self.opt.step()              # the monitor records through the optimizer's hooks
         if self.sched is not None:
             self.sched.step()
+        if self.epoch_sched is not None and step % self.per_epoch == 0:
+            self.epoch_sched.step()
         with torch.no_grad():
             self.run_loss += loss.detach() * y.numel()
             if self.classify:
@@ -232,7 +239,9 @@ class _Run:
 
 def run_trial(trial: Trial, prepare: Callable[[nn.Module, Trial], None] | None = None,
               hooks: Hooks | None = None) -> TrialResult:
-    """Train one configuration; exceptions become a ``failed`` result carrying the traceback.
+    """Train one configuration (trial kind ``train``); status ``diverged`` when the loss stops
+    being finite. Exceptions propagate: :func:`gradwell.lab.runner.execute` stores them as a
+    ``failed`` trial.
 
     ``prepare(model, trial)``, if given, adjusts the freshly built model in place before
     training (the optimizer already holds its parameters), e.g. to set a gate bias; ``hooks``
@@ -242,16 +251,8 @@ def run_trial(trial: Trial, prepare: Callable[[nn.Module, Trial], None] | None =
     if prepare is not None:
         hooks = dataclasses.replace(hooks, prepare=prepare)
     start = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run = _Run(trial, hooks)
-        if hooks.prepare is not None:
-            hooks.prepare(run.model, trial)
-        diverged = run.loop()
-        return run.result(diverged, time.perf_counter() - start)
-    except Exception:  # noqa: BLE001 - reported in the store and the report
-        return TrialResult(trial.key, "failed", time.perf_counter() - start,
-                           error=traceback.format_exc())
-    finally:
-        torch.set_num_threads(threads)
+    run = _Run(trial, hooks)
+    if hooks.prepare is not None:
+        hooks.prepare(run.model, trial)
+    diverged = run.loop()
+    return run.result(diverged, time.perf_counter() - start)

@@ -1,39 +1,42 @@
 """The built-in experiments: ``gradwell lab list`` shows them, ``gradwell lab run NAME`` runs one.
 
-An :class:`Experiment` is a TOML spec (text, so it ships inside the package) and, optionally, a
-verdict function turning the stored results into pass criteria. Add one with :func:`register`.
+An :class:`Experiment` is a TOML spec and, optionally, a verdict function turning the stored
+results into pass criteria. The built-in ones are listed in :data:`EXPERIMENTS` below (one
+module each; a trial kind of their own is listed in :data:`gradwell.lab.schema.KINDS`). Add one
+of your own at run time with :func:`register`.
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass
+from ..verdict import Criterion, Results
+from . import (bengio1994_long_term, founding_claims, gated_rnn, glorot2010, he2015_init,
+               he2016_degradation, ioffe2015_bn, kingma2015_optimizers,
+               micikevicius2018_loss_scaling, pascanu2013_clipping, saxe2014_orthogonal,
+               vanishing, zhang2019_fixup)
+from .experiment import Experiment
 
-from ..spec import Spec, parse_spec
-from ..verdict import Verdict
+__all__ = ["Experiment", "EXPERIMENTS", "register", "get", "verdict_for"]
 
-__all__ = ["Experiment", "EXPERIMENTS", "register", "get"]
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """A named spec plus an optional verdict ``verdict(results, quick) -> [Criterion]``."""
-
-    name: str
-    summary: str
-    spec: str
-    verdict: Verdict | None = None
-
-    def load(self) -> Spec:
-        """The validated spec."""
-        return parse_spec(tomllib.loads(self.spec), f"<built-in experiment {self.name}>", self.name)
-
-
-EXPERIMENTS: dict[str, Experiment] = {}
+#: Every experiment by name, in the order ``gradwell lab list`` shows them.
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    vanishing.EXPERIMENT,
+    pascanu2013_clipping.EXPERIMENT,
+    gated_rnn.EXPERIMENT,
+    he2016_degradation.EXPERIMENT,
+    he2015_init.EXPERIMENT,
+    glorot2010.EXPERIMENT,
+    saxe2014_orthogonal.EXPERIMENT,
+    ioffe2015_bn.EXPERIMENT,
+    kingma2015_optimizers.EXPERIMENT,
+    founding_claims.EXPERIMENT,
+    bengio1994_long_term.EXPERIMENT,
+    zhang2019_fixup.EXPERIMENT,
+    micikevicius2018_loss_scaling.EXPERIMENT,
+)}
 
 
 def register(experiment: Experiment) -> Experiment:
-    """Add ``experiment`` to the catalog (names are unique)."""
+    """Add an experiment of your own to :data:`EXPERIMENTS` (names are unique)."""
     if experiment.name in EXPERIMENTS:
         raise ValueError(f"experiment {experiment.name!r} is already registered")
     EXPERIMENTS[experiment.name] = experiment
@@ -47,17 +50,11 @@ def get(name: str) -> Experiment:
     return EXPERIMENTS[name]
 
 
-from . import vanishing  # noqa: E402,F401  (registers itself)
-from . import pascanu2013_clipping  # noqa: E402,F401
-from . import gated_rnn  # noqa: E402,F401
-from . import he2016_degradation  # noqa: E402,F401
-from . import he2015_init  # noqa: E402,F401
-from . import glorot2010  # noqa: E402,F401
-from . import saxe2014_orthogonal  # noqa: E402,F401
-from . import ioffe2015_bn  # noqa: E402,F401
-from . import kingma2015_optimizers  # noqa: E402,F401
-from . import founding_claims  # noqa: E402,F401
-from . import bengio1994_long_term  # noqa: E402,F401
-from . import zhang2019_fixup  # noqa: E402,F401
-from . import micikevicius2018_loss_scaling  # noqa: E402,F401
-from . import _transformer  # noqa: E402,F401
+def verdict_for(run: str, results: Results) -> list[Criterion] | None:
+    """The criteria of the experiment behind the stored ``run`` (``name`` or ``name (quick)``);
+    None when it has no verdict or no trials."""
+    quick = run.endswith(" (quick)")
+    exp = EXPERIMENTS.get(run.removesuffix(" (quick)"))
+    if exp is None or exp.verdict is None or not results.trials:
+        return None
+    return exp.verdict(results, quick)

@@ -24,15 +24,12 @@ layer statistics (step 0) and summarises them as per-layer factors.
 from __future__ import annotations
 
 import math
-import time
-import traceback
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ...nn import MLP
-from ..schema import register_kind
 from ..spec import Trial
 from ..train import TrialResult, build_model, load_data
 
@@ -118,25 +115,16 @@ def _summary(stats: dict[str, list[float]], loss: float) -> dict[str, Any]:
 def run_trial(trial: Trial) -> TrialResult:
     """Build the configured MLP (seeded as a ``train`` trial is, so the weights are the ones that
     trial starts from), measure it on the whole training set, and store the statistics."""
-    start = time.perf_counter()
     cfg = trial.config
-    try:
-        torch.manual_seed(cfg["seed"])
-        data = load_data(cfg)
-        model = build_model(cfg, data)
-        if not isinstance(model, MLP):
-            raise ValueError(f"kind 'at_init' measures MLPs; got model {cfg['model']!r}")
-        loss_fn = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
-        stats = measure(model, data.x_train, data.y_train, loss_fn)
-        with torch.no_grad():
-            loss = loss_fn(model(data.x_train), data.y_train).item()
-        rows = [(0, i, f"blocks.{i}", stat, float(v))
-                for stat, values in stats.items() for i, v in enumerate(values)]
-        return TrialResult(trial.key, "done", time.perf_counter() - start, _summary(stats, loss),
-                           layer_stats=rows)
-    except Exception:  # noqa: BLE001 - reported in the store
-        return TrialResult(trial.key, "failed", time.perf_counter() - start,
-                           error=traceback.format_exc())
-
-
-register_kind("at_init", "gradwell.lab.catalog._at_init:run_trial")
+    torch.manual_seed(cfg["seed"])
+    data = load_data(cfg)
+    model = build_model(cfg, data)
+    if not isinstance(model, MLP):
+        raise ValueError(f"kind 'at_init' measures MLPs; got model {cfg['model']!r}")
+    loss_fn = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
+    stats = measure(model, data.x_train, data.y_train, loss_fn)
+    with torch.no_grad():
+        loss = loss_fn(model(data.x_train), data.y_train).item()
+    rows = [(0, i, f"blocks.{i}", stat, float(v))
+            for stat, values in stats.items() for i, v in enumerate(values)]
+    return TrialResult(trial.key, summary=_summary(stats, loss), layer_stats=rows)

@@ -23,9 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...nn import NORM_POSITIONS, TinyTransformer
+from ...nn import TinyTransformer
 from ..data import Dataset
-from ..schema import Key, choice, integer, number, register_kind
 from ..spec import Trial
 from ..train import Hooks, TrialResult, load_data, run_trial
 
@@ -101,13 +100,3 @@ def transformer_trial(trial: Trial) -> TrialResult:
     result.metrics += rows
     return result
 
-
-register_kind("transformer_train", "gradwell.lab.catalog._transformer:transformer_trial", {
-    "norm_position": choice(*NORM_POSITIONS, default="pre"),
-    "qk_norm": Key((bool,), "true or false", default=False),
-    "d_model": integer(1, 32),
-    "heads": integer(1, 2),
-    "vocab": integer(2, 16),
-    "warmup": Key((int,), "an integer >= 0", lambda v: v >= 0, 0),
-    "z_loss": number(0.0, default=0.0, lo_open=False),
-})

@@ -27,11 +27,10 @@ import numpy as np
 from torch import Tensor, nn
 
 from ..plots import grid_and_legend, save, subplots
-from ..schema import KIND_KEYS, register_kind
 from ..spec import Trial
 from ..train import TrialResult, load_data, run_trial
 from ..verdict import Criterion, Results
-from . import Experiment, register
+from .experiment import Experiment
 from .gated_rnn import set_forget_bias
 from .pascanu2013_clipping import fit_decay
 
@@ -87,16 +86,11 @@ def latch_trial(trial: Trial) -> TrialResult:
         kept["init"] = _lag_stats(model, x, y, "_init")
 
     result = run_trial(trial, prepare=prepare)
-    if "model" not in kept:
-        return result
     for summary, metrics in (kept["init"], _lag_stats(kept["model"], x, y, "")):
         result.summary.update(summary)
         result.metrics += metrics
     return result
 
-
-register_kind("latch_train", "gradwell.lab.catalog.bengio1994_long_term:latch_trial",
-              {"forget_bias": KIND_KEYS["gated_train"]["forget_bias"]})
 
 SPEC = r'''
 name = "bengio1994-long-term"
@@ -236,7 +230,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     return save(fig, out, dpi=90)
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "bengio1994-long-term",
     "latching: tanh RNN gradients decay exponentially with the lag, it fails at T = 50; LSTM holds",
-    SPEC, verdict))
+    SPEC, verdict)

@@ -14,15 +14,15 @@ claim that:
 Each is tested on scikit-learn's digits, with the numbers beside the answer. The verdict holds
 when every measured answer agrees with the calibrated one (supported or not supported).
 Claim 1 uses ordinary training trials; claims 2-4 use the trial kind ``founding`` defined
-here (a plain training loop that also measures dead units, decays the learning rate, or runs a
-whole learning-rate search inside one trial).
+here (the lab's training loop, also measuring dead units and decaying the learning rate per
+epoch, or a whole learning-rate search inside one trial).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,29 +30,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..factory import build_optimizer
-from ..schema import choice, integer, number, register_kind
 from ..spec import Trial
 from ..store import Store
-from ..train import TrialResult, build_model, load_data
+from ..train import Hooks, TrialResult, load_data
+from ..train import run_trial as run_train_trial
 from ..plots import save, subplots
 from ..verdict import Criterion, Results
-from . import Experiment, register
+from .experiment import Experiment
 
 __all__ = ["EXPERIMENT", "SPEC", "verdict", "run_trial", "dead_share", "search_lrs",
            "expected_grid_trials", "plot"]
 
 #: the learning-rate search range (SGD, log-uniform) and a "good" result
 LR_RANGE = (1e-3, 10.0)
-
-register_kind("founding", "gradwell.lab.catalog.founding_claims:run_trial", {
-    "probe": choice("train", "lr_search", default="train"),
-    "decay_to": number(0.0, default=1.0),
-    "search": choice("grid", "random", default="grid"),
-    "n_search": integer(2, 9),          # candidates tried by one search
-    "search_epochs": integer(1, 3),
-    "good_acc": number(0.0, 1.0, default=0.9),
-})
 
 
 def dead_share(model: nn.Module, x: torch.Tensor) -> float:
@@ -90,48 +80,26 @@ def expected_grid_trials(n: int, good: int) -> float:
     return (n + 1) / (good + 1) if good else math.inf
 
 
-def _fit(cfg: dict[str, Any], epochs: int, lr: float | None = None
-         ) -> tuple[nn.Module, Any, list[tuple[int, float, str, float]], bool]:
-    """Train ``cfg``'s model with minibatch SGD-style steps for ``epochs``; the learning rate
-    decays by ``decay_to ** (1 / epochs)`` per epoch. Returns the model, the data, metric
-    rows ``(step, seconds, name, value)`` per epoch and whether the loss stayed finite."""
-    torch.manual_seed(cfg["seed"])
-    data = load_data(cfg)
-    model = build_model(cfg, data)
-    opt = build_optimizer({**cfg, "lr": lr or cfg["lr"]}, model.parameters())
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg["decay_to"] ** (1 / epochs))
-    loss_fn, gen, n = nn.CrossEntropyLoss(), torch.Generator().manual_seed(cfg["seed"]), \
-        len(data.y_train)
-    rows, step, start = [], 0, time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        for idx in torch.randperm(n, generator=gen).split(cfg["batch_size"]):
-            loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        sched.step()
-        with torch.no_grad():
-            model.eval()
-            out = model(data.x_test)
-            train_loss = float(loss_fn(model(data.x_train), data.y_train))
-            model.train()
-        now = time.perf_counter() - start
-        rows += [(step, now, "test_acc", float((out.argmax(1) == data.y_test).float().mean())),
-                 (step, now, "test_loss", float(loss_fn(out, data.y_test))),
-                 (step, now, "train_loss", train_loss)]
-        if not math.isfinite(train_loss):
-            return model, data, rows, False
-    return model, data, rows, True
+def _hooks(cfg: dict[str, Any], epochs: int, kept: dict[str, Any] | None = None) -> Hooks:
+    """The ``train`` loop's hooks for a ``founding`` trial of ``epochs`` epochs: the learning
+    rate decays by ``decay_to ** (1 / epochs)`` per epoch; the model is kept in ``kept``."""
+    decay = cfg["decay_to"] ** (1 / epochs) if cfg["decay_to"] != 1.0 else 1.0
+    prepare = None if kept is None else (lambda model, _trial: kept.update(model=model))
+    return Hooks(prepare=prepare, epoch_decay=decay)
 
 
-def _search(cfg: dict[str, Any]) -> dict[str, Any]:
-    """One whole learning-rate search: train every candidate, note the first good one."""
+def _search(trial: Trial) -> dict[str, Any]:
+    """One whole learning-rate search: train every candidate for ``search_epochs`` epochs
+    with the ``train`` loop, note the first good one (a diverged candidate scores 0)."""
+    cfg = trial.config
     lrs = search_lrs(cfg["search"], cfg["n_search"], cfg["seed"])
+    epochs = cfg["search_epochs"]
     accs = []
     for lr in lrs:
-        _, _, rows, finite = _fit(cfg, cfg["search_epochs"], lr)
-        accs.append(rows[-3][3] if finite else 0.0)
+        candidate = dataclasses.replace(trial, config={**cfg, "lr": lr},
+                                        budget={"epochs": epochs})
+        r = run_train_trial(candidate, hooks=_hooks(cfg, epochs))
+        accs.append(r.summary["final_test_acc"] if r.status == "done" else 0.0)
     good = [a >= cfg["good_acc"] for a in accs]
     first = next((i + 1 for i, g in enumerate(good) if g), None)
     trials = expected_grid_trials(len(lrs), sum(good)) if cfg["search"] == "grid" else (
@@ -142,27 +110,16 @@ def _search(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_trial(trial: Trial) -> TrialResult:
-    """A trial of kind ``founding``: probe ``train`` trains once and reports the final metrics
-    and the dead share; ``lr_search`` runs a whole search."""
-    cfg, start = trial.config, time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        if cfg["probe"] == "lr_search":
-            summary = _search(cfg)
-            return TrialResult(trial.key, "done", time.perf_counter() - start, summary)
-        model, data, rows, finite = _fit(cfg, trial.budget["epochs"])
-        summary = {f"final_{name}": v for _, _, name, v in rows[-3:]}
-        summary.update(steps=rows[-1][0], dead_share=dead_share(model, data.x_train))
-        return TrialResult(trial.key, "done" if finite else "diverged",
-                           time.perf_counter() - start, summary, rows)
-    except Exception:  # noqa: BLE001 - stored as a failed trial
-        import traceback
-
-        return TrialResult(trial.key, "failed", time.perf_counter() - start,
-                           error=traceback.format_exc())
-    finally:
-        torch.set_num_threads(threads)
+    """A trial of kind ``founding``: probe ``train`` is the lab's ``train`` trial (learning
+    rate decayed to ``decay_to`` times its start over the epochs) plus the share of dead units
+    at the end; ``lr_search`` runs a whole search."""
+    cfg = trial.config
+    if cfg["probe"] == "lr_search":
+        return TrialResult(trial.key, summary=_search(trial))
+    kept: dict[str, Any] = {}
+    result = run_train_trial(trial, hooks=_hooks(cfg, trial.budget.get("epochs", 1), kept))
+    result.summary["dead_share"] = dead_share(kept["model"], load_data(cfg).x_train)
+    return result
 
 
 def _variant(name: str, **keys: Any) -> str:
@@ -251,7 +208,7 @@ def _claim1(results: Results, quick: bool) -> list[Criterion]:
     accs = {n: _med(results, f"C1 sigmoid-20 · {n}", "final_test_acc") for n in C1_RESCUES}
     rescued = [n for n, a in accs.items() if a > 0.2]
     out = [Criterion(
-        "docs 000/004: Adam, RMSprop, Adagrad and clipping rescue a vanishing 20-layer sigmoid "
+        "founding articles: Adam, RMSprop, Adagrad and clipping rescue a vanishing 20-layer sigmoid "
         "net", "not supported: each stays at chance (test acc ≤ 0.2)",
         ", ".join(f"{n} {a:.3f}" for n, a in accs.items()) + f" → {_answer(bool(rescued))}",
         not rescued and not any(math.isnan(a) for a in accs.values()))]
@@ -259,7 +216,7 @@ def _claim1(results: Results, quick: bool) -> list[Criterion]:
     rem = {n: (_med(results, f"C1 {n} · SGD", "final_test_acc"),
                _med(results, f"C1 {n} · SGD", "grad_ratio")) for n in C1_REMEDIES}
     out.append(Criterion(
-        "docs 000/003: ReLU + He, BN and residual connections do rescue it (SGD)",
+        "founding articles: ReLU + He, BN and residual connections do rescue it (SGD)",
         f"supported: test acc ≥ {floor} and ‖g₁‖/‖g_L‖ > 1e-3 for each",
         ", ".join(f"{n} {a:.3f} ({r:.1e})" for n, (a, r) in rem.items()),
         all(a >= floor and r > 1e-3 for a, r in rem.values())))
@@ -328,9 +285,9 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     return [*_claim1(results, quick), *_claim2(results), _claim3(results), *_claim4(results)]
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "founding-claims", "the founding articles' claims: optimizers and clipping vs "
-    "architecture fixes, Leaky ReLU/PReLU, random lr search, lr decay", SPEC, verdict))
+    "architecture fixes, Leaky ReLU/PReLU, random lr search, lr decay", SPEC, verdict)
 
 
 def plot(directory: str | Path, out: str | Path) -> Path:

@@ -22,12 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..schema import number, register_kind
 from ..spec import Trial
 from ..plots import save, subplots
 from ..train import TrialResult, run_trial
 from ..verdict import Criterion, Results
-from . import Experiment, register
+from .experiment import Experiment
 
 __all__ = ["set_forget_bias", "gated_trial", "verdict", "plot", "EXPERIMENT", "BASELINE"]
 
@@ -60,9 +59,6 @@ def _forget_bias(model: nn.Module, trial: Trial) -> None:
     if trial.config.get("forget_bias") is not None:
         set_forget_bias(model, float(trial.config["forget_bias"]))
 
-
-register_kind("gated_train", "gradwell.lab.catalog.gated_rnn:gated_trial",
-              {"forget_bias": number(-1e9)})
 
 SPEC = r'''
 name = "gated-rnn"
@@ -166,6 +162,6 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     return save(fig, out, dpi=90)
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "gated-rnn", "adding problem T=100: LSTM and GRU far below the 1/6 baseline, tanh RNN near it",
-    SPEC, verdict))
+    SPEC, verdict)

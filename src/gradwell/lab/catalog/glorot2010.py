@@ -29,14 +29,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..schema import register_kind
 from ..spec import Trial
 from ..train import TrialResult
 from ..train import run_trial as run_train_trial
 from ..plots import grid_and_legend, save, subplots
 from ..verdict import Criterion, Results
-from . import Experiment, register
-from . import _at_init  # noqa: F401  (registers the trial kind at_init)
+from .experiment import Experiment
 
 SPEC = r'''
 name = "glorot2010"
@@ -136,13 +134,10 @@ def run_trial(trial: Trial) -> TrialResult:
     """A ``train`` trial whose summary also holds the hidden layers' mean activations at every
     recorded step (``act_mean_steps``, ``act_means``)."""
     result = run_train_trial(trial)
-    if result.status != "failed":
-        steps, means = act_means(result)
-        result.summary.update(act_mean_steps=steps, act_means=means)
+    steps, means = act_means(result)
+    result.summary.update(act_mean_steps=steps, act_means=means)
     return result
 
-
-register_kind("train_act", "gradwell.lab.catalog.glorot2010:run_trial")
 
 
 def _f(x: float | None, spec: str = ".3f") -> str:
@@ -255,7 +250,7 @@ def _median_curve(ax: Any, store: Any, trials: list[dict[str, Any]], name: str, 
     ax.plot(steps, med, ls, label=name)
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "glorot2010", "deep sigmoid/tanh MLP: top sigmoid layer saturates; tanh gradients shrink "
     "~1/√3 per layer under standard init, level under Glorot's; sigmoid ends worst", SPEC,
-    verdict))
+    verdict)

@@ -24,8 +24,7 @@ from typing import Any
 
 from ..plots import grid_and_legend, save, subplots
 from ..verdict import Criterion, Results
-from . import Experiment, register
-from . import _at_init  # noqa: F401  (registers the trial kind at_init)
+from .experiment import Experiment
 
 SPEC = r'''
 name = "he2015-init"
@@ -175,6 +174,6 @@ def _accuracy_curve(ax: Any, store: Any, trials: list[dict[str, Any]], label: st
     ax.plot(steps, med, ls, color=color, label=name)
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "he2015-init", "30-layer ReLU MLP: default/Xavier init stall, He init trains; "
-    "(1/√2)^L std under Xavier", SPEC, verdict))
+    "(1/√2)^L std under Xavier", SPEC, verdict)

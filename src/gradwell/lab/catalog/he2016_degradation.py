@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..plots import save, subplots
 from ..verdict import Criterion, Results
-from . import Experiment, register
+from .experiment import Experiment
 
 __all__ = ["verdict", "plot", "EXPERIMENT", "SHALLOW", "DEEP"]
 
@@ -120,7 +120,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     return save(fig, out, dpi=90)
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "he2016-degradation",
     "BN + He MLP on digits: deep plain trains worse than shallow, deep residual does not",
-    SPEC, verdict))
+    SPEC, verdict)

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..store import Store
 from ..plots import save, subplots
 from ..verdict import Criterion, Results
-from . import Experiment, register
+from .experiment import Experiment
 
 __all__ = ["EXPERIMENT", "SPEC", "verdict", "plot", "median_steps", "median_acc", "BASE_LR",
            "SCALES"]
@@ -205,6 +205,6 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     return save(fig, out, dpi=80)
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "ioffe2015-bn", "Ioffe & Szegedy 2015: BN trains faster, at 5-30x the lr, and a 10-layer "
-    "sigmoid net", SPEC, verdict))
+    "sigmoid net", SPEC, verdict)

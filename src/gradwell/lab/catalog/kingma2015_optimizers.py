@@ -23,7 +23,7 @@ from pathlib import Path
 from ..store import Store
 from ..plots import save, subplots
 from ..verdict import Criterion, Results
-from . import Experiment, register
+from .experiment import Experiment
 
 __all__ = ["EXPERIMENT", "SPEC", "OPTIMIZERS", "verdict", "best", "plot"]
 
@@ -157,6 +157,6 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     axes[1].legend(fontsize=7, ncol=2)
     return save(fig, out, dpi=80)
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "kingma2015-optimizers", "Kingma & Ba 2015: every optimizer at its best lr on logistic "
-    "regression and an MLP; Adam within 10% of the best", SPEC, verdict))
+    "regression and an MLP; Adam within 10% of the best", SPEC, verdict)

@@ -33,11 +33,10 @@ from torch import Tensor, nn
 
 from ..monitor import layer_weights
 from ..plots import grid_and_legend, save, subplots
-from ..schema import choice, number, register_kind
 from ..spec import Trial
 from ..train import Hooks, TrialResult, load_data, run_trial
 from ..verdict import Criterion, Results
-from . import Experiment, register
+from .experiment import Experiment
 
 __all__ = ["zero_grad_share", "amp_trial", "verdict", "plot", "EXPERIMENT", "INIT_SCALE"]
 
@@ -100,18 +99,11 @@ def amp_trial(trial: Trial) -> TrialResult:
     hooks = Hooks(prepare=prepare, loss_weight=float(cfg["loss_weight"]), autocast=_dtype(cfg),
                   loss_scale=cfg["loss_scale"] == "dynamic")
     result = run_trial(trial, hooks=hooks)
-    if "model" not in kept:
-        return result
     for summary, metrics in (kept["init"], _shares(kept["model"], cfg, x, y, "")):
         result.summary.update(summary)
         result.metrics += metrics
     return result
 
-
-register_kind("amp_train", "gradwell.lab.catalog.micikevicius2018_loss_scaling:amp_trial",
-              {"precision": choice("float32", "float16", default="float32"),
-               "loss_scale": choice("none", "dynamic", default="none"),
-               "loss_weight": number(0.0, default=1.0)})
 
 SPEC = r'''
 name = "micikevicius2018-loss-scaling"
@@ -277,7 +269,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     return save(fig, out, dpi=90)
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "micikevicius2018-loss-scaling",
     "float16 autocast: small gradients underflow, training degrades or stalls; GradScaler restores",
-    SPEC, verdict))
+    SPEC, verdict)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +31,11 @@ from torch import Tensor
 
 from ...nn import RecurrentNet
 from ..data import adding_problem
-from ..schema import register_kind
 from ..spec import Trial
 from ..train import TrialResult
 from ..plots import save, subplots
 from ..verdict import Criterion, Results
-from . import Experiment, register
+from .experiment import Experiment
 
 __all__ = ["lag_gradient_norms", "fit_decay", "lag_trial", "spike_ratio", "verdict", "plot",
            "EXPERIMENT"]
@@ -82,7 +80,6 @@ def fit_decay(ratios: np.ndarray) -> tuple[float, float]:
 def lag_trial(trial: Trial) -> TrialResult:
     """Trial kind ``rnn_gradient_lag``: the gradient ratio at every time lag, at initialisation
     (``seq_len`` steps, ``hidden`` units, ``recurrent_gain`` = every singular value of W_hh)."""
-    start = time.perf_counter()
     cfg = trial.config
     torch.manual_seed(cfg["seed"])
     model = RecurrentNet("rnn", 2, 1, cfg["hidden"], 1, cfg.get("recurrent_gain"))
@@ -94,10 +91,8 @@ def lag_trial(trial: Trial) -> TrialResult:
     summary = {"grad_ratio": float(ratios[-1]), "lag_slope": slope, "lag_r2": r2,
                "bound_slope": math.log10(gain) if gain else None, "max_lag": len(ratios) - 1}
     metrics = [(k, None, "lag_grad_ratio", float(r)) for k, r in enumerate(ratios)]
-    return TrialResult(trial.key, "done", time.perf_counter() - start, summary, metrics)
+    return TrialResult(trial.key, summary=summary, metrics=metrics)
 
-
-register_kind("rnn_gradient_lag", "gradwell.lab.catalog.pascanu2013_clipping:lag_trial", {})
 
 SPEC = r'''
 name = "pascanu2013-clipping"
@@ -266,7 +261,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     return save(fig, out, dpi=90)
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "pascanu2013-clipping",
     "tanh RNN: gradient decays exponentially with the lag when σ_max < 1; clipping tames spikes",
-    SPEC, verdict))
+    SPEC, verdict)

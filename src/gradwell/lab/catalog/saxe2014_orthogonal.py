@@ -26,20 +26,17 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
-import traceback
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ...nn import init_weights
-from ..schema import register_kind
 from ..spec import Trial
 from ..train import TrialResult
 from ..plots import grid_and_legend, save, subplots
 from ..verdict import Criterion, Results
-from . import Experiment, register
+from .experiment import Experiment
 
 SPEC = r'''
 name = "saxe2014-orthogonal"
@@ -118,23 +115,14 @@ def product_singular_values(n: int, depth: int, scheme: str, seed: int = 0) -> t
 def run_products_trial(trial: Trial) -> TrialResult:
     """Trial kind ``matrix_products``: the singular values of a product of ``depth`` random
     ``width x width`` matrices with the configured ``init``."""
-    start = time.perf_counter()
     cfg = trial.config
-    try:
-        s = product_singular_values(cfg["width"], cfg["depth"], cfg["init"], cfg["seed"])
-        summary = {"singular_values": s.tolist(), "sv_max": s.max().item(),
-                   "sv_min": s.min().item(), "sv_median": s.median().item(),
-                   "max_dev_from_1": (s - 1).abs().max().item(),
-                   "frac_below_0.1": (s < 0.1).double().mean().item()}
-        rows = [(0, i, f"sv{i}", "singular_value", v) for i, v in enumerate(s.tolist())]
-        return TrialResult(trial.key, "done", time.perf_counter() - start, summary,
-                           layer_stats=rows)
-    except Exception:  # noqa: BLE001 - reported in the store
-        return TrialResult(trial.key, "failed", time.perf_counter() - start,
-                           error=traceback.format_exc())
-
-
-register_kind("matrix_products", "gradwell.lab.catalog.saxe2014_orthogonal:run_products_trial")
+    s = product_singular_values(cfg["width"], cfg["depth"], cfg["init"], cfg["seed"])
+    summary = {"singular_values": s.tolist(), "sv_max": s.max().item(),
+               "sv_min": s.min().item(), "sv_median": s.median().item(),
+               "max_dev_from_1": (s - 1).abs().max().item(),
+               "frac_below_0.1": (s < 0.1).double().mean().item()}
+    rows = [(0, i, f"sv{i}", "singular_value", v) for i, v in enumerate(s.tolist())]
+    return TrialResult(trial.key, summary=summary, layer_stats=rows)
 
 
 def _f(x: float | None, spec: str = ".3g") -> str:
@@ -236,7 +224,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     return save(fig, out, dpi=80)
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "saxe2014-orthogonal", "orthogonal products keep σ = 1, Gaussian collapse; deep linear "
     "nets: orthogonal init learns in depth-independent steps, Gaussian slower with depth",
-    SPEC, verdict))
+    SPEC, verdict)

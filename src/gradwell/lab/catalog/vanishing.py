@@ -11,7 +11,7 @@ the net stays at chance; every remedy keeps the ratio near 1 and learns.
 from __future__ import annotations
 
 from ..verdict import Criterion, Results
-from . import Experiment, register
+from .experiment import Experiment
 
 SPEC = r'''
 name = "vanishing"
@@ -113,6 +113,6 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     return out
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "vanishing", "depth-20 MLP on digits: sigmoid/tanh vs ReLU+He, BN, residual; SGD and Adam",
-    SPEC, verdict))
+    SPEC, verdict)

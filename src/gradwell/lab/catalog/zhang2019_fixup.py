@@ -27,14 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...nn import BRANCH_SCHEMES, ResidualMLP
+from ...nn import ResidualMLP
 from ..data import Dataset
 from ..plots import grid_and_legend, save, subplots
-from ..schema import choice, register_kind
 from ..spec import Trial
 from ..train import Hooks, TrialResult, load_data, run_trial
 from ..verdict import Criterion, Results
-from . import Experiment, register
+from .experiment import Experiment
 
 __all__ = ["build_residual_mlp", "fixup_trial", "verdict", "plot", "EXPERIMENT"]
 
@@ -62,9 +61,6 @@ def fixup_trial(trial: Trial) -> TrialResult:
     result.summary.update(init)
     return result
 
-
-register_kind("fixup_train", "gradwell.lab.catalog.zhang2019_fixup:fixup_trial",
-              {"scheme": choice(*BRANCH_SCHEMES, default="he")})
 
 SPEC = r'''
 name = "zhang2019-fixup"
@@ -189,7 +185,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     return save(fig, out, dpi=90)
 
 
-EXPERIMENT = register(Experiment(
+EXPERIMENT = Experiment(
     "zhang2019-fixup",
     "32-block residual MLP, no normalisation: He init diverges; Fixup and SkipInit train like BN",
-    SPEC, verdict))
+    SPEC, verdict)
