@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import plots
+from .schema import METRICS
 from .store import Store
 from .summary import Row, columns, fmt, summarize
 from .verdict import Criterion, Results
@@ -75,10 +76,10 @@ def _verdict_html(criteria: list[Criterion] | None) -> str:
 
 def _summary_html(rows: list[Row], metrics: list[str] | None) -> str:
     cols = columns(metrics)
-    head = "".join(f"<th>{_e(name)}</th>" for _, name, _ in cols)
+    head = "".join(f"<th>{_e(m.title)}</th>" for m in cols)
     body = []
     for r in rows:
-        cells = "".join(f"<td>{fmt(r.values.get(k), kind)}</td>" for k, _, kind in cols)
+        cells = "".join(f"<td>{fmt(r.values.get(m.key), m.spec, m.unit)}</td>" for m in cols)
         diag = _e(r.diagnosis)
         cls = "good" if r.diagnosis == "no finding" else "bad"
         status = f"<br><small>{_e(r.status)}</small>" if r.status else ""
@@ -88,14 +89,19 @@ def _summary_html(rows: list[Row], metrics: list[str] | None) -> str:
             f"</th></tr>{''.join(body)}</table>")
 
 
+def _metric(row: Row, name: str) -> str:
+    m = METRICS[name]
+    return fmt(row.values[m.key], m.spec, m.unit)
+
+
 def _ranking_html(rows: list[Row], target: dict | None) -> tuple[str, str]:
     if not target:
         return "<p class=meta>No target in this spec: no ranking by steps to target.</p>", ""
     order = ranked(rows)
     body = "".join(
         f"<tr><td>{i}</td><td class=text>{_e(r.label)}</td>"
-        f"<td>{fmt(r.values['seconds_to_target'], 'seconds')}</td>"
-        f"<td>{fmt(r.values['steps_to_target'], 'int')}</td><td>{r.reached}/{len(r.trials)}</td>"
+        f"<td>{_metric(r, 'seconds_to_target')}</td>"
+        f"<td>{_metric(r, 'steps_to_target')}</td><td>{r.reached}/{len(r.trials)}</td>"
         "</tr>" for i, r in enumerate(order, 1))
     sign = "≥" if target["metric"].endswith("acc") else "≤"
     goal = f"{target['metric']} {sign} {target['value']}"

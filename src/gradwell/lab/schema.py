@@ -13,13 +13,39 @@ from typing import Any, Callable
 from ..nn import ACTIVATIONS, BRANCH_SCHEMES, CONNECTIONS, INITS, NORM_POSITIONS, NORMS
 from .data import DATASETS, SEQUENCE_DATASETS
 
-__all__ = ["Key", "TrialKind", "KINDS", "TRIAL_KEYS", "allowed_keys", "MODELS", "OPTIMIZERS",
-           "CLIPS", "DEFAULT_LR", "register_kind", "choice", "integer", "number"]
+__all__ = ["Key", "TrialKind", "KINDS", "TRIAL_KEYS", "allowed_keys", "Metric", "METRICS",
+           "TARGET_METRICS", "MODELS", "OPTIMIZERS", "CLIPS", "DEFAULT_LR", "register_kind",
+           "choice", "integer", "number"]
 
 MODELS = ("mlp", "cnn", "resnet", "rnn", "gru", "lstm", "logistic")  # logistic: one Linear
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw")
 CLIPS = ("none", "global_norm", "value")
-METRICS = ("test_acc", "train_acc", "test_loss", "train_loss")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric a spec's ``metrics`` may name: the trial summary key holding it, its column
+    title, its number format (``format`` spec and unit) and whether a ``[target]`` may use it
+    (measured at every evaluation)."""
+
+    key: str
+    title: str
+    spec: str = ".3f"
+    unit: str = ""
+    target: bool = False
+
+
+#: Every metric, in the order error messages list them.
+METRICS: dict[str, Metric] = {
+    "test_acc": Metric("final_test_acc", "test acc", target=True),
+    "test_loss": Metric("final_test_loss", "test loss", target=True),
+    "train_acc": Metric("final_train_acc", "train acc", target=True),
+    "train_loss": Metric("final_train_loss", "train loss", target=True),
+    "steps_to_target": Metric("steps_to_target", "steps→target", ".0f"),
+    "seconds_to_target": Metric("seconds_to_target", "time→target", ".2f", " s"),
+    "grad_ratio": Metric("grad_ratio", "‖g₁‖/‖g_L‖", ".1e"),
+}
+TARGET_METRICS = tuple(name for name, m in METRICS.items() if m.target)
 
 #: Learning rates used when a spec gives none (torch's defaults where torch has one).
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.01,
@@ -142,7 +168,7 @@ KINDS: dict[str, TrialKind] = {
 }
 
 BUDGET_KEYS = {"epochs": integer(1), "steps": integer(1), "max_seconds": number(0.0)}
-TARGET_KEYS = {"metric": choice(*METRICS), "value": number(-1e300)}
+TARGET_KEYS = {"metric": choice(*TARGET_METRICS), "value": number(-1e300)}
 RECORD_KEYS = {"eval_every": integer(1), "grad_every": integer(1, 10)}
 
 

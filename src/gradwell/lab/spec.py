@@ -39,15 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .schema import (BUDGET_KEYS, DEFAULT_LR, KINDS, RECORD_KEYS, TARGET_KEYS, TRIAL_KEYS, Key,
-                     allowed_keys, check_config)
+from .schema import (BUDGET_KEYS, DEFAULT_LR, KINDS, METRICS, RECORD_KEYS, TARGET_KEYS,
+                     TARGET_METRICS, TRIAL_KEYS, Key, allowed_keys, check_config)
 
 __all__ = ["Spec", "Trial", "SpecError", "load_spec", "parse_spec"]
 
 TOP_KEYS = ("name", "description", "base", "grid", "variants", "budget", "target", "metrics",
             "record", "quick")
-METRICS = ("test_acc", "test_loss", "train_acc", "train_loss", "steps_to_target",
-           "seconds_to_target", "grad_ratio")
 QUICK_KEYS = ("base", "grid", "budget", "record")
 
 
@@ -232,8 +230,7 @@ def _target(source: str, target: Any) -> dict:
     missing = [k for k in TARGET_KEYS if k not in target]
     if missing:
         raise SpecError(f"{source}: target: missing {', '.join(missing)} "
-                        "(metric: one of test_acc, train_acc, test_loss, train_loss; "
-                        "value: a number)")
+                        f"(metric: one of {', '.join(TARGET_METRICS)}; value: a number)")
     return target
 
 

@@ -12,9 +12,10 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from .schema import METRICS, Metric
 from .store import Store
 
-__all__ = ["Row", "summarize", "rich_table", "fmt", "columns", "METRIC_COLUMNS"]
+__all__ = ["Row", "summarize", "rich_table", "fmt", "columns", "DEFAULT_METRICS"]
 
 
 @dataclass
@@ -58,7 +59,7 @@ def summarize(store: Store, run: str) -> list[Row]:
         groups.setdefault(t["label"], []).append(t)
     rows = []
     for label, trials in groups.items():
-        keys = [key for key, _, _ in METRIC_COLUMNS.values()]
+        keys = [m.key for m in METRICS.values()]
         values = {k: _median([t["summary"].get(k) for t in trials]) for k in keys}
         statuses = Counter(t["status"] for t in trials)
         rows.append(Row(label, trials, values,
@@ -69,35 +70,18 @@ def summarize(store: Store, run: str) -> list[Row]:
     return rows
 
 
-def fmt(value: float | None, kind: str) -> str:
-    """Human formatting: accuracies with 3 decimals, ratios in scientific notation."""
-    if value is None:
-        return "—"
-    if kind == "ratio":
-        return f"{value:.1e}"
-    if kind == "int":
-        return f"{value:.0f}"
-    if kind == "seconds":
-        return f"{value:.2f} s"
-    return f"{value:.3f}"
+def fmt(value: float | None, spec: str = ".3f", unit: str = "") -> str:
+    """The lab's one number formatter: ``format(value, spec)`` plus ``unit``, "—" for None
+    (accuracies ``.3f``, ratios ``.1e``, step counts ``.0f``, as :data:`METRICS` says)."""
+    return "—" if value is None else f"{format(value, spec)}{unit}"
 
 
-#: spec ``metrics`` name -> (summary key, column header, format)
-METRIC_COLUMNS = {
-    "test_acc": ("final_test_acc", "test acc", "float"),
-    "test_loss": ("final_test_loss", "test loss", "float"),
-    "train_acc": ("final_train_acc", "train acc", "float"),
-    "train_loss": ("final_train_loss", "train loss", "float"),
-    "steps_to_target": ("steps_to_target", "steps→target", "int"),
-    "seconds_to_target": ("seconds_to_target", "time→target", "seconds"),
-    "grad_ratio": ("grad_ratio", "‖g₁‖/‖g_L‖", "ratio"),
-}
 DEFAULT_METRICS = ("test_acc", "test_loss", "steps_to_target", "seconds_to_target", "grad_ratio")
 
 
-def columns(metrics: list[str] | tuple[str, ...] | None = None) -> list[tuple[str, str, str]]:
+def columns(metrics: list[str] | tuple[str, ...] | None = None) -> list[Metric]:
     """The summary columns for a spec's ``metrics`` (default :data:`DEFAULT_METRICS`)."""
-    return [METRIC_COLUMNS[m] for m in (metrics or DEFAULT_METRICS)]
+    return [METRICS[m] for m in (metrics or DEFAULT_METRICS)]
 
 
 def rich_table(rows: list[Row], title: str = "", metrics: list[str] | None = None) -> Table:
@@ -108,12 +92,13 @@ def rich_table(rows: list[Row], title: str = "", metrics: list[str] | None = Non
     table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   show_edge=False, collapse_padding=True)
     table.add_column("configuration", overflow="fold", max_width=30)
-    for _, name, _ in cols:
-        header = name.replace("→", "→\n").replace("/", "/\n").replace(" ", "\n", 1)
+    for m in cols:
+        header = m.title.replace("→", "→\n").replace("/", "/\n").replace(" ", "\n", 1)
         table.add_column(header, justify="right",
                          no_wrap=True)
     table.add_column("diagnosis", overflow="fold", min_width=12)
     for r in rows:
-        table.add_row(Text(r.label), *(fmt(r.values.get(k), kind) for k, _, kind in cols),
+        table.add_row(Text(r.label),
+                      *(fmt(r.values.get(m.key), m.spec, m.unit) for m in cols),
                       Text(f"{r.diagnosis}; {r.status}" if r.status else r.diagnosis))
     return table

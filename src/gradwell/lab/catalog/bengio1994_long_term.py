@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ..plots import grid_and_legend, save, subplots
 from ..spec import Trial
 from ..train import TrialResult, load_data, run_trial
+from ..summary import fmt
 from ..verdict import Criterion, Results
 from .experiment import Experiment
 from .gated_rnn import set_forget_bias
@@ -143,10 +144,6 @@ HELD = 1e-2
 FAILED_MSE = 0.5
 
 
-def _f(x: float | None, spec: str = ".3g") -> str:
-    return "—" if x is None else format(x, spec)
-
-
 def _per_seed(results: Results, key: str, sel: tuple[str, int], spec: str = ".3g") -> str:
     return ", ".join(format(v, spec) for v in results.values(key, sel[0], seq_len=sel[1]))
 
@@ -174,26 +171,26 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     return [
         Criterion(f"tanh RNN, T = {long}: the gradient w.r.t. early inputs decays exponentially",
                   f"log10-slope ≤ {DECAY_SLOPE}/step, R² ≥ {DECAY_R2} (at init)",
-                  f"slope {_f(slope, '.3f')}, R² {_f(r2, '.3f')}; ‖∂L/∂x₁‖/‖∂L/∂x_T‖ "
-                  f"{_f(end, '.2g')} (per seed: "
+                  f"slope {fmt(slope, '.3f')}, R² {fmt(r2, '.3f')}; ‖∂L/∂x₁‖/‖∂L/∂x_T‖ "
+                  f"{fmt(end, '.2g')} (per seed: "
                   f"{_per_seed(results, 'lag_ratio_init', rnn, '.2g')})",
                   None not in (slope, r2) and slope <= DECAY_SLOPE and r2 >= DECAY_R2),
         Criterion(f"LSTM, T = {long}: the gradient reaches the first input",
                   f"‖∂L/∂x₁‖/‖∂L/∂x_T‖ ≥ {HELD:g} (at init)",
-                  f"{_f(held, '.2g')} (per seed: "
+                  f"{fmt(held, '.2g')} (per seed: "
                   f"{_per_seed(results, 'lag_ratio_init', lstm, '.2g')})",
                   held is not None and held >= HELD),
         Criterion(f"the tanh RNN latches at T = {SHORT}", f"median test MSE ≤ {SUCCESS_MSE}",
-                  f"{_f(short, '.2g')} (successes {_successes(results, rnn5)})",
+                  f"{fmt(short, '.2g')} (successes {_successes(results, rnn5)})",
                   short is not None and short <= SUCCESS_MSE),
         Criterion(f"…but its success falls with the length: not at T = {long}",
                   f"median test MSE ≥ {FAILED_MSE} (predicting 0 scores 1)",
-                  f"{_f(far, '.2g')} (per seed: "
+                  f"{fmt(far, '.2g')} (per seed: "
                   f"{_per_seed(results, 'final_test_loss', rnn, '.2g')}; "
                   f"successes {_successes(results, rnn)})",
                   far is not None and far >= FAILED_MSE),
         Criterion(f"the LSTM latches at T = {long}", f"median test MSE ≤ {SUCCESS_MSE}",
-                  f"{_f(lmse, '.2g')} (per seed: "
+                  f"{fmt(lmse, '.2g')} (per seed: "
                   f"{_per_seed(results, 'final_test_loss', lstm, '.2g')})",
                   lmse is not None and lmse <= SUCCESS_MSE),
     ]

@@ -25,6 +25,7 @@ from torch import nn
 from ..spec import Trial
 from ..plots import save, subplots
 from ..train import TrialResult, run_trial
+from ..summary import fmt
 from ..verdict import Criterion, Results
 from .experiment import Experiment
 
@@ -125,19 +126,15 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
         vals = ", ".join(f"{v:.4f}" for v in results.values("final_test_loss", name))
         out.append(Criterion(f"{name} drives the error far below the baseline 1/6",
                              f"median test MSE ≤ {FAR_BELOW * BASELINE:.4f} (10 % of baseline)",
-                             f"{_f(mse)} (per seed: {vals})",
+                             f"{fmt(mse, '.4f')} (per seed: {vals})",
                              mse is not None and mse <= FAR_BELOW * BASELINE))
     mse = results.median("final_test_loss", "tanh RNN")
     vals = ", ".join(f"{v:.4f}" for v in results.values("final_test_loss", "tanh RNN"))
     out.append(Criterion("the tanh RNN stays near the baseline 1/6",
                          f"median test MSE ≥ {NEAR * BASELINE:.4f} (80 % of baseline)",
-                         f"{_f(mse)} (per seed: {vals})",
+                         f"{fmt(mse, '.4f')} (per seed: {vals})",
                          mse is not None and mse >= NEAR * BASELINE))
     return out
-
-
-def _f(x: float | None) -> str:
-    return "—" if x is None else f"{x:.4f}"
 
 
 def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:

@@ -33,6 +33,7 @@ from ..spec import Trial
 from ..train import TrialResult
 from ..train import run_trial as run_train_trial
 from ..plots import grid_and_legend, save, subplots
+from ..summary import fmt
 from ..verdict import Criterion, Results
 from .experiment import Experiment
 
@@ -114,6 +115,10 @@ budget = { steps = 250 }
 '''
 
 MODELS = ("sigmoid", "tanh", "tanh normalised")
+#: each model's configuration: the at-init statistics are selected by these values
+MODEL_CONFIG = {"sigmoid": {"activation": "sigmoid", "init": "default"},
+                "tanh": {"activation": "tanh", "init": "default"},
+                "tanh normalised": {"activation": "tanh", "init": "xavier_uniform"}}
 LRS = ("0.5", "0.05")
 EARLY_STEP = 200          # "early in training": the first recorded step at or after this one
 
@@ -139,11 +144,6 @@ def run_trial(trial: Trial) -> TrialResult:
     return result
 
 
-
-def _f(x: float | None, spec: str = ".3f") -> str:
-    return "—" if x is None else format(x, spec)
-
-
 def early_means(summary: dict[str, Any], step: int = EARLY_STEP) -> list[float] | None:
     """The mean activation of each hidden layer at the first recorded step ``>= step`` (the
     last recorded one when training was shorter)."""
@@ -163,23 +163,23 @@ def _saturation(results: Results) -> list[Criterion]:
     low_med = lower[len(lower) // 2] if lower else None
     return [
         Criterion(f"sigmoid: the top hidden layer saturates at 0 early (step ~{EARLY_STEP})",
-                  "top layer's mean activation ≤ 0.1 (0.5 at init)", _f(top_med),
+                  "top layer's mean activation ≤ 0.1 (0.5 at init)", fmt(top_med),
                   top_med is not None and top_med <= 0.1),
         Criterion("sigmoid: the lower layers sit at or above 0.5",
-                  "lowest mean activation of layers 1..L-1 ≥ 0.48", _f(low_med),
+                  "lowest mean activation of layers 1..L-1 ≥ 0.48", fmt(low_med),
                   low_med is not None and low_med >= 0.48),
     ]
 
 
 def _gradients(results: Results) -> list[Criterion]:
-    std = results.median("back_factor", "at init · tanh", activation="tanh", init="default")
-    norm = results.median("back_factor", "at init · tanh normalised")
+    std = results.median("back_factor", **MODEL_CONFIG["tanh"])     # only at_init trials
+    norm = results.median("back_factor", **MODEL_CONFIG["tanh normalised"])  # have it
     return [
         Criterion("tanh, standard init: back-propagated gradients shrink ≈ 1/√3 = 0.577 per "
-                  "layer toward the input", "per-layer factor in [0.52, 0.64]", _f(std),
+                  "layer toward the input", "per-layer factor in [0.52, 0.64]", fmt(std),
                   std is not None and 0.52 <= std <= 0.64),
         Criterion("tanh, normalised init: back-propagated gradients stay level",
-                  "per-layer factor ≥ 0.85", _f(norm), norm is not None and norm >= 0.85),
+                  "per-layer factor ≥ 0.85", fmt(norm), norm is not None and norm >= 0.85),
     ]
 
 
@@ -200,7 +200,7 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     best = {m: best_accuracy(results, m) for m in MODELS}
     sig = best["sigmoid"][0]
     others = [best[m][0] for m in MODELS[1:]]
-    text = ", ".join(f"{m} {_f(a)} (lr {lr})" for m, (a, lr) in best.items())
+    text = ", ".join(f"{m} {fmt(a)} (lr {lr})" for m, (a, lr) in best.items())
     out.append(Criterion("sigmoid ends worst", "sigmoid's best test acc ≥ 0.3 below each tanh's",
                          text, sig is not None and all(o is not None and o - sig >= 0.3
                                                        for o in others)))
@@ -224,8 +224,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
             for i, series in enumerate(zip(*s["act_means"])):
                 axes[0].plot(s["act_mean_steps"], series, label=f"layer {i + 1}")
         for model, ls in zip(MODELS, ("--", "-", "-")):
-            t = results.select(f"at init · {model}", seed=0)
-            t = [x for x in t if x["label"] == f"at init · {model}"]
+            t = results.select(kind="at_init", seed=0, **MODEL_CONFIG[model])
             if t:
                 back = t[0]["summary"]["back_stds"]
                 axes[1].semilogy(range(1, len(back) + 1), back, ls, marker="o", label=model)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..plots import grid_and_legend, save, subplots
+from ..summary import fmt
 from ..verdict import Criterion, Results
 from .experiment import Experiment
 
@@ -75,10 +76,6 @@ INITS = ("torch default", "Xavier", "He")
 CHANCE_LOSS = math.log(10.0)          # cross-entropy of a uniform guess over 10 classes
 
 
-def _f(x: float | None, spec: str = ".3f") -> str:
-    return "—" if x is None else format(x, spec)
-
-
 def _init_criteria(results: Results) -> list[Criterion]:
     """The forward law at initialisation and the diminishing gradients."""
     xavier = results.select("at init · Xavier")
@@ -90,12 +87,12 @@ def _init_criteria(results: Results) -> list[Criterion]:
     g = {name: results.median("grad_rel_median", f"at init · {name}") for name in INITS}
     out = [
         Criterion("Xavier: activation std shrinks by 1/√2 = 0.707 per layer",
-                  "per-layer factor in [0.67, 0.75]", _f(xf),
+                  "per-layer factor in [0.67, 0.75]", fmt(xf),
                   xf is not None and 0.67 <= xf <= 0.75),
         Criterion(f"Xavier: std at layer {depth} / layer 1 follows (1/√2)^{depth - 1}",
-                  f"within 3x of {expected_ratio:.1e}", _f(xr, ".1e"),
+                  f"within 3x of {expected_ratio:.1e}", fmt(xr, '.1e'),
                   xr is not None and abs(math.log10(xr / expected_ratio)) <= math.log10(3)),
-        Criterion("He: activation std stays level", "per-layer factor in [0.95, 1.05]", _f(hf),
+        Criterion("He: activation std stays level", "per-layer factor in [0.95, 1.05]", fmt(hf),
                   hf is not None and 0.95 <= hf <= 1.05),
     ]
     he = g["He"]
@@ -104,7 +101,7 @@ def _init_criteria(results: Results) -> list[Criterion]:
         out.append(Criterion(
             f"{name}: diminishing gradients at init",
             "median ‖∇W‖/‖W‖ ≤ 1e-3 × He's",
-            f"{_f(g[name], '.1e')} vs He {_f(he, '.1e')} (× {_f(rel, '.1e')})",
+            f"{fmt(g[name], '.1e')} vs He {fmt(he, '.1e')} (× {fmt(rel, '.1e')})",
             rel is not None and rel <= 1e-3))
     return out
 
@@ -122,12 +119,12 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
         out.append(Criterion(
             f"{name}: training stalls",
             f"train loss ≥ ln 10 − 0.05 = {CHANCE_LOSS - 0.05:.2f}, test acc ≤ 0.2",
-            f"{_f(loss)}, {_f(acc)}", stalled))
+            f"{fmt(loss)}, {fmt(acc)}", stalled))
     floor = 0.4 if quick else 0.75
     acc = results.median("final_test_acc", "trained · He")
     loss = results.median("final_train_loss", "trained · He")
     out.append(Criterion("He: trains", f"test acc ≥ {floor}",
-                         f"{_f(acc)} (train loss {_f(loss)})", acc is not None and acc >= floor))
+                         f"{fmt(acc)} (train loss {fmt(loss)})", acc is not None and acc >= floor))
     return out
 
 

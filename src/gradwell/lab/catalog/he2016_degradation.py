@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..plots import save, subplots
+from ..summary import fmt
 from ..verdict import Criterion, Results
 from .experiment import Experiment
 
@@ -61,10 +62,6 @@ def _loss(results: Results, connection: str, depth: int) -> tuple[float | None, 
     return med, ", ".join(f"{v:.3f}" for v in vals)
 
 
-def _f(x: float | None, spec: str = ".3f") -> str:
-    return "—" if x is None else format(x, spec)
-
-
 def verdict(results: Results, quick: bool) -> list[Criterion]:
     """Deep plain: median training loss at least 2x the shallow plain net's, with gradients that
     do not vanish (first/last ratio > 1e-2: BN keeps them healthy, so this is not vanishing);
@@ -77,14 +74,14 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     return [
         Criterion(f"degradation: the plain depth-{DEEP} net trains worse than depth {SHALLOW}",
                   f"train loss(depth {DEEP}) ≥ 2 × train loss(depth {SHALLOW})",
-                  f"{_f(deep)} vs {_f(shallow)} (per seed: {d_vals} vs {s_vals})",
+                  f"{fmt(deep)} vs {fmt(shallow)} (per seed: {d_vals} vs {s_vals})",
                   have and deep >= 2 * shallow),
         Criterion("…and not because its gradients vanish (BN)",
-                  f"plain depth-{DEEP} ‖g₁‖/‖g_L‖ > 1e-2", _f(ratio, ".2g"),
+                  f"plain depth-{DEEP} ‖g₁‖/‖g_L‖ > 1e-2", fmt(ratio, '.2g'),
                   ratio is not None and ratio > 1e-2),
         Criterion(f"the residual depth-{DEEP} net does not degrade",
                   f"train loss(residual depth {DEEP}) ≤ train loss(plain depth {SHALLOW})",
-                  f"{_f(res)} vs {_f(shallow)} (per seed: {r_vals})",
+                  f"{fmt(res)} vs {fmt(shallow)} (per seed: {r_vals})",
                   have and res <= shallow),
     ]
 

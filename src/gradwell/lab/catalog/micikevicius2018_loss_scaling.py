@@ -35,6 +35,7 @@ from ..monitor import layer_weights
 from ..plots import grid_and_legend, save, subplots
 from ..spec import Trial
 from ..train import Hooks, TrialResult, load_data, run_trial
+from ..summary import fmt
 from ..verdict import Criterion, Results
 from .experiment import Experiment
 
@@ -183,10 +184,6 @@ def _seeds(results: Results, key: str, precision: str, weight: float) -> str:
     return ", ".join(f"{v:.3g}" for v in _vals(results, key, precision, weight))
 
 
-def _f(x: float | None, spec: str = ".3g") -> str:
-    return "—" if x is None else format(x, spec)
-
-
 def _criteria(results: Results, w: float) -> list[Criterion]:
     tag = _tag(w)
     fp32, fp16, amp = (_med(results, "final_train_loss", p, w) for p in PRECISIONS)
@@ -197,18 +194,18 @@ def _criteria(results: Results, w: float) -> list[Criterion]:
     return [
         Criterion(f"{tag}: float16 gradients underflow to zero",
                   f"share of values lost (mean over layers, after training) ≥ {UNDERFLOW}",
-                  f"{_f(lost)} (at init {_f(lost_init)}; per seed: "
+                  f"{fmt(lost, '.3g')} (at init {fmt(lost_init, '.3g')}; per seed: "
                   f"{_seeds(results, 'zero_share_mean', 'float16', w)})",
                   lost is not None and lost >= UNDERFLOW),
         Criterion(f"{tag}: …and float16 training degrades",
                   f"final train loss ≥ {DEGRADED:g} × float32's",
-                  f"{_f(fp16)} vs {_f(fp32)} (per seed: "
+                  f"{fmt(fp16, '.3g')} vs {fmt(fp32, '.3g')} (per seed: "
                   f"{_seeds(results, 'final_train_loss', 'float16', w)})",
                   have and fp16 >= DEGRADED * fp32),
         Criterion(f"{tag}: GradScaler restores float32's training",
                   f"final train loss within {RESTORED:.0%} of float32's, "
                   f"share lost ≤ {RESTORED_SHARE}",
-                  f"{_f(amp)} vs {_f(fp32)}, share lost {_f(kept)}",
+                  f"{fmt(amp, '.3g')} vs {fmt(fp32, '.3g')}, share lost {fmt(kept, '.3g')}",
                   have and kept is not None and abs(amp - fp32) <= RESTORED * fp32
                   and kept <= RESTORED_SHARE),
     ]
@@ -226,14 +223,14 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
         acc = _med(results, "final_test_acc", "float16", w18)
         out.append(Criterion("loss × 2^-18: unscaled float16 stalls",
                              f"median test acc ≤ {STALLED_ACC} (chance 0.1)",
-                             f"{_f(acc)} (per seed: "
+                             f"{fmt(acc, '.3g')} (per seed: "
                              f"{_seeds(results, 'final_test_acc', 'float16', w18)})",
                              acc is not None and acc <= STALLED_ACC))
     if w16 in weights:
         init = _med(results, "zero_share_mean_init", "float16", w16)
         end = _med(results, "zero_share_mean", "float16", w16)
         out.append(Criterion("loss × 2^-16: the share lost grows as training shrinks the loss",
-                             "share lost after training > at init", f"{_f(end)} vs {_f(init)}",
+                             "share lost after training > at init", f"{fmt(end, '.3g')} vs {fmt(init, '.3g')}",
                              None not in (init, end) and end > init))
     return out
 

@@ -34,6 +34,7 @@ from ..data import adding_problem
 from ..spec import Trial
 from ..train import TrialResult
 from ..plots import save, subplots
+from ..summary import fmt
 from ..verdict import Criterion, Results
 from .experiment import Experiment
 
@@ -194,15 +195,11 @@ def _lag_criteria(results: Results) -> list[Criterion]:
         out.append(Criterion(
             f"σ_max = {gain}: the gradient decays exponentially with the lag (T = 50)",
             f"log10-slope ≤ log10 σ = {bound:.3f}/step, R² ≥ 0.98, ratio at lag 49 < 1e-3",
-            f"slope {_f(slope, '.3f')}, R² {_f(r2, '.3f')}, ratio {_f(end, '.1e')}", ok))
+            f"slope {fmt(slope, '.3f')}, R² {fmt(r2, '.3f')}, ratio {fmt(end, '.1e')}", ok))
     end = results.median("grad_ratio", f"{LAG_LABEL}1.5")
     out.append(Criterion("σ_max = 1.5 (contrast): the gradient does not vanish",
-                         "ratio at lag 49 ≥ 1", _f(end, ".2g"), end is not None and end >= 1))
+                         "ratio at lag 49 ≥ 1", fmt(end, '.2g'), end is not None and end >= 1))
     return out
-
-
-def _f(x: float | None, spec: str) -> str:
-    return "—" if x is None else format(x, spec)
 
 
 def verdict(results: Results, quick: bool) -> list[Criterion]:
@@ -215,7 +212,7 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     spike = statistics.median(spikes) if spikes else None
     out.append(Criterion("unclipped SGD hits gradient-norm spikes far above the median",
                          "median over seeds of max/median ‖g‖ ≥ 100",
-                         f"{_f(spike, '.3g')} (per seed: {', '.join(f'{s:.3g}' for s in spikes)})",
+                         f"{fmt(spike, '.3g')} (per seed: {', '.join(f'{s:.3g}' for s in spikes)})",
                          spike is not None and spike >= 100))
     clip_ok, n_clip = _successes(results, CLIPPED)
     plain_ok, n_plain = _successes(results, UNCLIPPED)
@@ -226,7 +223,7 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     mse = results.median("final_test_loss", CLIPPED)
     cap = 0.08 if quick else 0.05
     out.append(Criterion("clipped runs solve the adding problem (baseline MSE 1/6 ≈ 0.167)",
-                         f"median test MSE ≤ {cap}", _f(mse, ".4f"),
+                         f"median test MSE ≤ {cap}", fmt(mse, '.4f'),
                          mse is not None and mse <= cap))
     return out
 

@@ -35,6 +35,7 @@ from ...nn import init_weights
 from ..spec import Trial
 from ..train import TrialResult
 from ..plots import grid_and_legend, save, subplots
+from ..summary import fmt
 from ..verdict import Criterion, Results
 from .experiment import Experiment
 
@@ -125,10 +126,6 @@ def run_products_trial(trial: Trial) -> TrialResult:
     return TrialResult(trial.key, summary=summary, layer_stats=rows)
 
 
-def _f(x: float | None, spec: str = ".3g") -> str:
-    return "—" if x is None else ("never" if math.isinf(x) else format(x, spec))
-
-
 def _depths(results: Results) -> list[int]:
     return sorted({t["config"]["depth"] for t in results.trials})
 
@@ -153,11 +150,11 @@ def _products(results: Results) -> list[Criterion]:
     return [
         Criterion(f"orthogonal products keep every singular value at 1 (depths "
                   f"{', '.join(map(str, depths))})", "max |σ − 1| ≤ 1e-10 at every depth",
-                  ", ".join(_f(d, ".1e") for d in devs), ok_dev),
+                  ", ".join(fmt(d, '.1e') for d in devs), ok_dev),
         Criterion(f"Gaussian products collapse (depth {deep})",
                   "median σ ≤ 0.01 and ≥ 50% of σ below 0.1",
-                  f"median σ {_f(med, '.1e')}, {_f(None if frac is None else 100 * frac, '.0f')}%"
-                  f" below 0.1 (largest {_f(smax, '.2f')})",
+                  f"median σ {fmt(med, '.1e')}, {fmt(None if frac is None else 100 * frac, '.0f')}%"
+                  f" below 0.1 (largest {fmt(smax, '.2f')})",
                   med is not None and frac is not None and med <= 0.01 and frac >= 0.5),
     ]
 
@@ -172,7 +169,8 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
         return out
     first, last = depths[0], depths[-1]
     steps = {init: [steps_to_target(results, init, d) for d in depths] for init in INITS}
-    text = {init: " → ".join(_f(s, ".0f") for s in v) for init, v in steps.items()}
+    text = {init: " → ".join("never" if s is not None and math.isinf(s) else fmt(s, '.0f')
+                             for s in v) for init, v in steps.items()}
     o0, o1 = steps["orthogonal"][0], steps["orthogonal"][-1]
     g0, g1 = steps["Gaussian"][0], steps["Gaussian"][-1]
     ortho_ok = None not in (o0, o1) and math.isfinite(o1) and o1 <= 1.5 * o0

@@ -10,6 +10,7 @@ the net stays at chance; every remedy keeps the ratio near 1 and learns.
 
 from __future__ import annotations
 
+from ..summary import fmt
 from ..verdict import Criterion, Results
 from .experiment import Experiment
 
@@ -79,10 +80,6 @@ REMEDIES = ("ReLU + He", "sigmoid + BN", "sigmoid + residual", "ReLU + BN + resi
 OPTIMIZERS = ("SGD", "Adam")
 
 
-def _f(x: float | None, spec: str = ".3f") -> str:
-    return "—" if x is None else format(x, spec)
-
-
 def verdict(results: Results, quick: bool) -> list[Criterion]:
     """Plain sigmoid: near chance and a first/last gradient ratio below 1e-10 (medians over
     both optimizers: each is shown in the table). Every remedy, judged *per optimizer* so a
@@ -92,9 +89,9 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     acc = results.median("final_test_acc", "sigmoid plain ·")
     ratio = results.median("grad_ratio", "sigmoid plain ·")
     out = [
-        Criterion("plain sigmoid stays near chance (0.1)", "test acc ≤ 0.2", _f(acc),
+        Criterion("plain sigmoid stays near chance (0.1)", "test acc ≤ 0.2", fmt(acc),
                   acc is not None and acc <= 0.2),
-        Criterion("plain sigmoid gradients vanish", "‖g₁‖/‖g_L‖ < 1e-10", _f(ratio, ".1e"),
+        Criterion("plain sigmoid gradients vanish", "‖g₁‖/‖g_L‖ < 1e-10", fmt(ratio, '.1e'),
                   ratio is not None and ratio < 1e-10),
     ]
     floor = 0.25 if quick else 0.5
@@ -107,7 +104,7 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
             reached = "never reached 0.9" if steps is None else f"0.9 at step {steps:.0f}"
             out.append(Criterion(f"{label}: gradients flow and it learns",
                                  f"‖g₁‖/‖g_L‖ > 1e-3, test acc ≥ {floor}",
-                                 f"{_f(ratio, '.1e')}, {_f(acc)} ({reached})",
+                                 f"{fmt(ratio, '.1e')}, {fmt(acc)} ({reached})",
                                  acc is not None and ratio is not None
                                  and acc >= floor and ratio > 1e-3))
     return out

@@ -32,6 +32,7 @@ from ..data import Dataset
 from ..plots import grid_and_legend, save, subplots
 from ..spec import Trial
 from ..train import Hooks, TrialResult, load_data, run_trial
+from ..summary import fmt
 from ..verdict import Criterion, Results
 from .experiment import Experiment
 
@@ -116,10 +117,6 @@ TRAINED_ACC, TRAINED_ACC_QUICK = 0.9, 0.8
 BN_MARGIN = 0.03
 
 
-def _f(x: float | None, spec: str = ".3f") -> str:
-    return "—" if x is None else format(x, spec)
-
-
 def _acc(results: Results, label: str) -> tuple[float | None, str]:
     vals = ", ".join(f"{v:.3f}" for v in results.values("final_test_acc", label))
     return results.median("final_test_acc", label), vals
@@ -135,10 +132,10 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     diverged = sum(t["status"] == "diverged" for t in results.select(VARIANTS[0]))
     out = [
         Criterion("He init without normalisation: the signal explodes with depth",
-                  f"logit std at init ≥ {EXPLODED_STD:g}", f"{_f(std, '.3g')} (per seed: {stds})",
+                  f"logit std at init ≥ {EXPLODED_STD:g}", f"{fmt(std, '.3g')} (per seed: {stds})",
                   std is not None and std >= EXPLODED_STD),
         Criterion("…and the net does not train", f"median test acc ≤ {FAILED_ACC}",
-                  f"{_f(acc)} (per seed: {vals}; diverged {diverged}/"
+                  f"{fmt(acc)} (per seed: {vals}; diverged {diverged}/"
                   f"{len(results.select(VARIANTS[0]))})", acc is not None and acc <= FAILED_ACC),
     ]
     floor = TRAINED_ACC_QUICK if quick else TRAINED_ACC
@@ -146,11 +143,11 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     for name in VARIANTS[1:]:
         acc, vals = _acc(results, name)
         out.append(Criterion(f"{name} trains", f"median test acc ≥ {floor}",
-                             f"{_f(acc)} (per seed: {vals})", acc is not None and acc >= floor))
+                             f"{fmt(acc)} (per seed: {vals})", acc is not None and acc >= floor))
     for name in VARIANTS[2:]:
         acc, _ = _acc(results, name)
         out.append(Criterion(f"normalisation is not the only remedy: {name} matches BN",
-                             f"median test acc ≥ BN's − {BN_MARGIN}", f"{_f(acc)} vs {_f(bn)}",
+                             f"median test acc ≥ BN's − {BN_MARGIN}", f"{fmt(acc)} vs {fmt(bn)}",
                              None not in (acc, bn) and acc >= bn - BN_MARGIN))
     return out
 
