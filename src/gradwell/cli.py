@@ -163,7 +163,7 @@ def _lab_list(names_only: bool) -> int:
 
 def _write_report(directory: str | Path, out: str | None) -> Path:
     """The report, written; a path that cannot be written is a usage error naming it."""
-    from .lab.report import REPORT_NAME
+    from .lab.html_report import REPORT_NAME
     from .lab.runner import write_report
 
     target = Path(out) if out else Path(directory) / REPORT_NAME

@@ -10,7 +10,7 @@ import math
 from statistics import median
 from typing import Any
 
-from ..lab.report import page, run_section
+from ..lab.html_report import page, run_section
 from ..lab.store import Store
 from .report import Report, e
 

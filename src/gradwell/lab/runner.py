@@ -86,10 +86,10 @@ def execute(trial: Trial) -> TrialResult:
 def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
     """The HTML report of every run stored in ``directory`` (default ``DIR/report.html``),
     built-in experiments with their verdicts (:func:`gradwell.lab.catalog.verdict_for`)."""
-    from . import report
+    from . import html_report
     from .catalog import verdict_for
 
-    return report.write_report(directory, out, verdict=verdict_for)
+    return html_report.write_report(directory, out, verdict=verdict_for)
 
 
 def _watch_parent(parent: int) -> None:

@@ -243,7 +243,7 @@ class Monitor:
         self._history.append(step, row)
         event = None
         if not np.isfinite(row).all() and self._history.first_nonfinite() is None:
-            from .events import nonfinite_event
+            from .nonfinite import nonfinite_event
             event = nonfinite_event(self._history, step, row, extra)
             if event is not None:
                 event["last_finite_step"] = self._last_finite
@@ -280,7 +280,7 @@ class Monitor:
         ``str(summary)`` is plain text; ``rich.print(summary)`` renders colours. With
         ``show=True`` it is also printed, on rank 0 only.
         """
-        from .report import Summary
+        from .display import Summary
         s = Summary(self._results(), self.findings())
         if show and self.lead:
             s.print()
@@ -293,7 +293,7 @@ class Monitor:
 
     def plot(self, path: str | Path) -> Path | None:
         """Save the gradient-flow figure (rank 0 only; other ranks return None)."""
-        from .report import plot
+        from .display import plot
         hist = self._results()
         return plot(hist, path, self.findings()) if self.lead else None
 
