@@ -25,6 +25,7 @@ EXPERIMENTS = [
     ("bengio1994-long-term", "bengio1994_long_term", 5),
     ("zhang2019-fixup", "zhang2019_fixup", 7),
     ("micikevicius2018-loss-scaling", "micikevicius2018_loss_scaling", 4),
+    ("xiong2020-warmup", "xiong2020_warmup", 5),
 ]
 
 

@@ -32,6 +32,11 @@ def test_z_loss_is_the_mean_squared_log_normaliser():
     ref = np.mean([math.log(sum(math.exp(v) for v in logits[b, :, t].tolist())) ** 2
                    for b in range(3) for t in range(4)])
     assert kind.z_loss(logits).item() == pytest.approx(ref, rel=1e-6)
+    log_z = [math.log(sum(math.exp(v) for v in logits[b, :, t].tolist()))
+             for b in range(3) for t in range(4)]
+    assert kind.log_normaliser(logits).flatten().tolist() == pytest.approx(log_z, rel=1e-6)
+    # normalised log-probabilities have log Z = 0
+    assert kind.log_normaliser(logits.log_softmax(1)).abs().max().item() < 1e-6
 
 
 def test_warmup_factor_is_linear_then_flat():
@@ -62,5 +67,8 @@ def test_a_short_trial_records_logits_and_init_gradients():
     steps = [s for s, _, name, _ in result.metrics if name == "max_attn_logit"]
     assert steps == [1, 3, 5]
     assert len(result.summary["init_ff_grad"]) == 2 and result.summary["max_out_logit"] > 0
+    log_z = [abs(v) for _, _, name, v in result.metrics if name == "mean_log_z"]
+    assert len(log_z) == 3 and result.summary["final_abs_log_z"] == log_z[-1]
+    assert result.summary["max_abs_log_z"] == max(log_z)
     acc = [v for _, _, name, v in result.metrics if name == "train_acc"]
     assert all(0.0 <= v <= 1.0 for v in acc)            # per token, not per sequence

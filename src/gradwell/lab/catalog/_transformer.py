@@ -11,8 +11,11 @@ task's half length.
 Besides the ``train`` trial's records, it stores, at initialisation, the gradient norm of every
 block's feed-forward output weight ``W2`` on one training batch (``init_ff_grad``, input to
 output; Xiong et al. 2020, figure 3) and, every ``grad_every`` steps, the largest absolute
-attention logit (``max_attn_logit``) and the largest output-logit magnitude (``max_out_logit``)
-of the training batch (Wortsman et al. 2023, figures 1 and 4).
+attention logit (``max_attn_logit``), the largest output-logit magnitude (``max_out_logit``)
+and the mean log-normaliser ``log Z`` of the output logits (``mean_log_z``, the quantity z-loss
+pulls to 0) of the training batch (Wortsman et al. 2023, figures 1 and 4); the summary keeps
+their largest values over training (``max_abs_log_z`` for ``|log Z|``) and ``final_abs_log_z``,
+``|log Z|`` at the last recorded step.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ..data import Dataset
 from ..spec import Trial
 from ..train import Hooks, TrialResult, load_data, run_trial
 
-__all__ = ["build_transformer", "z_loss", "warmup_factor", "init_ff_grad_norms",
+__all__ = ["build_transformer", "z_loss", "log_normaliser", "warmup_factor", "init_ff_grad_norms",
            "transformer_trial"]
 
 
@@ -42,6 +45,12 @@ def z_loss(logits: Tensor) -> Tensor:
     """``mean(log^2 Z)``, ``Z = sum_v exp(logit_v)`` over the vocabulary (dimension 1 of
     ``(batch, vocab, T)`` logits): pushes the softmax normaliser toward 1."""
     return torch.logsumexp(logits.float(), dim=1).pow(2).mean()
+
+
+def log_normaliser(logits: Tensor) -> Tensor:
+    """``log Z = logsumexp_v logit_v`` at every position of ``(batch, vocab, T)`` logits
+    (detached): 0 when the logits are normalised log-probabilities."""
+    return torch.logsumexp(logits.detach().float(), dim=1)
 
 
 def warmup_factor(warmup: int):
@@ -70,6 +79,7 @@ def _logit_recorder(model: TinyTransformer, every: int, rows: list) -> None:
             step = calls["n"]
             rows.append((step, None, "max_attn_logit", model.max_attention_logit()))
             rows.append((step, None, "max_out_logit", out.detach().abs().amax().item()))
+            rows.append((step, None, "mean_log_z", log_normaliser(out).mean().item()))
 
     model.register_forward_hook(record)
 
@@ -95,8 +105,11 @@ def transformer_trial(trial: Trial) -> TrialResult:
     result.summary.update(init)
     attn = [v for _, _, k, v in rows if k == "max_attn_logit" and math.isfinite(v)]
     outs = [v for _, _, k, v in rows if k == "max_out_logit" and math.isfinite(v)]
+    log_z = [abs(v) for _, _, k, v in rows if k == "mean_log_z" and math.isfinite(v)]
     result.summary.update(max_attn_logit=max(attn, default=None),
-                          max_out_logit=max(outs, default=None))
+                          max_out_logit=max(outs, default=None),
+                          max_abs_log_z=max(log_z, default=None),
+                          final_abs_log_z=log_z[-1] if log_z else None)
     result.metrics += rows
     return result
 
