@@ -116,7 +116,11 @@ def test_lab_run_then_report_end_to_end(tmp_path, capsys):
     assert main(["lab", "report", str(out)]) == 0
     assert capsys.readouterr().out.strip().endswith("report.html")
     html = (out / "report.html").read_text()
-    assert "tiny" in html and "relu" in html and html.count("data:image/png;base64,") == 3
+    assert "tiny" in html and "relu" in html
+    # the ranking, a gradient-flow panel per configuration, the learning curves
+    assert html.count('<img alt="ranking by steps to') == 1
+    assert html.count('<img alt="gradient flow: ') == 2
+    assert '<img alt="training loss"' in html and '<img alt="test accuracy"' in html
 
 
 def test_default_out_directory_is_under_gradwell_lab(tmp_path, monkeypatch):

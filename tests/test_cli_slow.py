@@ -30,8 +30,13 @@ def test_demo_fits_in_a_minute_on_two_cores_and_reproduces(tmp_path):
     report = tmp_path / "d" / "report.html"
     assert f"report: {report}" in r.stdout.replace("\n", "")
     html = report.read_text()
-    # ranking, gradient flow, learning curves, and the total gradient norm over training
-    assert html.count("data:image/png;base64,") == 4 and "Other recorded series" in html
+    # the ranking, a gradient-flow panel and a total-gradient-norm panel per configuration
+    # (small multiples), and the learning curves (training loss, test and training accuracy)
+    assert html.count('<img alt="ranking by steps to') == 1
+    assert html.count('<img alt="gradient flow: ') == 12
+    assert html.count('<img alt="total gradient norm (before clipping): ') == 12
+    assert html.count("data:image/png;base64,") == 1 + 12 + 12 + 3
+    assert "Other recorded series" in html and "Bottom line:</b> Reproduced" in html
 
 
 def test_lab_run_vanishing_quick_passes_its_verdict(tmp_path):

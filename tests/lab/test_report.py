@@ -89,7 +89,8 @@ def test_report_is_self_contained_with_tables_ranking_and_plots(store):
     html = path.read_text()
     page = _parse(path)
     assert "<script" not in html and "http://" not in html and "https://" not in html
-    assert len(page.images) == 3                     # ranking, gradient flow, curves
+    # the ranking, one gradient-flow panel per configuration, training loss, test accuracy
+    assert len(page.images) == 1 + 3 + 2
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         img = plt.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")

@@ -4,13 +4,11 @@ the stored run (gradient flow per candidate, learning curves). Every label is es
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from statistics import median
 from typing import Any
 
-from ..lab.report import page, run_section
+from ..lab.report import figures, page, run_section
 from ..lab.store import Store
 from .report import Report, e
 
@@ -65,35 +63,30 @@ def _candidates_html(r: Report) -> str:
             f"<td></td><td></td><td class=text>{e(base)}</td><td></td></tr>{rows}</table>")
 
 
-def scores_figure(r: Report) -> str | None:
-    """Every seed's score per configuration (baseline on top), as a base64 PNG."""
+def scores_figure(r: Report) -> Any:
+    """Every seed's score per configuration (baseline on top), as a
+    :class:`gradwell.lab.plots.Image` (None without candidates)."""
     if not r.candidates:
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from ..lab import plots
 
     rows = [("baseline", r.baseline, "0.4")] + [
         (c.name, c.scores, {"helps": "C2", "hurts": "C3"}.get(c.verdict, "C0"))
         for c in r.candidates]
-    fig = Figure(figsize=(7.5, 0.45 * len(rows) + 1.2))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, ax = plots.subplots(figsize=(9.0, 0.4 * len(rows) + 1.3), layout="constrained")
     for i, (label, scores, colour) in enumerate(rows):
         finite = [s for s in scores if math.isfinite(s)]
         ax.scatter(finite, [i] * len(finite), color=colour, zorder=3)
         if finite:
             ax.plot([min(finite), max(finite)], [i, i], color=colour, lw=1)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([label.replace("$", r"\$") for label, _, _ in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), [plots.plain(label) for label, _, _ in rows])
     ax.invert_yaxis()
-    ax.set_xlabel(f"{r.metric} ({'higher' if r.maximize else 'lower'} is better), one dot per "
-                  "seed".replace("$", r"\$"))
+    ax.set_xlabel(plots.plain(f"{r.metric} ({'higher' if r.maximize else 'lower'} is better), "
+                              "one dot per seed"), fontsize=plots.TEXT_PT)
+    ax.tick_params(labelsize=plots.TEXT_PT)
     ax.axvline(median(r.baseline), color="0.4", ls=":")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return plots.image(fig, "scores per seed")
 
 
 def render(r: Report, stamp: str) -> str:
@@ -104,7 +97,7 @@ def render(r: Report, stamp: str) -> str:
         with Store(r.directory) as store:
             lab = run_section(store, r.run)
     lrs = "".join(f"<li>{e(name)}: {e(res)}</li>" for name, res in r.lr_find.items())
-    body = f"""<h2>Conclusion</h2><p>{e(r.conclusion())}</p>
+    body = f"""<h2>Conclusion</h2><p class=bottom>{e(r.conclusion())}</p>
 <p class=meta>{r.seeds} seeds x {r.budget_steps} steps per configuration, the same seeds and
 data order for all; baseline lr {r.baseline_lr:.3g}. A candidate <b>helps</b> only when its
 median beats the baseline's by more than the spread (max - min) over seeds.</p>
@@ -112,7 +105,7 @@ median beats the baseline's by more than the spread (max - min) over seeds.</p>
 <h2>Findings of the baseline run (gradwell.watch, seed 0)</h2>
 {_findings_html(r.findings, "in the baseline run")}
 <h2>Candidates, best first</h2>{_candidates_html(r)}
-{f'<img alt="scores per seed" src="data:image/png;base64,{img}">' if img else ''}
+{figures([img] if img else [])}
 {f'<h3>Learning-rate range tests</h3><ul>{lrs}</ul>' if lrs else ''}
 {lab}"""
     where = str(r.directory.resolve()) if r.directory is not None else "not stored"

@@ -20,7 +20,7 @@ from .store import Store
 from .summary import Row, columns, fmt, summarize
 from .verdict import Criterion, Results
 
-__all__ = ["write_report", "REPORT_NAME", "RunVerdict", "run_section", "page"]
+__all__ = ["write_report", "REPORT_NAME", "RunVerdict", "run_section", "page", "figures"]
 
 REPORT_NAME = "report.html"
 
@@ -30,7 +30,7 @@ RunVerdict = Callable[[str, Results], "list[Criterion] | None"]
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;
 color:#1d2330}
-main{max-width:1180px;margin:0 auto;padding:24px 28px 48px}
+main{max-width:1180px;margin:0 auto;padding:24px 28px 48px;overflow-wrap:anywhere}
 h1{font-size:26px;margin:0 0 4px}h2{font-size:21px;margin:36px 0 6px;border-bottom:2px solid #dde
 ;padding-bottom:4px}h3{font-size:16px;margin:22px 0 8px}
 p.meta{color:#5a6272;margin:0 0 12px;font-size:14px}
@@ -42,7 +42,14 @@ td.text,th.text{text-align:left}tr:nth-child(even) td{background:#fafbfc}
 .pass{color:#17803d;font-weight:600}.fail{color:#b42318;font-weight:600}
 .bad{color:#b42318}.good{color:#17803d}
 p.bottom{font-size:16px;background:#fff;border-left:4px solid #17803d;padding:8px 12px;margin:8px 0}
-img{max-width:100%;background:#fff;border:1px solid #e6e8ec;border-radius:4px}
+p.bottom.bad{border-left-color:#b42318}
+img{box-sizing:border-box;max-width:100%;height:auto;background:#fff;border:1px solid #e6e8ec;
+border-radius:4px}
+th,td{overflow-wrap:anywhere}
+div.figs{display:flex;flex-wrap:wrap;gap:10px 12px;align-items:flex-start;margin:6px 0 14px}
+ul.legend{list-style:none;display:flex;flex-wrap:wrap;gap:2px 18px;padding:0;margin:6px 0;
+font-size:13px}ul.legend i{display:inline-block;width:20px;height:4px;margin-right:6px;
+vertical-align:middle;border-radius:2px}
 details{margin:4px 0 12px;font-size:13px}code,pre{font-size:12px}
 pre{background:#fff;border:1px solid #e6e8ec;padding:8px;overflow-x:auto}
 """
@@ -87,9 +94,9 @@ def _metric(row: Row, name: str) -> str:
     return fmt(row.values[m.key], m.spec, m.unit)
 
 
-def _ranking_html(rows: list[Row], target: dict | None) -> tuple[str, str | None]:
+def _ranking_html(rows: list[Row], target: dict | None) -> tuple[str, str]:
     if not target:
-        return "<p class=meta>No target in this spec: no ranking by steps to target.</p>", None
+        return "<p class=meta>No target in this spec: no ranking by steps to target.</p>", ""
     order = ranked(rows)
     body = "".join(
         f"<tr><td>{i}</td><td class=text>{_e(r.label)}</td>"
@@ -102,7 +109,7 @@ def _ranking_html(rows: list[Row], target: dict | None) -> tuple[str, str | None
              f"<th>steps→target</th><th>reached</th></tr>{body}</table>"
              f"<p class=meta>{_e(RANK_RULE)}</p>")
     img = plots.ranking({r.label: r.values["steps_to_target"] for r in order}, goal)
-    return table, img
+    return table, figures([img] if img else [])
 
 
 RANK_RULE = ("Ranked by steps to target (median over seeds; evaluated on the spec's step grid), "
@@ -161,12 +168,20 @@ def _findings_html(store: Store, rows: list[Row]) -> str:
             f"{''.join(items)}</table><p class=meta>Remedies (each once):</p><ul>{fixes}</ul>")
 
 
-def _img(b64: str | None, alt: str) -> str:
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{b64}">' if b64 else ""
+def figures(images: list[plots.Image], legend: dict[str, str] | None = None) -> str:
+    """``images`` at their page size in rows that wrap (never wider than the page), after a
+    legend of ``{label: colour}`` as text."""
+    if not images:
+        return ""
+    keys = "".join(f'<li><i style="background:{_e(colour)}"></i>{_e(label)}</li>'
+                   for label, colour in (legend or {}).items())
+    imgs = "".join(f'<img alt="{_e(i.alt)}" width={i.width} height={i.height} '
+                   f'src="data:image/png;base64,{i.data}">' for i in images)
+    return (f"<ul class=legend>{keys}</ul>" if keys else "") + f"<div class=figs>{imgs}</div>"
 
 
-#: (panel title, metric name) of the learning-curve figure; every other series a trial records
-#: (the total gradient norm of training trials, a custom trial kind's own) goes to a second one.
+#: (panel title, metric name) of the learning curves; every other series a trial records
+#: (the total gradient norm of training trials, a custom trial kind's own) is shown after them.
 _LEARNING = (("training loss", "train_loss"), ("test loss", "test_loss"),
              ("test accuracy", "test_acc"), ("training accuracy", "train_acc"))
 _MAX_OTHER = 4
@@ -182,60 +197,97 @@ def _series(store: Store, rows: list[Row]) -> dict[str, dict[str, list[tuple[int
     return out
 
 
-def _curves(series: dict[str, dict[str, list]]) -> str | None:
+def _curves(series: dict[str, dict[str, list]], colors: dict[str, str]) -> str:
     panels = {title: series.get(name, {}) for title, name in _LEARNING}
     if panels["test accuracy"]:
         panels.pop("test loss")
-    return plots.curves(panels, log={"training loss", "test loss"})
+    shown = {label for s in panels.values() for label in s}
+    return figures(plots.curves(panels, colors, log={"training loss", "test loss"}),
+                   {k: v for k, v in colors.items() if k in shown})
 
 
-def _other_curves(series: dict[str, dict[str, list]]) -> str | None:
+def _other_curves(series: dict[str, dict[str, list]], colors: dict[str, str]) -> str:
     """Up to four further series with more than one point, log-scaled where they are positive
-    and span two decades or more."""
+    and span two decades or more: one panel of overlaid lines for a few configurations, small
+    multiples (each configuration highlighted over the others in grey) for more."""
     known = {name for _, name in _LEARNING}
     names = [n for n, s in series.items()
              if n not in known and any(len(p) > 1 for p in s.values())][:_MAX_OTHER]
-    panels, log = {}, set()
+    out, xlabel = [], "step (as the trial records it)"
     for name in names:
-        title = _OTHER_TITLES.get(name, name)
-        panels[title] = series[name]
-        values = [v for points in series[name].values() for _, v in points
+        title, lines = _OTHER_TITLES.get(name, name), series[name]
+        values = [v for points in lines.values() for _, v in points
                   if v is not None and math.isfinite(v)]
-        if values and min(values) > 0 and max(values) >= 100 * min(values):
-            log.add(title)
-    return plots.curves(panels, log=log, xlabel="step (as the trial records it)")
+        log = bool(values) and min(values) > 0 and max(values) >= 100 * min(values)
+        if len(lines) <= plots.MAX_OVERLAID:
+            out.append(figures(plots.curves({title: lines}, colors, {title} if log else None,
+                                            xlabel), {k: colors[k] for k in lines}))
+        else:
+            out.append(f"<p class=meta>{_e(title)}: each configuration in colour, the others "
+                       "in grey, on the same axes.</p>"
+                       + figures(plots.highlighted(title, lines, colors, log, xlabel)))
+    return "".join(out)
+
+
+def _flow_html(store: Store, rows: list[Row]) -> str:
+    flows = {r.label: store.layer_stats(r.trials[0]["key"]) for r in rows}
+    steps = {tuple(plots.flow_steps(f)) for f in flows.values() if f}
+    names = [n for n, _ in plots.FLOW_STEPS]
+    if len(steps) == 1 and len(next(iter(steps))) == 3:
+        names = [f"{n} (step {s})" for n, s in zip(names, next(iter(steps)))]
+    legend = dict(zip(names, (c for _, c in plots.FLOW_STEPS)))
+    return figures(plots.gradient_flow(flows), legend)
 
 
 def _run_html(store: Store, run: dict[str, Any], verdict: RunVerdict | None) -> str:
-    name, spec = run["name"], run["spec"]
+    name = run["name"]
     rows = summarize(store, name)
     if not rows:
         return f"<h2>{_e(name)}</h2><p class=meta>No finished trials yet.</p>"
     criteria = verdict(name, Results(store, name)) if verdict else None
+    return _page_html(store, run, rows, criteria)
+
+
+def _verdict_line(criteria: list[Criterion] | None) -> str:
+    if not criteria:
+        return ""
+    failed = [c.claim for c in criteria if not c.passed]
+    if not failed:
+        return f"Reproduced: all {len(criteria)} criteria hold."
+    return (f"Not reproduced: {len(failed)} of {len(criteria)} criteria fail "
+            f"({'; '.join(failed)}).")
+
+
+def _page_html(store: Store, run: dict[str, Any], rows: list[Row],
+               criteria: list[Criterion] | None) -> str:
+    name, spec = run["name"], run["spec"]
     ranking_table, ranking_img = _ranking_html(rows, spec.get("target"))
-    flows = plots.gradient_flow({r.label: store.layer_stats(r.trials[0]["key"]) for r in rows})
     series = _series(store, rows)
-    curves, others = _curves(series), _other_curves(series)
+    colors = plots.palette([r.label for r in rows])
+    curves, others = _curves(series, colors), _other_curves(series, colors)
     budget = ", ".join(f"{k} = {v}" for k, v in (spec.get("budget") or {}).items())
     failed = [t for r in rows for t in r.trials if t["status"] == "failed"]
     seeds = max(len(r.trials) for r in rows)
     medians = f" · medians over {seeds} seeds" if seeds > 1 else " · one seed per configuration"
     errors = "".join(f"<details><summary>failed: {_e(t['label'])}</summary><pre>{_e(t['error'])}"
                      "</pre></details>" for t in failed)
-    line = bottom_line(rows, spec.get("target"))
-    line = f"<p class=bottom><b>Bottom line:</b> {_e(line)}</p>" if line else ""
+    line = " ".join(x for x in (_verdict_line(criteria), bottom_line(rows, spec.get("target")))
+                    if x)
+    bad = " bad" if criteria and not all(c.passed for c in criteria) else ""
+    line = f"<p class='bottom{bad}'><b>Bottom line:</b> {_e(line)}</p>" if line else ""
     return f"""<h2>{_e(name)}</h2>{line}<p class=meta>{_e(run['description'])}</p>
 <p class=meta>{sum(len(r.trials) for r in rows)} trials · {len(rows)} configurations ·
 budget: {_e(budget)}{medians}</p>
 {_verdict_html(criteria)}
 <h3>Summary</h3>{_summary_html(rows, spec.get("metrics"))}{errors}
 <h3>Findings (gradwell.watch, first seed)</h3>{_findings_html(store, rows)}
-<h3>Ranking by steps to target</h3>{ranking_table}{_img(ranking_img, 'ranking')}
+<h3>Ranking by steps to target</h3>{ranking_table}{ranking_img}
 <h3>Gradient flow per configuration</h3>
-<p class=meta>Gradient norm of each layer's weights, input layer on the left (first seed).
-A line falling steeply to the left is a vanishing gradient.</p>{_img(flows, 'gradient flow')}
-<h3>Learning curves</h3>{_img(curves, 'learning curves')}
-{'<h3>Other recorded series</h3>' + _img(others, 'other series') if others else ''}
+<p class=meta>Gradient norm of each layer's weights, input layer on the left (first seed), every
+panel on the same y-axis. A line falling steeply to the left is a vanishing gradient.</p>
+{_flow_html(store, rows)}
+<h3>Learning curves</h3>{curves}
+{'<h3>Other recorded series</h3>' + others if others else ''}
 <details><summary>Spec</summary><pre>{_e(json.dumps(spec, indent=2))}</pre></details>"""
 
 
