@@ -1,11 +1,14 @@
 """The command under stress: store errors are one sentence and exit 2, labels and paths are
 shown literally, and Ctrl-C stops a run within 2 s with exit 130 and the store intact."""
 
+import contextlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,25 +58,46 @@ def test_a_corrupt_store_is_a_message(tmp_path, capsys):
     assert "not a readable lab store" in _error(capsys)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only directories")
-def test_read_only_directories_are_messages_and_report_reads_read_only(tmp_path, capsys):
-    out = tmp_path / "runs"
-    assert main(["lab", "run", str(_spec(tmp_path)), "--out", str(out), "--workers", "1",
-                 "--no-progress"]) == 0
-    capsys.readouterr()
-    for p in [out, *out.iterdir()]:
-        p.chmod(0o555 if p.is_dir() else 0o444)
+@contextlib.contextmanager
+def _unprivileged():
+    """Run the block with file permissions enforced: as root (CI, containers), with the effective
+    uid/gid of ``nobody``, restored afterwards; otherwise as the user already is."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
     try:
-        assert main(["lab", "report", str(out), "--out", str(tmp_path / "r.html")]) == 0
-        assert (tmp_path / "r.html").stat().st_size > 1000
-        assert main(["lab", "report", str(out)]) == 2
-        assert f"cannot write the report to {out / 'report.html'}" in _error(capsys)
-        assert main(["lab", "run", str(_spec(tmp_path)), "--out", str(out / "sub"),
-                     "--no-progress"]) == 2
-        assert "you can write to" in _error(capsys)
+        yield
     finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_read_only_directories_are_messages_and_report_reads_read_only(tmp_path, capsys):
+    base = Path(tempfile.mkdtemp(prefix="gw-ro-", dir="/tmp"))   # reachable by nobody
+    base.chmod(0o777)
+    out, spec = base / "runs", _spec(base)
+    spec.chmod(0o644)
+    try:
+        assert main(["lab", "run", str(spec), "--out", str(out), "--workers", "1",
+                     "--no-progress"]) == 0
+        capsys.readouterr()
         for p in [out, *out.iterdir()]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        with _unprivileged():
+            assert not os.access(out, os.W_OK, effective_ids=True)   # premise: enforced
+            assert main(["lab", "report", str(out), "--out", str(base / "r.html")]) == 0
+            assert (base / "r.html").stat().st_size > 1000
+            assert main(["lab", "report", str(out)]) == 2
+            assert f"cannot write the report to {out / 'report.html'}" in _error(capsys)
+            assert main(["lab", "run", str(spec), "--out", str(out / "sub"),
+                         "--no-progress"]) == 2
+            assert "you can write to" in _error(capsys)
+    finally:
+        for p in [out, *out.iterdir()] if out.exists() else []:
             p.chmod(0o755 if p.is_dir() else 0o644)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_markup_in_labels_names_and_out_is_shown_literally(tmp_path, capsys):

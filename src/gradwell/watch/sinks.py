@@ -6,7 +6,7 @@ A sink is any object with ``start(header)``, ``write(record)``, ``event(event)``
 * :class:`JsonlSink` - every recorded step as one JSON line (read back with
   :func:`gradwell.watch.load`);
 * :class:`TensorBoardSink` - scalars per layer (``grad_norm/<layer>`` ...) through
-  ``torch.utils.tensorboard.SummaryWriter`` (needs ``pip install gradwell[tensorboard]``), or
+  ``torch.utils.tensorboard.SummaryWriter`` (needs ``pip install "gradwell[tensorboard]"``), or
   through any object with ``add_scalar(tag, value, step)``.
 """
 
@@ -121,5 +121,5 @@ def _summary_writer(log_dir: str) -> Any:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
         raise ImportError("TensorBoardSink needs the tensorboard package: "
-                          "pip install gradwell[tensorboard]  (or pass writer=...)") from exc
+                          'pip install "gradwell[tensorboard]"  (or pass writer=...)') from exc
     return SummaryWriter(log_dir=log_dir)
