@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -201,12 +202,18 @@ def _diagnose_and_measure(setup: Setup, sample: nn.Module, batch: Any, seeds: in
         results.append(CandidateResult(cand.name, cand.reason, c.verdict, c.improvement,
                                        c.spread, c.median, scores, cand.config(),
                                        [Finding(**f) for f in found], summary.get("grad_ratio")))
-    order = {v: i for i, v in enumerate(VERDICTS)}           # helps first, then by improvement
-    results.sort(key=lambda r: (order[r.verdict], -r.improvement))
+    results.sort(key=lambda r: _rank(r, setup.maximize))
     bar.update(bar.task_ids[0], description="done")
     return Report(findings, init, results, base_scores, base_summary.get("grad_ratio"),
                   setup.steps, seeds, baseline_lr(setup), _metric_name(setup), setup.maximize,
                   cache, run)
+
+
+def _rank(r: CandidateResult, maximize: bool) -> tuple[int, float, float]:
+    """Helps first, then by improvement, then by the median score: against a baseline that
+    diverged every finite candidate improves by ``inf``, and the better score must decide."""
+    best = -r.median if maximize else r.median
+    return VERDICTS.index(r.verdict), -r.improvement, best if math.isfinite(best) else math.inf
 
 
 def _metric_name(setup: Setup) -> str:
