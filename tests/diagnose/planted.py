@@ -1,6 +1,6 @@
 """Planted pathologies and healthy runs, each judged by torch-only evidence, for the diagnosis.
 
-Every pathology trains a model with a known failure and measures, with plain torch in the same
+Every pathology (thirteen: the classic ones and the instabilities of transformers) trains a model with a known failure and measures, with plain torch in the same
 loop, the step at which the failure shows (``evidence``); the diagnosis must name the right kind
 (and layer, where there is one) **at or before** that step. Every healthy run (the
 ``tests/models_zoo.py`` architectures) is healthy by torch-only evidence (the loss falls) and
@@ -24,7 +24,7 @@ from torch import nn
 sys.path[:0] = [str(Path(__file__).parents[1]), str(Path(__file__).parents[1] / "watch")]
 
 import gradwell  # noqa: E402
-from models_zoo import ZOO, Arch, train  # noqa: E402
+from models_zoo import VOCAB, ZOO, Arch, ids_batch, train  # noqa: E402
 from watch_helpers import batches, mlp  # noqa: E402
 
 ALARM = ("warning", "error")
@@ -217,18 +217,131 @@ def too_large_init() -> Outcome:
     return Outcome("ReLU MLP, init 3x He", ("exploding",), _first(big), mon.findings())
 
 
+class CausalLM(nn.Module):
+    """Embedding -> causal ``nn.TransformerEncoder`` (``norm_first`` as given) -> Linear."""
+
+    def __init__(self, layers: int, norm_first: bool, d: int = 64) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(VOCAB, d)
+        block = nn.TransformerEncoderLayer(d, nhead=4, dim_feedforward=4 * d, dropout=0.0,
+                                           batch_first=True, norm_first=norm_first)
+        self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d, VOCAB)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = nn.Transformer.generate_square_subsequent_mask(ids.shape[1])
+        return self.head(self.encoder(self.embed(ids), mask=mask, is_causal=True))
+
+
+def train_causal(model: nn.Module, lr: float, steps: int,
+                 after_backward: Callable | None = None) -> float:
+    """Next-token training of a :class:`CausalLM` with Adam (no warm-up); the last loss."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for step in range(steps):
+        ids = ids_batch(step)["input_ids"]
+        loss = nn.functional.cross_entropy(model(ids[:, :-1]).reshape(-1, VOCAB),
+                                           ids[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        if after_backward is not None:
+            after_backward(model, loss)
+        opt.step()
+    return float(loss.detach())
+
+
+def post_ln_no_warmup() -> Outcome:
+    """Xiong et al. 2020: a 12-block post-LN transformer (``norm_first=False``) under Adam at
+    lr 0.03 without warm-up; torch: the first block's relative gradient ||g||/||w|| falls below
+    1e-3 x the last block's (and the loss stalls at ~3.7, where the same model pre-LN learns:
+    tests/diagnose/test_planted.py)."""
+    model = CausalLM(12, norm_first=False)
+    small: list[bool] = []
+
+    def rel(m: nn.Module) -> float:
+        return float(m.weight.grad.norm() / m.weight.detach().norm())
+
+    def probe(m: nn.Module, loss: torch.Tensor) -> None:
+        first, last = m.encoder.layers[0].linear1, m.encoder.layers[-1].linear1
+        small.append(rel(first) < 1e-3 * rel(last))
+        mon.step(loss)
+    with gradwell.watch(model) as mon:
+        train_causal(model, 0.03, 6, probe)
+    return Outcome("post-LN transformer, no warm-up", ("vanishing", "divergence", "exploding"),
+                   _first(small), mon.findings())
+
+
+def _fast_params(arch: Arch, model: nn.Module, fast: Callable[[str], bool], lr: float,
+                 steps: int, shows: Callable[[int, nn.Module], bool]) -> tuple[list, list]:
+    """Train with Adam at ``lr`` on the parameters whose name ``fast`` picks (``arch.lr`` on the
+    rest) under the monitor; ``shows(step, model)`` is the torch evidence at each step.
+    Returns the evidence flags and the findings."""
+    flags: list[bool] = []
+    groups = [{"params": [p for n, p in model.named_parameters() if fast(n)], "lr": lr},
+              {"params": [p for n, p in model.named_parameters() if not fast(n)],
+               "lr": arch.lr}]
+
+    def probe(step: int, m: nn.Module, loss: torch.Tensor) -> None:
+        with torch.no_grad():
+            flags.append(bool(shows(step, m)))
+        mon.step(loss)
+    mon = gradwell.watch(model)
+    train(arch, steps, model=model, after_backward=probe,
+          optimizer=lambda ps: torch.optim.Adam(groups))
+    mon.close()
+    return flags, mon.findings()
+
+
+def attention_logit_growth() -> Outcome:
+    """Wortsman et al. 2023: GPT-2 with Adam at lr 0.3 on its attention projections (c_attn);
+    torch: attention entropy collapse (Zhai et al. 2023): some head's mean entropy of the
+    attention weights that Hugging Face's eager attention returns falls below 0.1 nats."""
+    arch = ZOO["gpt2"]
+    model = arch.build()
+    model.set_attn_implementation("eager")
+
+    def collapsed(step: int, m: nn.Module) -> bool:
+        probs = m(input_ids=arch.batch(step)["input_ids"], output_attentions=True).attentions
+        ent = [-(a * a.clamp_min(1e-30).log()).sum(-1)[:, :, 1:].mean((0, 2)) for a in probs]
+        return bool(torch.cat(ent).min() < 0.1)
+    flags, found = _fast_params(arch, model, lambda n: "c_attn" in n, 0.3, 8, collapsed)
+    return Outcome("GPT-2, attention-logit growth", ("attention_logits",), _first(flags), found)
+
+
+def output_logit_divergence() -> Outcome:
+    """Wortsman et al. 2023: Llama with Adam at lr 1.0 on its (untied) lm_head; torch: the
+    RMS of logsumexp(logits) over the whole batch passes 50 (PaLM's z-loss would weigh 0.25)."""
+    arch = ZOO["llama"]
+
+    def drifted(step: int, m: nn.Module) -> bool:
+        logits = m(input_ids=arch.batch(step)["input_ids"]).logits
+        return bool(torch.logsumexp(logits, -1).square().mean().sqrt() > 50)
+    flags, found = _fast_params(arch, arch.build(), lambda n: n.startswith("lm_head"), 1.0, 10,
+                                drifted)
+    return Outcome("Llama, output-logit divergence", ("output_logits",), _first(flags), found,
+                   layer="lm_head")
+
+
 PATHOLOGIES: dict[str, Callable[[], Outcome]] = {f.__name__: f for f in (
     deep_sigmoid, huge_lr_sgd, huge_lr_adam, exploding_rnn, dead_relu, saturated_sigmoid,
-    nan_from_a_bad_op, float16_overflow, poisoned_batch, too_large_init)}
+    nan_from_a_bad_op, float16_overflow, poisoned_batch, too_large_init, post_ln_no_warmup,
+    attention_logit_growth, output_logit_divergence)}
 
 
 def healthy(arch: Arch, steps: int = 25) -> tuple[list, list[float]]:
-    """Train a zoo architecture with Adam at its healthy lr; findings and losses."""
+    """Train a zoo architecture with Adam at its healthy lr, watched with ``optimizer=`` (so
+    Adam's eps share and update cosine are recorded too); findings and losses."""
     model = arch.build()
-    mon = gradwell.watch(model)
-    _, losses = train(arch, steps, model=model, after_backward=lambda s, m, loss: mon.step(loss))
-    mon.close()
-    return mon.findings(), losses
+    box: dict = {}
+
+    def make(params):
+        box["opt"] = torch.optim.Adam(params, lr=arch.lr)
+        box["mon"] = gradwell.watch(model, optimizer=box["opt"])
+        return box["opt"]
+    _, losses = train(arch, steps, model=model, optimizer=make,
+                      after_backward=lambda s, m, loss: box["mon"].step(loss))
+    box["mon"].close()
+    return box["mon"].findings(), losses
 
 
 def table() -> str:

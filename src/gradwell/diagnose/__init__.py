@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import rules, training
+from . import instability, rules, training
 from .finding import KINDS, SEVERITIES, Finding
 from .thresholds import Thresholds
 
@@ -18,7 +18,8 @@ __all__ = ["diagnose", "Finding", "Thresholds", "KINDS", "SEVERITIES"]
 
 #: every rule, in one visible table (each takes a ``rules.View`` and returns a Finding or None)
 _RULES = (rules.nonfinite, training.divergence, rules.exploding, rules.vanishing,
-          rules.saturation, rules.dead_units, training.unobserved)
+          instability.attention_logits, instability.output_logits, rules.saturation,
+          rules.dead_units, instability.adam_epsilon, training.unobserved)
 
 
 def diagnose(history: Any, thresholds: Thresholds | None = None) -> list[Finding]:

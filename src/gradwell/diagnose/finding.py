@@ -7,8 +7,8 @@ from typing import Any
 
 __all__ = ["Finding", "KINDS", "SEVERITIES"]
 
-KINDS = ("nonfinite", "divergence", "exploding", "vanishing", "saturation", "dead_units",
-         "unobserved")
+KINDS = ("nonfinite", "divergence", "exploding", "vanishing", "attention_logits",
+         "output_logits", "saturation", "dead_units", "adam_epsilon", "unobserved")
 SEVERITIES = ("error", "warning", "info")
 
 
@@ -18,8 +18,10 @@ class Finding:
 
     Attributes:
         kind: one of ``"vanishing"``, ``"exploding"``, ``"nonfinite"``, ``"divergence"``
-            (learning rate too high), ``"saturation"``, ``"dead_units"``, ``"unobserved"``
-            (watched modules whose hooks never fired).
+            (learning rate too high), ``"attention_logits"`` (attention-logit growth),
+            ``"output_logits"`` (output-logit divergence), ``"saturation"``, ``"dead_units"``,
+            ``"adam_epsilon"`` (updates damped by Adam's eps), ``"unobserved"`` (watched
+            modules whose hooks never fired).
         layer: the qualified name of the layer (or activation module) most affected, or None
             when the problem is model-wide (e.g. a spike of the total gradient norm).
         step: the first recorded step at which the problem was seen.

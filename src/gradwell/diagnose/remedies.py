@@ -6,7 +6,8 @@ import math
 from typing import Any
 
 __all__ = ["for_vanishing", "for_exploding", "for_nonfinite", "for_saturation", "for_dead",
-           "for_divergence", "for_unobserved", "clip_threshold"]
+           "for_divergence", "for_unobserved", "for_output_logits", "for_attention_logits",
+           "for_adam_epsilon", "clip_threshold"]
 
 HE_INIT = ("ReLU-family activation (nn.ReLU, nn.LeakyReLU, nn.GELU) with He initialisation, "
            "nn.init.kaiming_normal_(w, nonlinearity='relu') (He et al. 2015)")
@@ -14,6 +15,16 @@ NORMALISE = ("add normalisation before each non-linearity: nn.BatchNorm1d/2d or 
              "(Ioffe & Szegedy 2015)")
 RESIDUAL = ("add residual (skip) connections, x + f(x), so the gradient reaches early layers "
             "directly (He et al. 2016)")
+POST_LN = ("this post-LN transformer (norm_first=False) needs learning-rate warm-up: the "
+           "gradients of its parameters near the output are large at initialisation (Xiong et "
+           "al. 2020; Liu et al. 2020); or switch to pre-LN, nn.TransformerEncoderLayer(..., "
+           "norm_first=True)")
+Z_LOSS = ("add a z-loss to the training loss, loss = loss + 1e-4 * torch.logsumexp(logits, "
+          "-1).pow(2).mean(), which keeps log Z near 0 (PaLM, Chowdhery et al. 2022; Wortsman "
+          "et al. 2023)")
+QK_NORM = ("add QK-layernorm: normalise queries and keys per head before the dot product, "
+           "q, k = nn.LayerNorm(head_dim)(q), nn.LayerNorm(head_dim)(k) (Dehghani et al. 2023; "
+           "Wortsman et al. 2023)")
 GATED = ("replace the plain tanh nn.RNN by nn.GRU or nn.LSTM, whose gated paths carry the "
          "gradient across time (Hochreiter & Schmidhuber 1997; Pascanu et al. 2013)")
 
@@ -37,7 +48,7 @@ def clip_threshold(p10: float) -> float:
 
 def for_vanishing(ev: dict[str, Any], meta: dict[str, Any], saturation: float) -> list[str]:
     acts = _activations(meta)
-    out = []
+    out = [POST_LN] if meta.get("post_ln") else []
     if acts & {"sigmoid", "tanh"}:
         saturated = ev.get("saturated_share_max", 0.0) > saturation
         out.append(f"replace {'/'.join(sorted(acts & {'sigmoid', 'tanh'}))} by a {HE_INIT}; a "
@@ -77,6 +88,8 @@ def for_exploding(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         out.append("use a smaller initialisation: He (Kaiming) scale for ReLU-family layers, "
                    "Xavier/Glorot (nn.init.xavier_uniform_) for tanh/sigmoid; a gain above 1 "
                    "per layer multiplies the gradient at every layer (He et al. 2015)")
+    if meta.get("post_ln"):
+        out.append(POST_LN)
     if not meta.get("norm_layers"):
         out.append(NORMALISE)
     if _recurrent_rnn(meta):
@@ -158,6 +171,8 @@ def for_divergence(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
            "(torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=500))",
            "clip by global norm so that one large step cannot throw the weights off: "
            "gradwell.clip.GlobalNorm(1.0) (Pascanu et al. 2013)"]
+    if meta.get("post_ln"):
+        out.insert(1, POST_LN)
     opt = meta.get("optimizer")
     adam = "for Adam-family optimizers: lower beta2 (0.95) and/or raise eps (1e-6)"
     if opt in _ADAM:
@@ -180,3 +195,34 @@ def for_unobserved(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     out.append("if these modules never run (unused heads, a branch not taken), nothing is "
                "wrong; otherwise attach the monitor before the first forward pass")
     return out
+
+
+def for_output_logits(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """Output-logit divergence: z-loss, weight decay, a lower learning rate (Wortsman et al.
+    2023 find weight decay and z-loss both prevent it)."""
+    return [Z_LOSS,
+            "use (decoupled) weight decay on the output layer, torch.optim.AdamW(..., "
+            "weight_decay=0.1): without it the output logits drift (Wortsman et al. 2023)",
+            "lower the learning rate or warm it up (torch.optim.lr_scheduler.LinearLR)"]
+
+
+def for_attention_logits(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """Attention-logit growth: QK-layernorm (unless the model has it), a lower learning rate
+    and warm-up, capping the logits."""
+    out = [] if ev.get("qk_norm") else [QK_NORM]
+    out += ["lower the learning rate and warm it up: attention-logit growth appears at high "
+            "learning rates and goes away below them (Wortsman et al. 2023)",
+            "or cap the logits: rescale W_q and W_k when max |q.k|/sqrt(d) passes 100 "
+            "(QK-Clip, Kimi Team 2025), or reparametrise the weights by their spectral norm "
+            "(sigma-Reparam against attention entropy collapse, Zhai et al. 2023)"]
+    return out
+
+
+def for_adam_epsilon(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """Updates damped by eps: a smaller eps (Wortsman et al. 2023 use 1e-15)."""
+    opt = ev.get("optimizer") or "Adam"
+    return [f"lower {opt}'s eps to 1e-15 (e.g. torch.optim.AdamW(..., eps=1e-15)): where "
+            "sqrt(v_hat) < eps the update is m_hat / eps instead of m_hat / sqrt(v_hat), too "
+            "small to learn (Wortsman et al. 2023, 'AdamW epsilon')",
+            "gradients this small can also mean the layer receives almost no signal: check the "
+            "vanishing finding and the relative gradients (||g||/||w||) of those layers"]

@@ -42,6 +42,17 @@ class Thresholds:
             steps (or the record turns non-finite right after): it did not recover.
         update_ratio_high: the model's update/weight ratio above this on most measured
             steps is *divergence* too: 100x Karpathy's healthy ~1e-3 per step.
+        output_log_z: the RMS of ``log Z = logsumexp(logits)`` at the logits module above this
+            is *output-logit divergence* (Wortsman et al. 2023; PaLM's z-loss keeps log Z near
+            0): at |log Z| = 50 bfloat16 resolves a logit only to 0.25 (8 significant bits),
+            and a z-loss of 1e-4 log^2 Z would weigh 0.25 nats.
+        attention_logit: ``max |q.k| / sqrt(d)`` of an attention module above this is
+            *attention-logit growth* (Dehghani et al. 2023): two logits 20 apart already give
+            softmax weights e^-20 = 2e-9 apart; 100 is the cap of Kimi K2's QK-Clip (Kimi
+            Team 2025).
+        adam_eps_share: more than this share of the weight-matrix coordinates with
+            ``sqrt(v_hat) < eps`` is *adam_epsilon*: updates damped by Adam's epsilon
+            (Wortsman et al. 2023, "AdamW epsilon").
         persist_share: a condition must hold in at least this share of the recorded steps
             (all of them, or the latest ``window``) to be reported, so single noisy batches
             raise no alarm.
@@ -62,6 +73,9 @@ class Thresholds:
     divergence_factor: float = 3.0
     divergence_steps: int = 3
     update_ratio_high: float = 0.1
+    output_log_z: float = 50.0
+    attention_logit: float = 100.0
+    adam_eps_share: float = 0.5
     persist_share: float = 0.5
     window: int = 50
 
@@ -71,7 +85,7 @@ class Thresholds:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"Thresholds.{f.name} must be a positive number, got {value!r}")
         for name in ("saturation_share", "saturation_error", "dead_share", "dead_error",
-                     "persist_share", "vanishing_ratio", "vanishing_error"):
+                     "persist_share", "vanishing_ratio", "vanishing_error", "adam_eps_share"):
             if getattr(self, name) > 1:
                 raise ValueError(f"Thresholds.{name} is a share/ratio and must be <= 1, got "
                                  f"{getattr(self, name)!r}")

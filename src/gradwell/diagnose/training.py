@@ -16,6 +16,7 @@ import numpy as np
 
 from . import remedies
 from .finding import Finding
+from .instability import update_cosine
 
 __all__ = ["divergence", "unobserved"]
 
@@ -99,6 +100,9 @@ def divergence(v: Any) -> Finding | None:
     ev["criteria"] = texts
     ev["summary"] = "; ".join(texts)
     ev["optimizer"] = v.meta.get("optimizer")
+    cos = update_cosine(v)
+    if cos is not None:              # recorded with an Adam-family optimizer=: evidence only
+        ev["update_cosine_median"] = cos
     # large updates alone are worth knowing (info); weights that move by more than their own
     # norm per step (10 x update_ratio_high) are a warning; a loss that diverges is an error
     sev = "error" if by_loss is not None else (

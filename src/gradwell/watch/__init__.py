@@ -28,7 +28,7 @@ __all__ = ["watch", "Monitor", "History", "load", "JsonlSink", "TensorBoardSink"
 def watch(model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None, every: int = 1,
           activations: bool | None = None, updates: bool = True, update_every: int | None = None,
           max_records: int = 1024, log: str | Path | None = None,
-          sinks: Iterable[Sink] = ()) -> Monitor:
+          sinks: Iterable[Sink] = (), logits: str | bool | None = None) -> Monitor:
     """Start watching ``model``; returns a :class:`Monitor` (also a context manager).
 
     Args:
@@ -54,10 +54,20 @@ def watch(model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None, e
         max_records: rows kept in memory (progressive downsampling beyond that).
         log: a path; stream every recorded step there as JSON lines (rank 0 only).
         sinks: more sinks, e.g. ``TensorBoardSink("runs/x")``.
+        logits: the module whose output is the logits, for ``log_z_rms`` (the z-loss quantity,
+            with ``activations``): None finds it (a Hugging Face model's
+            ``get_output_embeddings()``, else the last ``nn.Linear``/``Conv1D`` with >= 2
+            outputs: see :func:`gradwell.watch.transformer.find_logits`), a qualified module
+            name picks it, False records none (a regression output is no logits).
+
+    With ``activations`` the attention modules that expose queries and keys
+    (``nn.MultiheadAttention``, ``q_proj``/``k_proj``, GPT-2's ``c_attn``) also get
+    ``attention_logit_max``; with an Adam-family ``optimizer=`` the record holds
+    ``adam_eps_share`` and ``update_cosine`` (docs/watch.md).
     """
     return Monitor(model, optimizer=optimizer, every=every, activations=activations,
                    updates=updates, update_every=update_every, max_records=max_records,
-                   log=log, sinks=sinks)
+                   log=log, sinks=sinks, logits=logits)
 
 
 class _CallableModule(types.ModuleType):

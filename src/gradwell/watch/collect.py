@@ -20,6 +20,7 @@ from torch import Tensor
 from .._distributed import ShardReducer, local
 from ..clip.base import grad_norms
 from .layers import LayerIndex
+from .transformer import LogitStats
 
 __all__ = ["ActivationStats", "Pending", "norms", "first_tensor", "finalize", "pack", "unpack",
            "ratio"]
@@ -73,6 +74,7 @@ class ActivationStats:
         self.out_grad_count: dict[str, int] = {}
         self.forward_order: list[str] = []
         self.backward_order: list[str] = []
+        self.logits = LogitStats()            # log Z and attention logits (transformer.py)
 
     @torch.no_grad()
     def on_output(self, name: str, kind: str | None, t: Tensor) -> None:
@@ -143,7 +145,8 @@ class ActivationStats:
         f64 = torch.zeros(0, dtype=torch.float64, device=device)
         return {"acc": torch.cat(acc) if acc else f64, "og": torch.cat(og) if og else f64,
                 "counts": host[:len(counts)], "og_counts": host[len(counts):],
-                "alive": torch.cat(alive) if alive else f64}, tuple(segments)
+                "alive": torch.cat(alive) if alive else f64,
+                **self.logits.sums(index.logits, index.attention, device)}, tuple(segments)
 
     @staticmethod
     def _triple(vec: Tensor | None, zeros: Tensor) -> Tensor:
@@ -181,15 +184,20 @@ class Pending:
         self.step, self.grad, self.weight, self.loss, self.acts = step, grad, weight, loss, acts
         self.snapped = False      # True when the parameters were copied to measure the update
         self.grad_full = False    # True when ``grad`` holds full-tensor norms (FSDP2: reduced)
+        self.adam: dict[str, Tensor] | None = None   # adam.adam_parts of the measured step
 
 
 def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch.device,
-             world: int, shards: ShardReducer | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+             world: int, shards: ShardReducer | None = None,
+             adam: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Assemble a recorded step as one row laid out as ``index.columns`` (``layers.ROW``), with
     one all-reduce of what differs between ranks and one host read.
 
     Under FSDP2 (``shards``) the local-shard norms travel in the same all-reduce as the loss and
     the activation sums, and come back as the full tensors' norms.
+
+    ``adam``: the row has the Adam columns (``adam_eps_share``, ``update_cosine``), from
+    ``p.adam`` where the step was measured, else NaN.
 
     Returns the row and the host-side extras (which modules ran, forward and backward order).
     """
@@ -211,13 +219,17 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
         p.grad = shared["sq_grad"].sqrt().float() if "sq_grad" in shared else p.grad
         p.weight = shared["sq_weight"].sqrt().float()
         update = shared["sq_update"].sqrt().float() if update is not None else None
+        if p.adam is not None:
+            p.adam = {k: shared[f"adam_{k}"] for k in p.adam}
     weight_l = per_layer(p.weight)
     stats = {"loss": shared["loss"], "total_grad_norm": p.grad.square().sum().sqrt(),
              "grad_norm": per_layer(p.grad), "weight_norm": weight_l,
              "update_ratio": (ratio(per_layer(update), weight_l) if update is not None
                               else torch.full((n_layers,), float("nan"), device=device)),
              "param_grad_norm": p.grad}
-    columns = index.columns(p.acts is not None)
+    columns = index.columns(p.acts is not None, adam)
+    if adam:
+        stats.update(_adam_stats(p.adam, update, owner, n_layers, device))
     extra: dict[str, Any] = {}
     if p.acts is not None:
         stats.update(_activation_stats(shared, segments, index, device))
@@ -240,7 +252,27 @@ def _local_squares(p: Pending, update: Tensor | None, shards: ShardReducer | Non
     mask = shards.mask(device)
     parts = {"sq_grad": None if p.grad_full else p.grad, "sq_weight": p.weight,
              "sq_update": update}
-    return {k: v.to(torch.float64).square() * mask for k, v in parts.items() if v is not None}
+    out = {k: v.to(torch.float64).square() * mask for k, v in parts.items() if v is not None}
+    for k, v in (p.adam or {}).items():           # counts and dot products: plain sums
+        out[f"adam_{k}"] = v * mask
+    return out
+
+
+def _adam_stats(parts: dict[str, Tensor] | None, update: Tensor | None, owner: Tensor,
+                n_layers: int, device: torch.device) -> dict[str, Tensor]:
+    """``adam_eps_share`` per layer and the model's ``update_cosine`` = ``<dw, -g> / (||dw||
+    ||g||)`` from :func:`gradwell.watch.adam.adam_parts` (NaN where not measured)."""
+    if parts is None or update is None:
+        return {"adam_eps_share": torch.full((n_layers,), float("nan"), device=device),
+                "update_cosine": torch.full((1,), float("nan"), device=device)}
+
+    def per_layer(v: Tensor) -> Tensor:
+        return torch.zeros(n_layers, dtype=torch.float64, device=device).index_add_(0, owner, v)
+
+    share = ratio(per_layer(parts["below"]), per_layer(parts["counted"]))
+    moved = update.to(torch.float64).square().sum().sqrt()
+    cos = ratio(parts["dot"].sum(), moved * parts["gsq"].sum().sqrt())
+    return {"adam_eps_share": share, "update_cosine": cos.reshape(1)}
 
 
 def _sum_over_ranks(shared: dict[str, Tensor], world: int) -> dict[str, Tensor]:
@@ -261,8 +293,8 @@ def _sum_over_ranks(shared: dict[str, Tensor], world: int) -> dict[str, Tensor]:
 
 def _activation_stats(s: dict[str, Tensor], segments: tuple[tuple[int, int], ...],
                       index: LayerIndex, device: torch.device) -> dict[str, Tensor]:
-    """out_grad_rms, out_mean, out_std, saturated, dead from the sums (NaN where a hook never
-    fired: a count of zero)."""
+    """out_grad_rms, out_mean, out_std, saturated, dead, log_z_rms, attention_logit_max from
+    the sums (NaN where a hook never fired: a count of zero)."""
     acc, counts = s["acc"].reshape(-1, 3), s["counts"]
     mean = ratio(acc[:, 0], counts)
     std = (ratio(acc[:, 1], counts) - mean.square()).clamp_min(0).sqrt()
@@ -276,4 +308,5 @@ def _activation_stats(s: dict[str, Tensor], segments: tuple[tuple[int, int], ...
         0, seg, (alive == 0).to(torch.float64))
     return {"out_grad_rms": ratio(s["og"], s["og_counts"]).sqrt(), "out_mean": mean,
             "out_std": std, "saturated": ratio(acc[sat_idx, 2], counts[sat_idx]),
-            "dead": ratio(dead, units)}
+            "dead": ratio(dead, units), "log_z_rms": ratio(s["log_z"], s["log_z_n"]).sqrt(),
+            "attention_logit_max": ratio(s["attn"], s["attn_n"])}

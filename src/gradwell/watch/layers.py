@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .transformer import Site, find_attention, find_logits
+
 __all__ = ["LayerInfo", "LayerIndex", "activation_kind", "is_compiled", "ROW"]
 
 #: Saturating non-linearities (Glorot & Bengio 2010; Karpathy's tanh |a| > 0.97).
@@ -69,15 +71,19 @@ def activation_kind(module: nn.Module) -> str | None:
 
 
 #: The layout of one recorded row, in order: statistic -> whose columns it has
-#: (``"loss"``, ``"total"``: a single column of that name, ``"layers"``, ``"params"``, ``"tracked"`` = layers and
-#: activations, ``"saturating"``, ``"rectified"``); ``True`` marks the activation statistics
-#: (recorded with ``activations=True`` only).
-ROW: tuple[tuple[str, str, bool], ...] = (
-    ("loss", "loss", False), ("total_grad_norm", "total", False), ("grad_norm", "layers", False),
-    ("weight_norm", "layers", False), ("update_ratio", "layers", False),
-    ("param_grad_norm", "params", False), ("out_grad_rms", "layers", True),
-    ("out_mean", "tracked", True), ("out_std", "tracked", True),
-    ("saturated", "saturating", True), ("dead", "rectified", True))
+#: (``"loss"``, ``"total"``: a single column of that name, ``"layers"``, ``"params"``,
+#: ``"tracked"`` = layers and activations, ``"saturating"``, ``"rectified"``, ``"logits"``: the
+#: logits module, ``"attention"``: the attention sites) -> when it is recorded (``""``:
+#: always, ``"activations"``: with ``activations=True``, ``"adam"``: with an Adam-family
+#: ``optimizer=``).
+ROW: tuple[tuple[str, str, str], ...] = (
+    ("loss", "loss", ""), ("total_grad_norm", "total", ""), ("grad_norm", "layers", ""),
+    ("weight_norm", "layers", ""), ("update_ratio", "layers", ""),
+    ("param_grad_norm", "params", ""), ("out_grad_rms", "layers", "activations"),
+    ("out_mean", "tracked", "activations"), ("out_std", "tracked", "activations"),
+    ("saturated", "saturating", "activations"), ("dead", "rectified", "activations"),
+    ("log_z_rms", "logits", "activations"), ("attention_logit_max", "attention", "activations"),
+    ("adam_eps_share", "layers", "adam"), ("update_cosine", "total", "adam"))
 
 
 @dataclass
@@ -99,7 +105,7 @@ class LayerInfo:
 class LayerIndex:
     """The watched layers, activations and parameters of a model, in registration order."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, logits: str | bool | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError("model must be a torch.nn.Module, got "
                             f"{type(model).__module__}.{type(model).__qualname__}")
@@ -144,11 +150,21 @@ class LayerIndex:
         self.saturating = [a.name for a in self.activations if a.activation in ("sigmoid", "tanh")]
         self.rectified = [a.name for a in self.activations if a.activation == "relu"]
         self.layer_names = [x.name for x in self.layers]
+        self._transformer_parts(logits)
         pos = {n: i for i, n in enumerate(self.tracked)}
         self._host = {"owner": self.owner,
                       "saturating_pos": torch.tensor([pos[n] for n in self.saturating],
                                                      dtype=torch.long)}
         self._cache: dict[Any, Tensor] = {}
+
+    def _transformer_parts(self, logits: str | bool | None) -> None:
+        names = {id(m): _clean(n) for n, m in self.model.named_modules() if not is_compiled(m)}
+        #: the module whose output is the logits (0 or 1 name), see transformer.find_logits
+        self.logits = _logits_module(self.model, names, logits)
+        #: the attention modules whose queries and keys are read (transformer.find_attention)
+        self.attention: list[Site] = find_attention(self.model, names)
+        #: every module by its clean qualified name (where the logit hooks go)
+        self.by_name = {names[id(m)]: m for m in self.model.modules() if id(m) in names}
 
     def on_device(self, key: str, device: torch.device) -> Tensor:
         """A constant index tensor (``"owner"``, ``"saturating_pos"``) on ``device``, cached."""
@@ -171,12 +187,14 @@ class LayerIndex:
             self._cache[key] = torch.repeat_interleave(ids, sizes).to(device)
         return self._cache[key]
 
-    def columns(self, activations: bool) -> dict[str, list[str]]:
+    def columns(self, activations: bool, adam: bool = False) -> dict[str, list[str]]:
         """The statistics recorded per step (:data:`ROW`), each with the names of its columns."""
-        whose = {"loss": ["loss"], "total": ["total"], "layers": self.layer_names, "params": self.param_names,
-                 "tracked": self.tracked, "saturating": self.saturating,
-                 "rectified": self.rectified}
-        return {stat: list(whose[group]) for stat, group, act in ROW if activations or not act}
+        whose = {"loss": ["loss"], "total": ["total"], "layers": self.layer_names,
+                 "params": self.param_names, "tracked": self.tracked,
+                 "saturating": self.saturating, "rectified": self.rectified,
+                 "logits": self.logits, "attention": [s.name for s in self.attention]}
+        on = {"": True, "activations": activations, "adam": adam}
+        return {stat: list(whose[group]) for stat, group, when in ROW if on[when]}
 
     def meta(self) -> dict[str, Any]:
         """A JSON-able description of the model (saved with the history)."""
@@ -188,7 +206,30 @@ class LayerIndex:
                 "recurrent": any(t in _RECURRENT for t in model_types),
                 "residual": any(_residual(m) for m in mods),
                 "attention": any("Attention" in t for t in model_types),
+                "post_ln": any(_post_ln(m) for m in mods),
+                "logits": self.logits[0] if self.logits else None,
+                "attention_sites": [s.to_dict() for s in self.attention],
                 "compiled": self.compiled}
+
+
+def _logits_module(model: nn.Module, names: dict[int, str],
+                   logits: str | bool | None) -> list[str]:
+    if logits is None or logits is True:
+        found = find_logits(model, names)
+        return [found] if found is not None else []
+    if logits is False:
+        return []
+    if not isinstance(logits, str) or logits not in set(names.values()):
+        raise ValueError(f"logits must be the qualified name of a module of the model, None "
+                         f"(find it) or False (none), got {logits!r}")
+    return [logits]
+
+
+def _post_ln(module: nn.Module) -> bool:
+    """A torch transformer layer that normalises after the residual sum (``norm_first=False``,
+    the original post-LN of Vaswani et al. 2017, which needs warm-up: Xiong et al. 2020)."""
+    return (isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer))
+            and not module.norm_first)
 
 
 def _residual(module: nn.Module) -> bool:

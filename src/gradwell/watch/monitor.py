@@ -23,12 +23,11 @@ unclipped. With ``optimizer=``, in order of preference:
    ``torch.nn.utils.clip_grad_norm_`` in between, so a spike that your clipping removed is
    not seen.
 
-Cost per recorded step: one foreach norm pass over the gradients and one over the weights (so
-every ratio uses the weights of its own step), a few reductions per watched activation, and
-exactly one device-to-host transfer. On one recorded step in ``update_every`` (default: about
-one training step in 10, ``max(1, 10 // every)`` recorded steps) also a copy and a subtraction
-of the parameters for the update ratio (``updates=False`` drops them); in between the update
-ratio is NaN. ``every=N`` records one step in N and does nothing on the others.
+Cost per recorded step: a norm pass over the gradients and one over the weights (every ratio
+uses the weights of its own step), a few reductions per watched activation (logits and
+attention: on a subsample, transformer.py), one device-to-host transfer. On one recorded step
+in ``update_every`` (default ``max(1, 10 // every)``: about one training step in 10) a copy
+and a subtraction of the parameters for the update ratio (and Adam's statistics, adam.py).
 
 ``torch.compile``: the compiled module is unwrapped (names without ``_orig_mod.``); by default
 a compiled model is watched without forward hooks (``activations=False``: gradients, weights,
@@ -52,10 +51,13 @@ from torch import Tensor, nn
 from .. import _distributed
 from .._checks import check_bool, check_int
 from . import collect
+from .adam import adam_parts, is_adam
 from .collect import ActivationStats, Pending, first_tensor, norms
+from .nonfinite import Screen, nonfinite_event
 from .history import History
 from .layers import LayerIndex
 from .sinks import JsonlSink, Sink
+from .transformer import register_hooks as register_logit_hooks
 
 __all__ = ["Monitor", "UPDATE_PERIOD", "handed_over_norms"]
 
@@ -69,12 +71,13 @@ class Monitor:
     def __init__(self, model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None,
                  every: int = 1, activations: bool | None = None, updates: bool = True,
                  update_every: int | None = None, max_records: int = 1024,
-                 log: str | Path | None = None, sinks: Iterable[Sink] = ()) -> None:
+                 log: str | Path | None = None, sinks: Iterable[Sink] = (),
+                 logits: str | bool | None = None) -> None:
         if update_every is None and isinstance(every, int) and not isinstance(every, bool):
             update_every = max(1, UPDATE_PERIOD // max(every, 1))
         for name, value in (("every", every), ("update_every", update_every)):
             check_int(name, value, 1, f" (one step in `{name}`)")
-        self.index = LayerIndex(model)
+        self.index = LayerIndex(model, logits=logits)
         if activations is None:
             activations = not self.index.compiled
         for flag, value in (("activations", activations), ("updates", updates)):
@@ -83,12 +86,15 @@ class Monitor:
         self.every, self.activations, self.updates = every, activations, updates
         self.update_every = update_every
         self.optimizer = _check_optimizer(optimizer, self.index)
+        self.adam = self.optimizer is not None and is_adam(self.optimizer)   # adam.py stats
         self._device = self.index.params[0].device
         rank, self._world = _distributed.world()
         self._shards = _distributed.reducer_for(self.index.params)   # FSDP2, else None
         #: True on the process that writes sinks, prints and saves (rank 0, or no distributed)
         self.lead = rank == 0
-        self._history = History(self.index.columns(activations), self._meta(), max_records)
+        self._history = History(self.index.columns(activations, self.adam), self._meta(),
+                                max_records)
+        self._screen = Screen(self._history)
         self._sinks: list[Any] = list(sinks) + ([JsonlSink(log)] if log is not None else [])
         if not self.lead:
             self._sinks = []                 # rank handling: sinks exist on the lead only
@@ -110,7 +116,7 @@ class Monitor:
     def _meta(self) -> dict[str, Any]:
         opt = type(self.optimizer).__name__ if self.optimizer is not None else None
         return {**self.index.meta(), "every": self.every, "watch_activations": self.activations,
-                "world_size": self._world, "optimizer": opt}
+                "world_size": self._world, "optimizer": opt, "adam_stats": self.adam}
 
     def _register_hooks(self) -> None:
         if self.activations:
@@ -119,22 +125,31 @@ class Monitor:
             for name in self.index.tracked:
                 hook = self._forward_hook(name, kinds.get(name), name in layer_names)
                 self._handles.append(self.index.modules[name].register_forward_hook(hook))
+            self._handles += register_logit_hooks(self.index, lambda: self._acts.logits,
+                                                  self._hooks_on, set(self.index.tracked))
         if self.optimizer is not None:
             self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
             self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
 
     def _forward_hook(self, name: str, kind: str | None, is_layer: bool) -> Any:
+        logits = name in self.index.logits
+
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if not self._armed or self._closed or not torch.is_grad_enabled():
+            if not self._hooks_on():
                 return
             t = first_tensor(output)
             if t is None:
                 return
             acts = self._acts
             acts.on_output(name, kind, t)
+            if logits:
+                acts.logits.on_logits(name, t)
             if is_layer and t.requires_grad:
                 t.register_hook(lambda g: None if self._closed else acts.on_out_grad(name, g))
         return hook
+
+    def _hooks_on(self) -> bool:
+        return self._armed and not self._closed and torch.is_grad_enabled()
 
     # ------------------------------------------------------------------------ recording
     def step(self, loss: Tensor | float | None = None) -> None:
@@ -232,16 +247,18 @@ class Monitor:
         if p.snapped and self._snap is not None:
             torch._foreach_sub_(self._snap, [_distributed.local(q) for q in self.index.params])
             update = norms(self._snap, self._device)              # old - new, in place
+            if self.adam:
+                p.adam = adam_parts(self.optimizer, self.index.params, self._snap, self._device)
         row, extra = collect.finalize(p, self.index, update, self._device, self._world,
-                                      self._shards)
+                                      self._shards, adam=self.adam)
         extra["loss_given"] = p.loss is not None
         self._store(p.step, row, extra)
 
     def _store(self, step: int, row: np.ndarray, extra: dict[str, Any]) -> None:
         self._history.append(step, row)
         event = None
-        if not np.isfinite(row).all() and self._history.first_nonfinite() is None:
-            from .nonfinite import nonfinite_event
+        if (self._screen.suspect(row, extra.get("loss_given", False))
+                and self._history.first_nonfinite() is None):
             event = nonfinite_event(self._history, step, row, extra)
             if event is not None:
                 event["last_finite_step"] = self._last_finite

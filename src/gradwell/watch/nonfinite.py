@@ -19,7 +19,33 @@ import numpy as np
 
 from .history import History
 
-__all__ = ["nonfinite_event"]
+__all__ = ["nonfinite_event", "Screen"]
+
+#: statistics that are NaN by design where they were not measured (sampled updates, Adam's
+#: state, the loss when none was given, logit hooks): never a sign of NaN/Inf in the step, and
+#: not read by :func:`nonfinite_event`, so :class:`Screen` leaves them out
+SAMPLED = ("loss", "update_ratio", "adam_eps_share", "update_cosine", "log_z_rms",
+           "attention_logit_max")
+
+
+class Screen:
+    """A cheap first look at each row: could it hold the first non-finite step? (Most rows are
+    finite except for the statistics that are NaN by design: then no event is worked out.)"""
+
+    def __init__(self, history: History) -> None:
+        idx, start, self.loss_at = [], 0, None
+        for stat, names in history.columns.items():
+            if stat == "loss":
+                self.loss_at = start
+            elif stat not in SAMPLED:
+                idx.extend(range(start, start + len(names)))
+            start += len(names)
+        self.checked = np.asarray(idx, dtype=np.int64)
+
+    def suspect(self, row: np.ndarray, loss_given: bool) -> bool:
+        loss = math.nan if self.loss_at is None else float(row[self.loss_at])
+        return (not np.isfinite(row[self.checked]).all() or math.isinf(loss)
+                or (math.isnan(loss) and loss_given))
 
 
 def _bad(x: float) -> bool:
