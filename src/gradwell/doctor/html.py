@@ -95,8 +95,11 @@ def _lr_find_html(r: Report) -> str:
     from ..lab import plots
 
     items = "".join(f"<li>{e(name)}: {e(res)}</li>" for name, res in r.lr_find.items())
-    images = [plots.image(res.figure(), f"learning-rate range test: {name}")
-              for name, res in r.lr_find.items()]
+    images = []
+    for name, res in r.lr_find.items():
+        fig = res.figure()
+        fig.axes[0].set_title(plots.plain(f"learning-rate range test: {name}"), fontsize=12)
+        images.append(plots.image(fig, f"learning-rate range test: {name}"))
     return f"<h3>Learning-rate range tests</h3><ul>{items}</ul>{figures(images)}"
 
 
