@@ -163,7 +163,7 @@ def _lab_list(names_only: bool) -> int:
 
 def _write_report(directory: str | Path, out: str | None) -> Path:
     """The report, written; a path that cannot be written is a usage error naming it."""
-    from .lab.report import REPORT_NAME
+    from .lab.html_report import REPORT_NAME
     from .lab.runner import write_report
 
     target = Path(out) if out else Path(directory) / REPORT_NAME
@@ -184,11 +184,20 @@ def _lab_report(directory: str, out: str | None) -> int:
     return 0
 
 
+def _prepared(experiment: str, progress: bool):
+    """The spec, loaded while a spinner runs from the first second: importing torch and the
+    lab takes seconds before the run's own progress bar can start."""
+    from .lab.progress import starting
+
+    with starting("importing torch, loading the experiment", progress):
+        spec = _load(experiment)
+        from .lab import report, runner  # noqa: F401  (the slow imports, under the spinner)
+    return spec
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        from .lab.catalog import get
-
-        code = _execute(get("vanishing").load(), Path(args.out), args.workers, args.quick,
+        code = _execute(_prepared("vanishing", True), Path(args.out), args.workers, args.quick,
                         True, demo=True)
         if args.open:
             import webbrowser
@@ -198,7 +207,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "lab" and args.lab_command == "list":
         return _lab_list(args.names)
     if args.command == "lab" and args.lab_command == "run":
-        spec = _load(args.experiment)
+        spec = _prepared(args.experiment, not args.no_progress)
         out = Path(args.out) if args.out else Path("gradwell-lab") / spec.name
         return _execute(spec, out, args.workers, args.quick, not args.no_progress, demo=False,
                         ray=args.ray)

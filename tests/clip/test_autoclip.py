@@ -111,7 +111,7 @@ def test_bad_percentile(bad: object) -> None:
 
 
 def test_bad_history() -> None:
-    with pytest.raises(ValueError, match=r"history must be a positive int.*got 0"):
+    with pytest.raises(ValueError, match=r"history must be an int >= 1.*got 0"):
         AutoClip(10, history=0)
     with pytest.raises(ValueError, match=r"history=5"):
         AutoClip(10, history=5).load_state_dict(AutoClip(10, history=3).state_dict()

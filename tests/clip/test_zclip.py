@@ -110,7 +110,7 @@ def test_state_dict_round_trip_through_optimizer() -> None:
     ({"z_thresh": 0}, r"z_thresh must be a positive number, got 0"),
     ({"z_thresh": -1.0}, r"z_thresh must be a positive number, got -1.0"),
     ({"alpha": 1.0}, r"alpha must be a number in \(0, 1\).*got 1.0"),
-    ({"warmup": 0}, r"warmup must be a positive int.*got 0"),
+    ({"warmup": 0}, r"warmup must be an int >= 1.*got 0"),
 ])
 def test_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import gradwell.lab.catalog as catalog
-from gradwell.lab.report import run_section
+from gradwell.lab.html_report import run_section
 from gradwell.lab.runner import run_spec
 from gradwell.lab.schema import KINDS
 from gradwell.lab.spec import parse_spec
@@ -66,7 +66,7 @@ def test_a_catalog_kind_loads_in_a_fresh_process_and_lower_layers_never_import_t
         import sys
         from gradwell.lab.spec import load_spec
         print(load_spec({str(path)!r}).trials()[0].function)
-        from gradwell.lab import report, summary, verdict, store, train, plots, runner
+        from gradwell.lab import html_report, summary, verdict, store, train, plots, runner
         print(sorted(m for m in sys.modules if m.startswith("gradwell.lab.catalog")))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -12,7 +12,7 @@ import sys
 import matplotlib
 matplotlib.use("svg")                      # the user's choice, e.g. a notebook's
 import gradwell.lab
-from gradwell.lab import catalog, plots, report
+from gradwell.lab import catalog, plots, html_report
 png = plots.curves({"loss": {"a $x^$": [(0, 1.0), (1, 0.5)]}}, log={"loss"})
 flow = plots.gradient_flow({"b": {1: [1.0, 0.1], 2: [0.5, 0.2]}})
 assert png and flow

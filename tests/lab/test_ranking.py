@@ -1,7 +1,7 @@
 """Rankings are not timer noise: steps to target first, ties by final accuracy, then spec order;
 wall-clock time never orders configurations."""
 
-from gradwell.lab.report import ranked
+from gradwell.lab.html_report import ranked
 from gradwell.lab.summary import Row
 
 
@@ -23,7 +23,7 @@ def test_rank_by_steps_then_accuracy_then_spec_order_never_by_seconds():
 
 
 def test_the_bottom_line_names_what_works_the_fastest_and_by_how_much():
-    from gradwell.lab.report import bottom_line
+    from gradwell.lab.html_report import bottom_line
 
     rows = [_row("plain", None, 0.1, None), _row("BN", 69, 0.95, 9.0),
             _row("residual", 460, 0.94, 40.0)]

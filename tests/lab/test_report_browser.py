@@ -14,8 +14,8 @@ import subprocess
 import pytest
 from matplotlib.text import Text
 
-from gradwell.lab import plots, report
-from gradwell.lab.report import write_report
+from gradwell.lab import html_report, plots
+from gradwell.lab.runner import write_report       # the report with the catalog's verdicts
 from gradwell.lab.spec import Trial
 from gradwell.lab.train import TrialResult
 
@@ -141,6 +141,6 @@ def test_the_report_reads_at_1400_and_800_px(store, tmp_path, monkeypatch):
 
 def test_figures_escape_labels_and_colours() -> None:
     img = plots.Image("AAAA", 10, 5, 'a "quoted" <alt>')
-    out = report.figures([img], {"<b>x</b>": "#123456"})
+    out = html_report.figures([img], {"<b>x</b>": "#123456"})
     assert "&lt;b&gt;x&lt;/b&gt;" in out and "&quot;quoted&quot; &lt;alt&gt;" in out
-    assert "width=10 height=5" in out and report.figures([]) == ""
+    assert "width=10 height=5" in out and html_report.figures([]) == ""

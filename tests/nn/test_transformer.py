@@ -80,3 +80,27 @@ def test_bad_arguments_are_named():
         TinyTransformer(10, 4, d_model=10, heads=3)
     with pytest.raises(ValueError, match="norm"):
         TinyTransformer(10, 4, norm="sandwich")
+
+
+def test_qk_norm_attention_matches_torch_sdpa_on_layer_normed_queries_and_keys():
+    """QK-layernorm (Dehghani et al. 2023): ``softmax(LN(q) LN(k)^T / sqrt(h)) v`` per head,
+    against ``F.layer_norm`` + ``F.scaled_dot_product_attention(is_causal=True)``, with the
+    LayerNorms' affine parameters away from their (1, 0) start."""
+    torch.manual_seed(4)
+    d, heads, t = 12, 3, 5
+    h = d // heads
+    attn = TinyTransformer(7, t, d_model=d, heads=heads, layers=1,
+                           qk_norm=True).blocks[0].attn.double()
+    with torch.no_grad():
+        for ln in (attn.q_norm, attn.k_norm):
+            ln.weight.uniform_(0.5, 2.0)
+            ln.bias.normal_()
+    x = torch.randn(2, t, d, dtype=torch.float64)
+    q, k, v = (z.view(2, t, heads, h).transpose(1, 2)
+               for z in nn.functional.linear(x, attn.in_proj.weight, attn.in_proj.bias).split(d, 2))
+    q = nn.functional.layer_norm(q, (h,), attn.q_norm.weight, attn.q_norm.bias)
+    k = nn.functional.layer_norm(k, (h,), attn.k_norm.weight, attn.k_norm.bias)
+    ref = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    ref = nn.functional.linear(ref.transpose(1, 2).reshape(2, t, d), attn.out_proj.weight,
+                               attn.out_proj.bias)
+    torch.testing.assert_close(attn(x), ref)

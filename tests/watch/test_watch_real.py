@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 import gradwell
-from gradwell.watch.report import Summary, short_name
+from gradwell.watch.display import Summary, short_name
 from models_zoo import ZOO, compiled, train
 
 

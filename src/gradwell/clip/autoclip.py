@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import check_int, check_number
 from .base import Clipper
 
 __all__ = ["AutoClip"]
@@ -44,15 +45,8 @@ class AutoClip(Clipper):
     stateful = True
 
     def __init__(self, percentile: float = 10.0, history: int = 1000) -> None:
-        ok = (isinstance(percentile, (int, float)) and not isinstance(percentile, bool)
-              and not math.isnan(percentile) and 0 < percentile <= 100)
-        if not ok:
-            raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
-        if not isinstance(history, int) or isinstance(history, bool) or history < 1:
-            raise ValueError(f"history must be a positive int (how many norms to keep), "
-                             f"got {history!r}")
-        self.percentile = float(percentile)
-        self.history = history
+        self.percentile = check_number("percentile", percentile, 0, 100, low_open=True)
+        self.history = check_int("history", history, 1, " (how many norms to keep)")
 
     def __call__(self, grads: list[Tensor], params: list[Tensor], norms: list[Tensor],
                  total: Tensor, state: dict[str, Any] | None = None) -> Tensor:

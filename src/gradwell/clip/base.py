@@ -23,6 +23,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
+from .._checks import check_number, is_number
 from .._distributed import local, reducer_for
 
 __all__ = ["Clipper", "clip_", "grad_norms", "total_norm", "check_clipper", "nonfinite_flag",
@@ -282,11 +283,8 @@ def apply_factor_(grads: list[Tensor], factor: Tensor) -> None:
 
 
 def check_positive(name: str, value: float, allow_inf: bool = False) -> float:
-    """Raise a ValueError naming ``name`` unless ``value`` is a positive (finite) number."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-    if ok and not allow_inf and math.isinf(value):
-        ok = False
-    if not ok:
-        allowed = "a positive number" + (" or inf" if allow_inf else "")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return float(value)
+    """``value`` as a float if it is a positive finite number (or inf, when ``allow_inf``);
+    else the vocabulary's ValueError (:mod:`gradwell._checks`)."""
+    if allow_inf and is_number(value) and value == math.inf:
+        return math.inf
+    return check_number(name, value, 0, low_open=True, note=" or inf" if allow_inf else "")

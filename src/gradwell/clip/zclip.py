@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import check_int, check_number
 from .base import Clipper, check_positive
 
 __all__ = ["ZClip"]
@@ -62,15 +63,10 @@ class ZClip(Clipper):
 
     def __init__(self, alpha: float = 0.97, z_thresh: float = 2.5, warmup: int = 25, *,
                  eps: float = 1e-6, reciprocal: bool = True) -> None:
-        ok = isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 < alpha < 1
-        if not ok:
-            raise ValueError(f"alpha must be a number in (0, 1) (the EMA decay), got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = check_number("alpha", alpha, 0, 1, low_open=True, high_open=True,
+                                  note=" (the EMA decay)")
         self.z_thresh = check_positive("z_thresh", z_thresh)
-        if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 1:
-            raise ValueError(f"warmup must be a positive int (steps before clipping starts), "
-                             f"got {warmup!r}")
-        self.warmup = warmup
+        self.warmup = check_int("warmup", warmup, 1, " (steps before clipping starts)")
         self.eps = check_positive("eps", eps)
         self.reciprocal = bool(reciprocal)
 

@@ -71,22 +71,24 @@ def _load(path: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run the doctor for parsed ``args``; 0 on success, 2 on bad usage."""
+    from ..lab.progress import starting
+
     try:
-        module = _load(args.file)
         if args.seeds < 3:
             raise _Bad("--seeds must be at least 3 (a verdict needs the spread over 3 seeds)")
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise _Bad(f"--out {out} is a file; give a directory (it is created if missing)")
+        with starting(f"loading {args.file} and its data", not args.no_progress):
+            module = _load(args.file)          # the user's imports (torch) and data: seconds
+            import torch
+            from rich.console import Console
+
+            from .session import doctor
+            data = module.make_data()
     except _Bad as e:
         print(f"gradwell: error: {e}", file=sys.stderr)
         return 2
-    import torch
-    from rich.console import Console
-
-    from .session import doctor
-
-    data = module.make_data()
     train, evaluate = data if isinstance(data, tuple) else (data, None)
     loss_fn = getattr(module, "loss_fn", None) or torch.nn.CrossEntropyLoss()
     try:

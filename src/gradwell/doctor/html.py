@@ -8,7 +8,7 @@ import math
 from statistics import median
 from typing import Any
 
-from ..lab.report import figures, page, run_section
+from ..lab.html_report import figures, page, run_section
 from ..lab.store import Store
 from .report import Report, e
 
@@ -89,6 +89,20 @@ def scores_figure(r: Report) -> Any:
     return plots.image(fig, "scores per seed")
 
 
+def _lr_find_html(r: Report) -> str:
+    if not r.lr_find:
+        return ""
+    from ..lab import plots
+
+    items = "".join(f"<li>{e(name)}: {e(res)}</li>" for name, res in r.lr_find.items())
+    images = []
+    for name, res in r.lr_find.items():
+        fig = res.figure()
+        fig.axes[0].set_title(plots.plain(f"learning-rate range test: {name}"), fontsize=12)
+        images.append(plots.image(fig, f"learning-rate range test: {name}"))
+    return f"<h3>Learning-rate range tests</h3><ul>{items}</ul>{figures(images)}"
+
+
 def render(r: Report, stamp: str) -> str:
     """The whole page."""
     img = scores_figure(r)
@@ -96,9 +110,9 @@ def render(r: Report, stamp: str) -> str:
     if r.directory is not None:
         with Store(r.directory) as store:
             lab = run_section(store, r.run)
-    lrs = "".join(f"<li>{e(name)}: {e(res)}</li>" for name, res in r.lr_find.items())
     body = f"""<h2>Conclusion</h2><p class=bottom>{e(r.conclusion())}</p>
-<p class=meta>{r.seeds} seeds x {r.budget_steps} steps per configuration, the same seeds and
+<p class=meta>Score: {e(r.metric)} ({'higher' if r.maximize else 'lower'} is better).
+{r.seeds} seeds x {r.budget_steps} steps per configuration, the same seeds and
 data order for all; baseline lr {r.baseline_lr:.3g}. A candidate <b>helps</b> only when its
 median beats the baseline's by more than the spread (max - min) over seeds.</p>
 <h2>Check at initialisation</h2>{_init_html(r)}
@@ -106,7 +120,7 @@ median beats the baseline's by more than the spread (max - min) over seeds.</p>
 {_findings_html(r.findings, "in the baseline run")}
 <h2>Candidates, best first</h2>{_candidates_html(r)}
 {figures([img] if img else [])}
-{f'<h3>Learning-rate range tests</h3><ul>{lrs}</ul>' if lrs else ''}
+{_lr_find_html(r)}
 {lab}"""
     where = str(r.directory.resolve()) if r.directory is not None else "not stored"
     return page("gradwell doctor", f"{where} · {stamp} · {r.seconds:.1f} s", body)

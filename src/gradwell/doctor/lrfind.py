@@ -60,13 +60,13 @@ class LRFindResult:
     explanation: str
     group_ratios: list[float] = field(default_factory=lambda: [1.0])
 
-    def plot(self, path: str | Path) -> Path:
-        """Save the loss against the learning rate (log scale) with the suggestion and the
-        divergence point marked, as a PNG; returns the path."""
+    def figure(self) -> Any:
+        """The loss against the learning rate (log scale) with the suggestion and the
+        divergence point marked: a matplotlib ``Figure`` on an Agg canvas (no pyplot)."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(6.4, 4.0))
+        fig = Figure(figsize=(7.5, 4.2), layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss")
@@ -81,14 +81,18 @@ class LRFindResult:
             lo, hi = min(finite), max(finite[0], min(finite) * 1.5)
             ax.set_ylim(lo - 0.1 * (hi - lo + 1e-12), hi + 0.25 * (hi - lo + 1e-12))
         ax.set_xscale("log")
-        ax.set_xlabel("learning rate (parameter group 0)")
-        ax.set_ylabel("training loss")
-        ax.set_title("learning-rate range test (Smith 2017)")
+        ax.set_xlabel("learning rate (parameter group 0)", fontsize=11)
+        ax.set_ylabel("training loss", fontsize=11)
+        ax.set_title("learning-rate range test (Smith 2017)", fontsize=12)
+        ax.tick_params(labelsize=11)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
+        ax.legend(fontsize=11)
+        return fig
+
+    def plot(self, path: str | Path) -> Path:
+        """Save :meth:`figure` as a PNG; returns the path."""
         out = Path(path)
-        fig.savefig(out, dpi=90)
+        self.figure().savefig(out, dpi=90)
         return out
 
     def __str__(self) -> str:

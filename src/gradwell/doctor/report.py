@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..diagnose import Finding
 from .initcheck import InitCheck
@@ -91,22 +93,26 @@ class Report:
                 f"{len(self.helpful)} of {len(self.candidates)} candidates help.")
 
     def table(self) -> Table:
-        """The candidates against the baseline, as a rich table (labels shown literally)."""
+        """The candidates against the baseline, as a rich table (labels shown literally) that
+        fits 80 columns: numbers never wrapped, names, verdicts and findings wrapped, never
+        cut."""
         arrow = "higher" if self.maximize else "lower"
-        t = Table(title=f"{self.metric} ({arrow} is better), median over {self.seeds} seeds, "
-                  f"{self.budget_steps} steps each", title_justify="left")
-        for col, kw in (("rank", {"justify": "right"}), ("candidate", {}),
-                        ("median", {"justify": "right"}), ("improvement", {"justify": "right"}),
-                        ("spread", {"justify": "right"}), ("verdict", {}), ("for", {})):
-            t.add_column(col, **kw)
-        t.add_row("", "baseline", f"{median(self.baseline):.4g}", "", _f(seed_range(self.baseline)),
-                  "", "")
+        t = Table(title=Text(f"{self.metric} ({arrow} is better), median over {self.seeds} "
+                             f"seeds, {self.budget_steps} steps each"), title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+        t.add_column("#", justify="right", no_wrap=True)
+        t.add_column("candidate", overflow="fold", ratio=3, min_width=14)
+        for col in ("median", "improve-\nment", "spread"):
+            t.add_column(col, justify="right", no_wrap=True)
+        t.add_column("verdict", overflow="fold", ratio=1, min_width=10)
+        t.add_column("for", overflow="fold", ratio=1, min_width=8)
+        t.add_row("", Text("baseline"), f"{median(self.baseline):.4g}", "",
+                  _f(seed_range(self.baseline)), "", "")
         colour = {"helps": "green", "hurts": "red"}
         for i, c in enumerate(self.candidates, 1):
-            v = escape(c.verdict)
-            t.add_row(str(i), escape(c.name), f"{c.median:.4g}", f"{c.improvement:+.3g}",
-                      _f(c.spread), f"[{colour[c.verdict]}]{v}[/]" if c.verdict in colour else v,
-                      escape(c.reason))
+            t.add_row(str(i), Text(c.name), f"{c.median:.4g}", f"{c.improvement:+.3g}",
+                      _f(c.spread), Text(c.verdict, style=colour.get(c.verdict, "")),
+                      Text(c.reason))
         return t
 
     def print(self, console: Console | None = None) -> None:
@@ -116,7 +122,7 @@ class Report:
         for f in self.init.findings:
             parts.append(f"[bold]at initialisation[/] {escape(f.message)}")
         for f in self.findings:
-            parts.append(f"[bold]baseline[/] [{f.severity}] {escape(f.message)}")
+            parts.append(f"[bold]baseline[/] {escape(f'[{f.severity}] {f.message}')}")
         if self.candidates:
             parts.append(self.table())
         parts.append(f"[bold]{escape(self.conclusion())}[/]")

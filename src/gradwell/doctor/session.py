@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,10 +23,11 @@ from typing import Any, Callable, Iterator
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from torch import nn
 
 from ..diagnose import Finding
+from ..lab.progress import trials_bar
 from ..lab.spec import Trial
 from ..lab.store import Store
 from ..lab.train import TrialResult
@@ -52,6 +54,7 @@ class _Trials:
         self.done = store.finished_keys() if store else set()
         self.stored = {t["key"]: t for t in store.trials(run)} if store else {}
         self.count = 0
+        self.ran = 0                 # trials trained in this call (the time-left estimate)
 
     def key(self, cand: Candidate, seed: int) -> str:
         text = json.dumps([self.fp, cand.config(), seed], sort_keys=True, default=str)
@@ -62,6 +65,7 @@ class _Trials:
         if key in self.done and key in self.stored:
             return self.stored[key]["summary"], self.store.findings(key)
         res: TrialResult = train(self.setup, cand, seed, key, monitor=seed == 0)
+        self.ran += 1
         if self.store is not None:
             trial = Trial(key, self.run, cand.name, {**cand.config(), "seed": seed},
                           {"steps": self.setup.steps}, None, {}, index=self.count)
@@ -72,13 +76,13 @@ class _Trials:
         """Scores of every seed, seed 0's findings and summary."""
         scores, findings, first = [], [], {}
         for seed in range(self.seeds):
-            self.bar.update(self.bar.task_ids[0], description=f"{cand.name} · seed {seed}")
+            self.bar.update(self.bar.task_ids[0], description=escape(f"{cand.name} · seed {seed}"))
             summary, found = self.run_one(cand, seed)
             self.count += 1
             scores.append(float(summary["score"]))
             if seed == 0:
                 findings, first = found, summary
-            self.bar.advance(self.bar.task_ids[0])
+            self.bar.update(self.bar.task_ids[0], advance=1, ran=self.ran)
         return scores, findings, first
 
 
@@ -125,12 +129,6 @@ def _cpu_settings() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _progress(console: Console, enabled: bool) -> Any:
-    return Progress(TextColumn("[bold]doctor[/] {task.description}"), BarColumn(),
-                    MofNCompleteColumn(), TextColumn("trials"), TimeElapsedColumn(),
-                    console=console, disable=not enabled, transient=False)
-
-
 def doctor(make_model: Callable[[], nn.Module], loader: Any, loss_fn: Callable[..., Any], *,
            optimizer: Any = "adam", lr: float | None = None, budget_steps: int = 200,
            seeds: int = 3, eval_loader: Any = None, metric: Callable[[nn.Module], float] | None
@@ -173,8 +171,9 @@ def doctor(make_model: Callable[[], nn.Module], loader: Any, loss_fn: Callable[.
                            {"budget": {"steps": budget_steps, "seeds": seeds},
                             "metrics": ["train_loss", "grad_ratio"]})
         with torch.random.fork_rng(devices=[]), _cpu_settings(), \
-                _progress(console, progress) as bar:
-            bar.add_task("initialisation check", total=seeds)
+                trials_bar(console, progress, "[bold]doctor[/] {task.description}") as bar:
+            bar.add_task("initialisation check", total=seeds, ran=0, known=False,
+                         started=time.perf_counter())
             report = _diagnose_and_measure(setup, sample, batch, seeds, variants or {}, store,
                                            name, bar)
     finally:
@@ -195,7 +194,7 @@ def _diagnose_and_measure(setup: Setup, sample: nn.Module, batch: Any, seeds: in
     bar.update(bar.task_ids[0], description="lr_find")
     cands = choose(setup, init.findings + findings, sample, variants,
                    base_summary.get("median_grad_norm"), cache)
-    bar.update(bar.task_ids[0], total=seeds * (1 + len(cands)))
+    bar.update(bar.task_ids[0], total=seeds * (1 + len(cands)), known=True)
     results = []
     for cand in cands:
         scores, found, summary = trials.scores(cand)
@@ -203,12 +202,18 @@ def _diagnose_and_measure(setup: Setup, sample: nn.Module, batch: Any, seeds: in
         results.append(CandidateResult(cand.name, cand.reason, c.verdict, c.improvement,
                                        c.spread, c.median, scores, cand.config(),
                                        [Finding(**f) for f in found], summary.get("grad_ratio")))
-    order = {v: i for i, v in enumerate(VERDICTS)}           # helps first, then by improvement
-    results.sort(key=lambda r: (order[r.verdict], -r.improvement))
+    results.sort(key=lambda r: _rank(r, setup.maximize))
     bar.update(bar.task_ids[0], description="done")
     return Report(findings, init, results, base_scores, base_summary.get("grad_ratio"),
                   setup.steps, seeds, baseline_lr(setup), _metric_name(setup), setup.maximize,
                   cache, run)
+
+
+def _rank(r: CandidateResult, maximize: bool) -> tuple[int, float, float]:
+    """Helps first, then by improvement, then by the median score: against a baseline that
+    diverged every finite candidate improves by ``inf``, and the better score must decide."""
+    best = -r.median if maximize else r.median
+    return VERDICTS.index(r.verdict), -r.improvement, best if math.isfinite(best) else math.inf
 
 
 def _metric_name(setup: Setup) -> str:

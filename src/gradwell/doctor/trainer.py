@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .. import clip as gclip
-from ..lab.monitor import TrialMonitor, grad_ratio, nonfinite_finding
+from ..lab.trial_monitor import TrialMonitor, grad_ratio, nonfinite_finding
 from ..lab.train import TrialResult
 from .batches import batch_loss, cycle
 from .candidates import Candidate, make_clipper, reinit, warmup

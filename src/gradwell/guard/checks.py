@@ -1,39 +1,13 @@
-"""Argument checks for the guard: each error names the argument, the value and what is allowed."""
+"""The guard's check of the objects it is given (numbers use :mod:`gradwell._checks`)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["check_int", "check_unit_interval", "check_optional_positive", "check_models"]
-
-
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` if it is an int >= ``minimum``, else ValueError."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def check_unit_interval(name: str, value: Any) -> float:
-    """``value`` if it is a number in (0, 1], else ValueError."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (ok and 0 < value <= 1):
-        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
-    return float(value)
-
-
-def check_optional_positive(name: str, value: Any) -> float | None:
-    """``value`` if it is None or a positive finite number, else ValueError."""
-    if value is None:
-        return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (ok and 0 < value < math.inf):
-        raise ValueError(f"{name} must be a positive number or None (off), got {value!r}")
-    return float(value)
+__all__ = ["check_models"]
 
 
 def check_models(model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> dict[int, str]:

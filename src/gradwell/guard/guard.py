@@ -33,7 +33,8 @@ from torch import Tensor, nn
 
 from .._distributed import agree, local, world
 from ..clip.base import Clipper, check_clipper, clip_, grad_norms, total_norm
-from .checks import check_int, check_models, check_optional_positive, check_unit_interval
+from .._checks import check_bool, check_int, check_number
+from .checks import check_models
 from .events import GuardEvent, to_finding, to_record
 from .flagged import Flagged
 from .sharded import snapshot_store
@@ -94,8 +95,8 @@ class Guard:
         self.snapshot_every = check_int("snapshot_every", snapshot_every)
         self.trust_after = check_int("trust_after", trust_after)
         self.max_bad_steps = check_int("max_bad_steps", max_bad_steps)
-        self.lr_factor = check_unit_interval("lr_factor", lr_factor)
-        self.spike_z = check_optional_positive("spike_z", spike_z)
+        self.lr_factor = check_number("lr_factor", lr_factor, 0, 1, low_open=True)
+        self.spike_z = check_number("spike_z", spike_z, 0, low_open=True, optional="off")
         check_int("spike_window", spike_window, minimum=3)
         check_int("spike_warmup", spike_warmup, minimum=3)
         self.max_rollbacks = None if max_rollbacks is None else check_int("max_rollbacks",
@@ -124,8 +125,7 @@ class Guard:
         self._flagged = Flagged(model, snapshot_dir)
 
     def _open_store(self, snapshot_dir: str | os.PathLike[str] | None, resume: bool) -> None:
-        if not isinstance(resume, bool):
-            raise TypeError(f"resume must be True or False, got {resume!r}")
+        check_bool("resume", resume)
         if resume and snapshot_dir is None:
             raise ValueError("resume=True needs snapshot_dir (the directory an earlier run "
                              "wrote its trusted.pt to)")

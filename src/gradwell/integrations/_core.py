@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from .._checks import check_bool, check_int
+
 __all__ = ["Session", "CallbackBase", "check_options", "skip_scheduler_step",
            "restore_scheduler_step", "finding_metrics", "format_findings", "PREFIX"]
 
@@ -24,10 +26,8 @@ PREFIX = "gradwell/"
 def check_options(watch: Any, guard: Any, every: Any, verbose: Any) -> tuple[dict | None,
                                                                             dict | None]:
     """Validate a callback's arguments; returns the watch and guard keyword dicts (None: off)."""
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"every must be an int >= 1 (record one step in `every`), got {every!r}")
-    if not isinstance(verbose, bool):
-        raise TypeError(f"verbose must be True or False, got {verbose!r}")
+    check_int("every", every, 1, " (record one step in `every`)")
+    check_bool("verbose", verbose)
     out = []
     for name, value, target in (("watch", watch, "gradwell.watch"),
                                 ("guard", guard, "gradwell.guard.Guard")):

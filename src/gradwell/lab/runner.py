@@ -27,10 +27,8 @@ from typing import Callable, Iterable, Iterator
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
-                           SpinnerColumn, Task, TextColumn, TimeElapsedColumn)
-from rich.text import Text
 
+from .progress import trials_bar
 from .spec import Spec, Trial
 from .store import Store
 from .train import TrialResult
@@ -86,10 +84,10 @@ def execute(trial: Trial) -> TrialResult:
 def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
     """The HTML report of every run stored in ``directory`` (default ``DIR/report.html``),
     built-in experiments with their verdicts (:func:`gradwell.lab.catalog.verdict_for`)."""
-    from . import report
+    from . import html_report
     from .catalog import verdict_for
 
-    return report.write_report(directory, out, verdict=verdict_for)
+    return html_report.write_report(directory, out, verdict=verdict_for)
 
 
 def _watch_parent(parent: int) -> None:
@@ -154,29 +152,6 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-class _TimeLeft(ProgressColumn):
-    """Time left at this run's own pace: (seconds since it started / trials it finished) x
-    trials left. Trials found in the store do not count (they took no time now); until the
-    first trial finishes there is no honest estimate, and it says so."""
-
-    def render(self, task: Task) -> Text:
-        ran, started = task.fields.get("ran", 0), task.fields.get("started")
-        if task.finished:
-            return Text("done")
-        if not ran or started is None:
-            return Text("left: estimating…")
-        left = (time.perf_counter() - started) / ran * (task.total - task.completed)
-        minutes, seconds = divmod(int(left + 0.5), 60)
-        return Text(f"left ~{minutes}:{seconds:02d}")
-
-
-def _progress(console: Console, enabled: bool) -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
-                    BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("trials"),
-                    TimeElapsedColumn(), _TimeLeft(), console=console, disable=not enabled,
-                    transient=False)
-
-
 def run_spec(spec: Spec, directory: str | Path, workers: int | None = None, quick: bool = False,
              progress: bool = True, console: Console | None = None,
              ray: str | bool | None = None) -> RunSummary:
@@ -194,7 +169,7 @@ def run_spec(spec: Spec, directory: str | Path, workers: int | None = None, quic
         done = store.finished_keys(run)
         todo = _unique(t for t in trials if t.key not in done)
         summary = RunSummary(run, Path(directory), len(trials), len(trials) - len(todo))
-        with _progress(console, progress) as bar:
+        with trials_bar(console, progress) as bar:
             task = bar.add_task(escape(run), total=len(trials), completed=summary.skipped,
                                 ran=0, started=time.perf_counter())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .._checks import one_of
 from ..nn import ACTIVATIONS, BRANCH_SCHEMES, CONNECTIONS, INITS, NORM_POSITIONS, NORMS
 from .data import DATASETS, SEQUENCE_DATASETS
 
@@ -69,8 +70,8 @@ class Key:
 
 
 def choice(*values: str, default: str | None = None) -> Key:
-    """A string key restricted to ``values``."""
-    return Key((str,), "one of " + ", ".join(values), lambda v: v in values, default)
+    """A string key restricted to ``values`` (the phrase of :func:`gradwell._checks.one_of`)."""
+    return Key((str,), one_of(values), lambda v: v in values, default)
 
 
 def integer(lo: int, default: int | None = None) -> Key:

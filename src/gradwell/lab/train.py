@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from .. import nn as gnn
 from . import data as datasets
 from .factory import build_optimizer
-from .monitor import TrialMonitor, grad_ratio, nonfinite_finding
+from .trial_monitor import TrialMonitor, grad_ratio, nonfinite_finding
 from .spec import Trial
 
 __all__ = ["TrialResult", "Hooks", "run_trial", "build_model", "load_data"]

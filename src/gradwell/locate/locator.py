@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_bool
 from .origin import Origin, input_stats
 from .replay import Call, autocast_state, replay, rng_state
 from .taint import LossTracer, Tracer, all_finite, floats, kind_of
@@ -61,8 +62,7 @@ class Locator:
     def __init__(self, model: nn.Module, *, replay: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__qualname__}")
-        if not isinstance(replay, bool):
-            raise TypeError(f"replay must be True or False, got {replay!r}")
+        check_bool("replay", replay)
         self.model, self.replay = model, replay
         self.origin: Origin | None = None
         self.calls: list[Call] = []

@@ -19,6 +19,8 @@ import math
 import torch
 from torch import nn
 
+from .._checks import check_choice
+
 __all__ = ["ACTIVATIONS", "INITS", "make_activation", "gain", "init_weights"]
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "gelu", "linear")
@@ -27,13 +29,6 @@ INITS = ("default", "xavier_normal", "xavier_uniform", "glorot_normal", "glorot_
 
 #: negative slopes of the leaky activations (torch's defaults; PReLU starts at 0.25).
 _SLOPES = {"leaky_relu": 0.01, "prelu": 0.25}
-
-
-def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    """Return ``value`` if it is in ``allowed``, else raise a ValueError naming ``name``."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
 
 
 def make_activation(name: str) -> nn.Module:

@@ -42,6 +42,7 @@ class RecurrentNet(nn.Module):
         extra = {"nonlinearity": "tanh"} if cell == "rnn" else {}
         self.rnn = kind(n_in, hidden, num_layers=layers, batch_first=True, **extra)
         self.head = nn.Linear(hidden, n_out)
+        self.recurrent_gain = recurrent_gain
         if recurrent_gain is not None:
             if recurrent_gain <= 0:
                 raise ValueError(f"recurrent_gain must be > 0; got {recurrent_gain}")

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor
 
+from .._checks import check_bool
 from .._distributed import LocalView, StateView, is_dtensor, local, reducer_for
 from ..clip.base import (Clipper, apply_factor_, call_clipper, check_clipper, effective_factor,
                          grad_norms, nonfinite_flag, total_norm)
@@ -91,9 +92,7 @@ class Optimizer(torch.optim.Optimizer):
                             f"{unknown[0]!r}; allowed: {allowed}")
         self.transform = transform
         self.clip = check_clipper(clip)
-        if not isinstance(skip_nonfinite, bool):
-            raise TypeError(f"skip_nonfinite must be True or False, got {skip_nonfinite!r}")
-        self.skip_nonfinite = skip_nonfinite
+        self.skip_nonfinite = check_bool("skip_nonfinite", skip_nonfinite)
         self._skipped: Tensor | None = None
         #: ``(params, per-tensor norms, total norm)`` of the last step's gradients before
         #: clipping, when the step computed them (``clip=`` or ``skip_nonfinite=True``), else

@@ -23,6 +23,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .._checks import check_int
+
 __all__ = ["History", "load"]
 
 FORMAT_VERSION = 1
@@ -33,8 +35,7 @@ class History:
 
     def __init__(self, columns: dict[str, list[str]], meta: dict[str, Any],
                  max_records: int = 1024) -> None:
-        if not isinstance(max_records, int) or max_records < 2:
-            raise ValueError(f"max_records must be an int >= 2, got {max_records!r}")
+        check_int("max_records", max_records, 2)
         self.columns = {k: list(v) for k, v in columns.items()}
         self.meta = dict(meta)
         self.max_records = max_records - max_records % 2

@@ -49,10 +49,11 @@ import torch
 from torch import Tensor, nn
 
 from .. import _distributed
+from .._checks import check_bool, check_int
 from . import collect
 from .adam import adam_parts, is_adam
 from .collect import ActivationStats, Pending, first_tensor, norms
-from .events import Screen, nonfinite_event
+from .nonfinite import Screen, nonfinite_event
 from .history import History
 from .layers import LayerIndex
 from .sinks import JsonlSink, Sink
@@ -75,16 +76,13 @@ class Monitor:
         if update_every is None and isinstance(every, int) and not isinstance(every, bool):
             update_every = max(1, UPDATE_PERIOD // max(every, 1))
         for name, value in (("every", every), ("update_every", update_every)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1 (one step in `{name}`), "
-                                 f"got {value!r}")
+            check_int(name, value, 1, f" (one step in `{name}`)")
         self.index = LayerIndex(model, logits=logits)
         if activations is None:
             activations = not self.index.compiled
         for flag, value in (("activations", activations), ("updates", updates)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be True or False (or None for activations: "
-                                f"True unless the model is torch.compile'd), got {value!r}")
+            check_bool(flag, value, " (or None for activations: True unless the model is "
+                                    "torch.compile'd)")
         self.every, self.activations, self.updates = every, activations, updates
         self.update_every = update_every
         self.optimizer = _check_optimizer(optimizer, self.index)
@@ -297,7 +295,7 @@ class Monitor:
         ``str(summary)`` is plain text; ``rich.print(summary)`` renders colours. With
         ``show=True`` it is also printed, on rank 0 only.
         """
-        from .report import Summary
+        from .display import Summary
         s = Summary(self._results(), self.findings())
         if show and self.lead:
             s.print()
@@ -310,7 +308,7 @@ class Monitor:
 
     def plot(self, path: str | Path) -> Path | None:
         """Save the gradient-flow figure (rank 0 only; other ranks return None)."""
-        from .report import plot
+        from .display import plot
         hist = self._results()
         return plot(hist, path, self.findings()) if self.lead else None
 

@@ -17,6 +17,8 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._checks import check_int
+
 __all__ = ["Sink", "JsonlSink", "TensorBoardSink"]
 
 
@@ -36,8 +38,7 @@ class JsonlSink:
     """
 
     def __init__(self, path: str | Path, flush_every: int = 50) -> None:
-        if not isinstance(flush_every, int) or flush_every < 1:
-            raise ValueError(f"flush_every must be an int >= 1, got {flush_every!r}")
+        check_int("flush_every", flush_every)
         self.path = Path(path)
         self.flush_every = flush_every
         self._file: Any = None

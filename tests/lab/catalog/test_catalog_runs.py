@@ -26,6 +26,7 @@ EXPERIMENTS = [
     ("zhang2019-fixup", "zhang2019_fixup", 7),
     ("micikevicius2018-loss-scaling", "micikevicius2018_loss_scaling", 4),
     ("xiong2020-warmup", "xiong2020_warmup", 5),
+    ("wortsman2023-instabilities", "wortsman2023_instabilities", 8),
 ]
 
 

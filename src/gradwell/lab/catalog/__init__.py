@@ -12,7 +12,7 @@ from ..verdict import Criterion, Results
 from . import (bengio1994_long_term, founding_claims, gated_rnn, glorot2010, he2015_init,
                he2016_degradation, ioffe2015_bn, kingma2015_optimizers,
                micikevicius2018_loss_scaling, pascanu2013_clipping, saxe2014_orthogonal,
-               vanishing, xiong2020_warmup, zhang2019_fixup)
+               vanishing, wortsman2023_instabilities, xiong2020_warmup, zhang2019_fixup)
 from .experiment import Experiment
 
 __all__ = ["Experiment", "EXPERIMENTS", "register", "get", "verdict_for"]
@@ -33,6 +33,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     zhang2019_fixup.EXPERIMENT,
     micikevicius2018_loss_scaling.EXPERIMENT,
     xiong2020_warmup.EXPERIMENT,
+    wortsman2023_instabilities.EXPERIMENT,
 )}
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..monitor import layer_weights
+from ..trial_monitor import layer_weights
 from ..plots import grid_and_legend, save, subplots
 from ..spec import Trial
 from ..train import Hooks, TrialResult, load_data, run_trial

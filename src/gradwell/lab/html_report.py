@@ -45,7 +45,7 @@ p.bottom{font-size:16px;background:#fff;border-left:4px solid #17803d;padding:8p
 p.bottom.bad{border-left-color:#b42318}
 img{box-sizing:border-box;max-width:100%;height:auto;background:#fff;border:1px solid #e6e8ec;
 border-radius:4px}
-th,td{overflow-wrap:anywhere}
+th,td{overflow-wrap:break-word}
 div.figs{display:flex;flex-wrap:wrap;gap:10px 12px;align-items:flex-start;margin:6px 0 14px}
 ul.legend{list-style:none;display:flex;flex-wrap:wrap;gap:2px 18px;padding:0;margin:6px 0;
 font-size:13px}ul.legend i{display:inline-block;width:20px;height:4px;margin-right:6px;

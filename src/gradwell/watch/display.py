@@ -112,14 +112,18 @@ class Summary:
                         "dead": rec.get("dead", {}).get(n)})
         return out
 
-    def __rich__(self) -> Any:
-        """Two compact tables (weights and gradients; outputs and activations) that fit 80
-        columns, then the findings."""
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        """Two compact tables (weights and gradients; outputs and activations) sized for the
+        console they are printed on (80 columns included), then the findings."""
+        yield self.renderable(self.width or options.max_width)
+
+    def renderable(self, width: int = 160) -> Any:
+        """The tables and findings for a console ``width`` characters wide (a rich Group)."""
         from rich.console import Group
         rec = self.history.latest()
         step = rec["step"] if rec else "-"
         rows = self.rows()
-        name_w = max(12, (self.width or 160) // 4)
+        name_w = max(12, width // 4)
         t = _table(f"gradwell.watch - step {step} ({self.history.recorded} recorded): "
                    "weights and gradients", name_w,
                    ("grad\nnorm", "weight\nnorm", "grad/\nweight", "log10\nupd/w",
