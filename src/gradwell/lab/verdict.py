@@ -6,6 +6,7 @@ A built-in experiment may carry a verdict function ``verdict(results, quick) -> 
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -28,19 +29,35 @@ class Criterion:
 Verdict = Callable[["Results", bool], list[Criterion]]
 
 
+def _same(stored: Any, wanted: Any) -> bool:
+    """``stored == wanted``, numbers (not bools) compared to 1e-9 relative."""
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                  for x in (stored, wanted))
+    return math.isclose(stored, wanted, rel_tol=1e-9) if numbers else stored == wanted
+
+
 class Results:
     """One run's trials, for verdicts: filter by label or configuration, take medians."""
 
-    def __init__(self, store: Store, run: str) -> None:
+    def __init__(self, store: Store | None, run: str,
+                 trials: list[dict[str, Any]] | None = None) -> None:
         self.store, self.run = store, run
-        self.trials = store.trials(run)
+        self.trials = store.trials(run) if trials is None else trials
+
+    @classmethod
+    def of(cls, trials: list[dict[str, Any]], run: str = "") -> Results:
+        """Results over ``trials`` (dicts as :meth:`Store.trials` returns them), no store."""
+        return cls(None, run, trials)
 
     def select(self, label: str | None = None, **config: Any) -> list[dict[str, Any]]:
-        """Trials whose label starts with ``label`` (when given) and whose config has every
-        ``key=value`` in ``config``."""
+        """Trials whose resolved config has every ``key=value`` in ``config`` (floats equal
+        to 1e-9 relative, so ``lr=0.1 * 30`` finds the stored ``3.0``).
+
+        ``label`` (a label prefix) is kept only for experiments not yet converted to
+        selecting by configuration; new code passes configuration values only."""
         return [t for t in self.trials
                 if (label is None or t["label"].startswith(label))
-                and all(t["config"].get(k) == v for k, v in config.items())]
+                and all(k in t["config"] and _same(t["config"][k], v) for k, v in config.items())]
 
     def values(self, key: str, label: str | None = None, **config: Any) -> list[float]:
         """``summary[key]`` of the selected trials, Nones left out."""
