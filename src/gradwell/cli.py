@@ -191,7 +191,7 @@ def _prepared(experiment: str, progress: bool):
 
     with starting("importing torch, loading the experiment", progress):
         spec = _load(experiment)
-        from .lab import report, runner  # noqa: F401  (the slow imports, under the spinner)
+        from .lab import html_report, runner  # noqa: F401  (the slow imports, under the spinner)
     return spec
 
 
