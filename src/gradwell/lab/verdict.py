@@ -45,9 +45,10 @@ class Results:
         self.trials = store.trials(run) if trials is None else trials
 
     @classmethod
-    def of(cls, trials: list[dict[str, Any]], run: str = "") -> Results:
-        """Results over ``trials`` (dicts as :meth:`Store.trials` returns them), no store."""
-        return cls(None, run, trials)
+    def of(cls, trials: list[dict[str, Any]], store: Any = None, run: str = "") -> Results:
+        """Results over ``trials`` (dicts as :meth:`Store.trials` returns them); ``store``
+        (anything with ``metrics(key)``) only where a verdict reads curves."""
+        return cls(store, run, trials)
 
     def select(self, label: str | None = None, **config: Any) -> list[dict[str, Any]]:
         """Trials whose resolved config has every ``key=value`` in ``config`` (floats equal
