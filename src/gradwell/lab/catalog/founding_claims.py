@@ -161,7 +161,7 @@ def c2(activation: str) -> dict[str, Any]:
 
 
 def c4(lr: float, decay_to: float, activation: str = "relu") -> dict[str, Any]:
-    """Configuration of claim 4's 4-layer net at ``lr``, decayed to ``decay_to`` x over training."""
+    """Configuration of claim 4's 4-layer net at ``lr``, decayed to ``decay_to`` x in training."""
     return {**_SMALL, "probe": "train", "activation": activation, "lr": lr, "decay_to": decay_to}
 
 
