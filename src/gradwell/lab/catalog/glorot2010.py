@@ -235,8 +235,9 @@ def plot(directory: str | Path, out: str | Path) -> Path:
                 back = t[0]["summary"]["back_stds"]
                 axes[1].semilogy(range(1, len(back) + 1), back, ls, marker="o", label=model)
             _, lr = best_accuracy(results, model)
-            _median_curve(axes[2], store, results.select(**trained(model, lr)),
-                          f"{model} (lr {lr})", ls)
+            if lr in LRS:                      # "—": no finished training run
+                _median_curve(axes[2], store, results.select(**trained(model, lr)),
+                              f"{model} (lr {lr})", ls)
     axes[0].set(title="sigmoid: mean activation (lr 0.5)", xlabel="step", ylim=(0, 1))
     axes[1].set(title="back-propagated gradient std at init", xlabel="layer")
     axes[2].set(title="test accuracy (median of 3 seeds)", xlabel="step", ylim=(0, 1))
