@@ -37,7 +37,7 @@ def _same(stored: Any, wanted: Any) -> bool:
 
 
 class Results:
-    """One run's trials, for verdicts: filter by label or configuration, take medians."""
+    """One run's trials, for verdicts: select by configuration values, take medians."""
 
     def __init__(self, store: Store | None, run: str,
                  trials: list[dict[str, Any]] | None = None) -> None:
@@ -50,24 +50,21 @@ class Results:
         (anything with ``metrics(key)``) only where a verdict reads curves."""
         return cls(store, run, trials)
 
-    def select(self, label: str | None = None, **config: Any) -> list[dict[str, Any]]:
-        """Trials whose resolved config has every ``key=value`` in ``config`` (floats equal
-        to 1e-9 relative, so ``lr=0.1 * 30`` finds the stored ``3.0``).
-
-        ``label`` (a label prefix) is kept only for experiments not yet converted to
-        selecting by configuration; new code passes configuration values only."""
+    def select(self, **config: Any) -> list[dict[str, Any]]:
+        """Trials whose resolved config has every ``key=value`` in ``config`` (numbers equal
+        to 1e-9 relative, so ``lr=0.1 * 30`` finds the stored ``3``); labels are for display
+        only, never matched."""
         return [t for t in self.trials
-                if (label is None or t["label"].startswith(label))
-                and all(k in t["config"] and _same(t["config"][k], v) for k, v in config.items())]
+                if all(k in t["config"] and _same(t["config"][k], v) for k, v in config.items())]
 
-    def values(self, key: str, label: str | None = None, **config: Any) -> list[float]:
+    def values(self, key: str, **config: Any) -> list[float]:
         """``summary[key]`` of the selected trials, Nones left out."""
-        return [t["summary"][key] for t in self.select(label, **config)
+        return [t["summary"][key] for t in self.select(**config)
                 if t["summary"].get(key) is not None]
 
-    def median(self, key: str, label: str | None = None, **config: Any) -> float | None:
+    def median(self, key: str, **config: Any) -> float | None:
         """Median of :meth:`values` (None when there are none)."""
-        vals = self.values(key, label, **config)
+        vals = self.values(key, **config)
         return statistics.median(vals) if vals else None
 
     def labels(self) -> list[str]:
