@@ -171,7 +171,7 @@ def test_transformer_encoder_with_a_gradwell_optimizer_and_the_plot(tmp_path) ->
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"start": 1.0, "end": 0.1}, "start and end"),
+    ({"start": 1.0, "end": 0.1}, r"end must be a number in \(1, inf\) \(above start=1.0\)"),
     ({"steps": 1}, "steps"),
     ({"beta": 1.0}, "beta"),
     ({"diverge": 1.0}, "diverge"),

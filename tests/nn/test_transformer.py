@@ -76,7 +76,7 @@ def test_qk_norm_bounds_the_attention_logits_and_max_logit_is_recorded():
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ValueError, match=r"^heads must be a divisor of d_model=10, got 3$"):
         TinyTransformer(10, 4, d_model=10, heads=3)
     with pytest.raises(ValueError, match="norm"):
         TinyTransformer(10, 4, norm="sandwich")

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import check_choice, check_int, check_number
 from .batches import check_loader, cycle, optimizer_step
 from .optimizers import OptimizerSpec, base_lrs, make_optimizer, scale_lrs
 
@@ -120,18 +121,12 @@ def _copies(model: nn.Module, optimizer: Any) -> tuple[nn.Module, torch.optim.Op
 
 
 def _check(start: float, end: float, steps: int, beta: float, diverge: float, rule: str) -> None:
-    if not (isinstance(start, (int, float)) and isinstance(end, (int, float))
-            and 0 < start < end and math.isfinite(end)):
-        raise ValueError(f"start and end must satisfy 0 < start < end < inf; got start={start!r}, "
-                         f"end={end!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps must be an int >= 2; got {steps!r}")
-    if not 0 <= beta < 1:
-        raise ValueError(f"beta (smoothing) must be in [0, 1); got {beta!r}")
-    if not diverge > 1:
-        raise ValueError(f"diverge must be > 1 (a factor over the lowest loss); got {diverge!r}")
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
+    low = check_number("start", start, 0, low_open=True)
+    check_number("end", end, low, low_open=True, note=f" (above start={start!r})")
+    check_int("steps", steps, 2)
+    check_number("beta", beta, 0, 1, high_open=True, note=" (the loss smoothing)")
+    check_number("diverge", diverge, 1, low_open=True, note=" (a factor over the lowest loss)")
+    check_choice("rule", rule, RULES)
 
 
 def _descent_start(smoothed: np.ndarray, lo: int) -> int:

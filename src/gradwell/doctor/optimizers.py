@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from .. import optim as goptim
+from .._checks import invalid, one_of
 
 __all__ = ["OPTIMIZERS", "make_optimizer", "OptimizerSpec"]
 
@@ -34,13 +35,13 @@ def make_optimizer(spec: OptimizerSpec, params: Iterable[torch.Tensor], *,
     """
     if isinstance(spec, str):
         if spec not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} or a function "
-                             f"params -> torch.optim.Optimizer; got {spec!r}")
+            raise invalid("optimizer", one_of(OPTIMIZERS) + " or a function params -> "
+                          "torch.optim.Optimizer", spec)
         cls, kw = OPTIMIZERS[spec]
         return cls(params, **{**kw, **({"lr": lr} if lr is not None else {})}, clip=clip)
     if not callable(spec):
-        raise TypeError("optimizer must be a name (" + ", ".join(OPTIMIZERS) + ") or a function "
-                        f"params -> torch.optim.Optimizer; got {type(spec).__qualname__}")
+        raise invalid("optimizer", one_of(OPTIMIZERS) + " or a function params -> "
+                      "torch.optim.Optimizer", spec, TypeError)
     if clip is not None:
         raise ValueError("clip= needs a named optimizer (gradwell's drop-ins take clip=); "
                          "build the clipper into your optimizer factory instead")

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
+from .._checks import check_int, invalid
 from ..diagnose import Finding
 from ..lab.progress import trials_bar
 from ..lab.spec import Trial
@@ -102,14 +103,13 @@ def _check(make_model: Any, budget_steps: int, seeds: int, variants: Any) -> Non
         raise TypeError("make_model must be a function that builds a fresh model, "
                         "make_model() -> nn.Module (each trial needs its own), e.g. "
                         f"lambda: MyNet(); got {type(make_model).__qualname__}")
-    if isinstance(budget_steps, bool) or not isinstance(budget_steps, int) or budget_steps < 10:
-        raise ValueError(f"budget_steps must be an int >= 10; got {budget_steps!r}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < MIN_SEEDS:
-        raise ValueError(f"seeds must be an int >= {MIN_SEEDS} (a verdict needs the spread "
-                         f"over at least {MIN_SEEDS} seeds); got {seeds!r}")
+    check_int("budget_steps", budget_steps, 10)
+    check_int("seeds", seeds, MIN_SEEDS,
+              f" (a verdict needs the spread over at least {MIN_SEEDS} seeds)")
     if variants is not None and (not isinstance(variants, dict)
                                  or not all(callable(v) for v in variants.values())):
-        raise TypeError("variants must be a dict {name: function building the model}")
+        raise invalid("variants", "None or a dict {name: function building the model}",
+                      variants, TypeError)
 
 
 @contextmanager

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_choice, check_int, check_number
+
 __all__ = ["Dataset", "load", "DATASETS", "SEQUENCE_DATASETS", "digits", "adding", "latch",
            "copy", "spirals", "mnist"]
 
@@ -98,8 +100,7 @@ def digits(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
 def adding_problem(n: int, length: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
     """``n`` adding-problem sequences of ``length`` steps: inputs ``(n, length, 2)``, targets
     ``(n, 1)`` = the sum of the two values whose marker is 1 (one marker in each half)."""
-    if length < 2:
-        raise ValueError(f"length must be >= 2; got {length}")
+    check_int("length", length, 2, " (one marker in each half)")
     values = rng.uniform(0.0, 1.0, size=(n, length))
     half = length // 2
     first = rng.integers(0, half, size=n)
@@ -128,10 +129,8 @@ def latch_problem(n: int, length: int, noise: float, rng: np.random.Generator
     bit ``b = +-1`` and marker 1, every later step Gaussian noise of std ``noise`` and marker 0;
     targets ``(n, 1)`` are ``b``. A model must keep ``b`` for ``length - 1`` steps of noise
     (Bengio et al. 1994)."""
-    if length < 1:
-        raise ValueError(f"length must be >= 1; got {length}")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0; got {noise}")
+    check_int("length", length)
+    check_number("noise", noise, 0, note=" (a standard deviation)")
     bits = rng.choice([-1.0, 1.0], size=n)
     x = np.zeros((n, length, 2))
     x[:, :, 0] = rng.normal(0.0, noise, size=(n, length))
@@ -157,8 +156,8 @@ def copy_problem(n: int, half: int, vocab: int, rng: np.random.Generator
     """``n`` sequences ``s = (a_1..a_half, a_1..a_half)`` of random tokens in ``[0, vocab)``:
     inputs ``s[:-1]`` and next-token targets ``s[1:]``, both ``(n, 2 half - 1)`` int64. The
     best possible mean cross-entropy is ``(half - 1) ln(vocab) / (2 half - 1)``."""
-    if half < 2 or vocab < 2:
-        raise ValueError(f"half and vocab must be >= 2; got {half}, {vocab}")
+    check_int("half", half, 2)
+    check_int("vocab", vocab, 2)
     a = rng.integers(0, vocab, size=(n, half))
     s = torch.as_tensor(np.concatenate([a, a], axis=1), dtype=torch.int64)
     return s[:, :-1].contiguous(), s[:, 1:].contiguous()
@@ -206,6 +205,5 @@ def load(name: str, **options) -> Dataset:
     """Load dataset ``name`` (one of :data:`DATASETS`) with its keyword ``options``."""
     loaders = {"digits": digits, "adding": adding, "latch": latch, "copy": copy,
                "spirals": spirals, "mnist": mnist}
-    if name not in loaders:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    check_choice("dataset", name, DATASETS)
     return loaders[name](**options)

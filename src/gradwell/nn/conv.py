@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .._checks import check_int
 from .init import check_choice, init_weights, make_activation
 from .mlp import make_norm
 
@@ -50,9 +51,8 @@ class CNN(nn.Module):
                  connection: str = "plain", init: str = "default") -> None:
         super().__init__()
         check_choice("connection", connection, ("plain", "residual"))
-        if stages < 1 or blocks < 1 or channels < 1:
-            raise ValueError(f"channels, stages and blocks must be >= 1; got "
-                             f"{channels}, {stages}, {blocks}")
+        for name, v in (("channels", channels), ("stages", stages), ("blocks", blocks)):
+            check_int(name, v)
         self.input_shape = tuple(input_shape)
         layers: list[nn.Module] = [nn.Conv2d(input_shape[0], channels, 3, padding=1)]
         c = channels

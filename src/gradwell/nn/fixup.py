@@ -27,6 +27,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int
 from .init import check_choice, gain, make_activation
 from .mlp import make_norm
 
@@ -81,8 +82,7 @@ class ResidualMLP(nn.Module):
         super().__init__()
         check_choice("scheme", scheme, BRANCH_SCHEMES)
         for name, v in (("n_in", n_in), ("n_out", n_out), ("depth", depth), ("width", width)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+            check_int(name, v)
         self.stem = nn.Linear(n_in, width)
         self.act = make_activation(activation)
         self.blocks = nn.ModuleList(ResidualBlock(width, activation, norm, scheme)

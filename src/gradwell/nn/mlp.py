@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int
 from .init import ACTIVATIONS, check_choice, init_weights, make_activation
 
 __all__ = ["MLP", "Block", "NORMS", "CONNECTIONS", "make_norm"]
@@ -69,8 +70,7 @@ class MLP(nn.Module):
         check_choice("activation", activation, ACTIVATIONS)
         check_choice("connection", connection, CONNECTIONS)
         for name, v in (("n_in", n_in), ("n_out", n_out), ("depth", depth), ("width", width)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+            check_int(name, v)
         self.connection = connection
         dense = connection == "dense"
         sizes = [n_in + i * width if dense else (n_in if i == 0 else width) for i in range(depth)]

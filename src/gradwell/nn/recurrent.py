@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int, check_number
 from .init import check_choice
 
 __all__ = ["RecurrentNet", "CELLS"]
@@ -36,16 +37,16 @@ class RecurrentNet(nn.Module):
                  recurrent_gain: float | None = None) -> None:
         super().__init__()
         check_choice("cell", cell, CELLS)
-        if hidden < 1 or layers < 1:
-            raise ValueError(f"hidden and layers must be >= 1; got {hidden}, {layers}")
+        check_int("hidden", hidden)
+        check_int("layers", layers)
+        check_number("recurrent_gain", recurrent_gain, 0, low_open=True,
+                     optional="keeps torch's initialisation")
         kind = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
         extra = {"nonlinearity": "tanh"} if cell == "rnn" else {}
         self.rnn = kind(n_in, hidden, num_layers=layers, batch_first=True, **extra)
         self.head = nn.Linear(hidden, n_out)
         self.recurrent_gain = recurrent_gain
         if recurrent_gain is not None:
-            if recurrent_gain <= 0:
-                raise ValueError(f"recurrent_gain must be > 0; got {recurrent_gain}")
             self._orthogonal_recurrent(hidden, float(recurrent_gain))
 
     def _orthogonal_recurrent(self, hidden: int, g: float) -> None:

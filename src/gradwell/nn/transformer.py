@@ -22,6 +22,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int, invalid
 from .init import check_choice
 
 __all__ = ["TinyTransformer", "TransformerBlock", "CausalSelfAttention", "NORM_POSITIONS"]
@@ -37,7 +38,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, heads: int, qk_norm: bool = False) -> None:
         super().__init__()
         if d_model % heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
+            raise invalid("heads", f"a divisor of d_model={d_model}", heads)
         self.heads, self.head_dim = heads, d_model // heads
         self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
@@ -98,8 +99,7 @@ class TinyTransformer(nn.Module):
         check_choice("norm", norm, NORM_POSITIONS)
         for name, v in (("vocab", vocab), ("seq_len", seq_len), ("d_model", d_model),
                         ("heads", heads), ("layers", layers)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+            check_int(name, v)
         self.embed = nn.Embedding(vocab, d_model)
         self.pos = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
         self.blocks = nn.ModuleList(TransformerBlock(d_model, heads, ff or 4 * d_model, norm,

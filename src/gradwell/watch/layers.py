@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import invalid, one_of
+
 from .transformer import Site, find_attention, find_logits
 
 __all__ = ["LayerInfo", "LayerIndex", "activation_kind", "is_compiled", "ROW"]
@@ -54,8 +56,7 @@ def activation_kind(module: nn.Module) -> str | None:
     declared = getattr(module, "gradwell_activation", None)
     if declared is not None:
         if declared not in _KINDS:
-            raise ValueError(f"{type(module).__name__}.gradwell_activation must be one of "
-                             f"{_KINDS}, got {declared!r}")
+            raise invalid(f"{type(module).__name__}.gradwell_activation", one_of(_KINDS), declared)
         return declared
     for cls, kind in _SATURATING.items():
         if isinstance(module, cls):
@@ -220,8 +221,8 @@ def _logits_module(model: nn.Module, names: dict[int, str],
     if logits is False:
         return []
     if not isinstance(logits, str) or logits not in set(names.values()):
-        raise ValueError(f"logits must be the qualified name of a module of the model, None "
-                         f"(find it) or False (none), got {logits!r}")
+        raise invalid("logits", "the qualified name of a module of the model, None (find it) or "
+                      "False (none)", logits)
     return [logits]
 
 
