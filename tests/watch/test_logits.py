@@ -64,15 +64,15 @@ def test_log_z_rms_matches_torch_logsumexp_at_the_sampled_positions():
 
 
 def _gpt2_reference(model, ids):
-    """max |q.k|/sqrt(d) per block from the hidden states, by hand (first 4 sequences)."""
+    """max |q.k|/sqrt(d) per block from the hidden states, by hand (first 2 sequences)."""
     out = []
     with torch.no_grad():
         hs = model(input_ids=ids, output_hidden_states=True).hidden_states
         for block, h in zip(model.transformer.h, hs):
-            q, k, _ = block.attn.c_attn(block.ln_1(h[:4])).split(model.config.n_embd, -1)
+            q, k, _ = block.attn.c_attn(block.ln_1(h[:2])).split(model.config.n_embd, -1)
             d = model.config.n_embd // model.config.n_head
-            qh = q.reshape(4, -1, model.config.n_head, d).transpose(1, 2)
-            kh = k.reshape(4, -1, model.config.n_head, d).transpose(1, 2)
+            qh = q.reshape(2, -1, model.config.n_head, d).transpose(1, 2)
+            kh = k.reshape(2, -1, model.config.n_head, d).transpose(1, 2)
             out.append(float((qh @ kh.transpose(-1, -2)).abs().max() / math.sqrt(d)))
     return out
 
@@ -91,7 +91,7 @@ def test_attention_logits_of_llama_gqa_match_repeat_kv():
     model, hist = _one_step(arch)
     _, names, vals = hist.series("attention_logit_max")
     assert names == ["model.layers.0.self_attn", "model.layers.1.self_attn"]
-    ids = arch.batch(0)["input_ids"][:4]
+    ids = arch.batch(0)["input_ids"][:2]
     cfg = model.config
     d = cfg.hidden_size // cfg.num_attention_heads
     ref = []
@@ -99,8 +99,8 @@ def test_attention_logits_of_llama_gqa_match_repeat_kv():
         hs = model(input_ids=ids, output_hidden_states=True).hidden_states
         for layer, h in zip(model.model.layers, hs):
             x = layer.input_layernorm(h)
-            q = layer.self_attn.q_proj(x).reshape(4, -1, cfg.num_attention_heads, d)
-            k = layer.self_attn.k_proj(x).reshape(4, -1, cfg.num_key_value_heads, d)
+            q = layer.self_attn.q_proj(x).reshape(2, -1, cfg.num_attention_heads, d)
+            k = layer.self_attn.k_proj(x).reshape(2, -1, cfg.num_key_value_heads, d)
             k = k.repeat_interleave(cfg.num_attention_heads // cfg.num_key_value_heads, dim=2)
             logits = torch.einsum("bthd,buhd->bhtu", q, k)
             ref.append(float(logits.abs().max() / math.sqrt(d)))
@@ -112,15 +112,15 @@ def test_attention_logits_of_torch_multihead_attention_match_its_in_proj():
     model, hist = _one_step(arch)
     _, names, vals = hist.series("attention_logit_max")
     assert names == ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
-    x = model.embed(arch.batch(0)["input_ids"][:4])
+    x = model.embed(arch.batch(0)["input_ids"][:2])
     ref = []
     with torch.no_grad():
         for layer in model.encoder.layers:
             a = layer.self_attn
             h = layer.norm1(x)
             w, b, e = a.in_proj_weight, a.in_proj_bias, a.embed_dim
-            q = (h @ w[:e].T + b[:e]).reshape(4, -1, a.num_heads, a.head_dim)
-            k = (h @ w[e:2 * e].T + b[e:2 * e]).reshape(4, -1, a.num_heads, a.head_dim)
+            q = (h @ w[:e].T + b[:e]).reshape(2, -1, a.num_heads, a.head_dim)
+            k = (h @ w[e:2 * e].T + b[e:2 * e]).reshape(2, -1, a.num_heads, a.head_dim)
             ref.append(float(torch.einsum("bthd,buhd->bhtu", q, k).abs().max()
                              / math.sqrt(a.head_dim)))
             x = layer(x)

@@ -40,6 +40,7 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
+from .._checks import invalid
 from .._distributed import param_unit_norms
 from .base import Clipper, check_positive, refuse_sparse
 
@@ -73,8 +74,8 @@ class AGC(Clipper):
         self.clipping = check_positive("clipping", clipping)
         self.eps = check_positive("eps", eps)
         if isinstance(unit_axis, bool) or not isinstance(unit_axis, int):
-            raise TypeError(f"unit_axis must be an int (the output-unit axis of weights, "
-                            f"0 for torch's layout), got {unit_axis!r}")
+            raise invalid("unit_axis", "an int (the output-unit axis of weights, 0 for torch's "
+                          "layout)", unit_axis, TypeError)
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module or None, got "
                             f"{type(model).__qualname__}")

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-from .._checks import check_int, invalid
+from .._checks import check_int, check_number, invalid
 from ..diagnose import Finding
 from ..lab.progress import trials_bar
 from ..lab.spec import Trial
@@ -98,11 +98,12 @@ def _fingerprint(setup: Setup, sample: nn.Module, batch: Any) -> str:
     return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
-def _check(make_model: Any, budget_steps: int, seeds: int, variants: Any) -> None:
+def _check(make_model: Any, lr: Any, budget_steps: int, seeds: int, variants: Any) -> None:
     if not callable(make_model) or isinstance(make_model, nn.Module):
         raise TypeError("make_model must be a function that builds a fresh model, "
                         "make_model() -> nn.Module (each trial needs its own), e.g. "
                         f"lambda: MyNet(); got {type(make_model).__qualname__}")
+    check_number("lr", lr, 0, low_open=True, optional="the optimizer's default")
     check_int("budget_steps", budget_steps, 10)
     check_int("seeds", seeds, MIN_SEEDS,
               f" (a verdict needs the spread over at least {MIN_SEEDS} seeds)")
@@ -154,7 +155,7 @@ def doctor(make_model: Callable[[], nn.Module], loader: Any, loss_fn: Callable[.
         name: the run's name in the store.
         progress: show a progress bar (on ``console``, default stderr).
     """
-    _check(make_model, budget_steps, seeds, variants)
+    _check(make_model, lr, budget_steps, seeds, variants)
     check_loader(loader)
     start = time.perf_counter()
     console = console or Console(stderr=True)

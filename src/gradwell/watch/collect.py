@@ -76,9 +76,9 @@ class ActivationStats:
         self.backward_order: list[str] = []
         self.logits = LogitStats()            # log Z and attention logits (transformer.py)
 
-    @torch.no_grad()
     def on_output(self, name: str, kind: str | None, t: Tensor) -> None:
-        """Add one output ``t`` of module ``name`` (activation ``kind`` or None) to the sums."""
+        """Add one output ``t`` of module ``name`` (activation ``kind`` or None) to the sums
+        (``t`` is detached, so nothing is recorded for autograd: no ``no_grad`` needed)."""
         t = t.detach()
         if kind == "tanh":
             sat = torch.count_nonzero(t.abs() > TANH_SATURATED)
@@ -111,9 +111,9 @@ class ActivationStats:
         key = tuple(alive.shape)
         slots[key] = slots[key] | alive if key in slots else alive
 
-    @torch.no_grad()
     def on_out_grad(self, name: str, g: Tensor) -> None:
         """Add the gradient ``g`` of the loss with respect to module ``name``'s output."""
+        g = g.detach()
         acc = None if g.dtype in (torch.float32, torch.float64) else torch.float32
         sq = torch.linalg.vector_norm(g, dtype=acc).square().to(torch.float64)
         if name in self.out_grad:

@@ -10,7 +10,7 @@ Transformer training instabilities*) are seen in the forward pass:
 * **attention-logit growth** — ``q.k / sqrt(d)`` grows until the softmax is one-hot
   (Dehghani et al. 2023; entropy collapse, Zhai et al. 2023). Recorded as
   ``attention_logit_max``: ``max |q.k| / sqrt(d_head)`` over all heads and all pairs of up to
-  :data:`POSITIONS` positions of the first :data:`SEQUENCES` sequences (the causal mask is
+  :data:`ATTN_POSITIONS` positions of the first :data:`SEQUENCES` sequences (the causal mask is
   ignored: masked pairs have logits of the same scale), per attention module
   (:func:`find_attention`); averaged over micro-batches and ranks.
 
@@ -27,12 +27,15 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Site", "find_logits", "find_attention", "LogitStats", "POSITIONS", "SEQUENCES"]
+__all__ = ["Site", "find_logits", "find_attention", "LogitStats", "POSITIONS",
+           "ATTN_POSITIONS", "SEQUENCES"]
 
-#: positions (tokens) sampled per sequence, evenly spaced
+#: positions (tokens) of the batch whose log Z is measured, evenly spaced
 POSITIONS = 64
+#: positions per sequence whose attention logits are measured, evenly spaced
+ATTN_POSITIONS = 32
 #: sequences of the batch whose attention logits are measured
-SEQUENCES = 4
+SEQUENCES = 2
 
 
 @dataclass(frozen=True)
@@ -158,32 +161,31 @@ def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
     return sites
 
 
-def _positions(t: Tensor, dim: int) -> Tensor:
-    """Up to :data:`POSITIONS` evenly spaced entries of ``t`` along ``dim`` (a view)."""
+def _positions(t: Tensor, dim: int, n: int = POSITIONS) -> Tensor:
+    """Up to ``n`` evenly spaced entries of ``t`` along ``dim`` (a view)."""
     index: list[Any] = [slice(None)] * t.dim()
-    index[dim] = slice(0, None, max(1, math.ceil(t.shape[dim] / POSITIONS)))
+    index[dim] = slice(0, None, max(1, math.ceil(t.shape[dim] / n)))
     return t[tuple(index)]
 
 
 def _sample(t: Tensor) -> Tensor:
     """``(S, P, F)``: the first :data:`SEQUENCES` sequences of a batch-first ``(B, T, F)``
-    (or unbatched ``(T, F)``) output, at up to :data:`POSITIONS` positions."""
+    (or unbatched ``(T, F)``) output, at up to :data:`ATTN_POSITIONS` positions."""
     t = t.unsqueeze(0) if t.dim() == 2 else t[:SEQUENCES]
-    return _positions(t, 1).reshape(t.shape[0], -1, math.prod(t.shape[2:]))
+    return _positions(t, 1, ATTN_POSITIONS).reshape(t.shape[0], -1, math.prod(t.shape[2:]))
 
 
-@torch.no_grad()
 def max_qk(q: Tensor, k: Tensor, head_dim: int) -> Tensor:
     """``max |q.k| / sqrt(head_dim)`` over heads and position pairs, as a float64 scalar.
 
     ``q``: ``(S, P, Hq * d)``, ``k``: ``(S, P, Hk * d)``; grouped-query attention (``Hk``
     divides ``Hq``): query head ``h`` meets key head ``h // (Hq / Hk)``, as in Llama."""
-    s, p = q.shape[0], q.shape[1]
-    qh = q.float().reshape(s, p, -1, head_dim)
-    kh = k.float().reshape(s, k.shape[1], -1, head_dim)
+    s, p, pk = q.shape[0], q.shape[1], k.shape[1]
+    kh = k.float().reshape(s, pk, -1, head_dim)                    # (S, Pk, Hk, d)
     hk = kh.shape[2]
-    qh = qh.reshape(s, p, hk, qh.shape[2] // hk, head_dim)
-    logits = torch.einsum("sphgd,suhd->shgpu", qh, kh)
+    qh = q.float().reshape(s, p, hk, -1, head_dim)                 # (S, P, Hk, G, d)
+    qh = qh.permute(0, 2, 3, 1, 4).reshape(s, hk, -1, head_dim)    # (S, Hk, G*P, d)
+    logits = qh @ kh.permute(0, 2, 3, 1)                           # (S, Hk, G*P, Pk)
     return (logits.abs().amax() / math.sqrt(head_dim)).to(torch.float64)
 
 
@@ -217,7 +219,6 @@ class LogitStats:
         self.attn_count: dict[str, int] = {}
         self._waiting: dict[str, dict[str, Tensor]] = {}
 
-    @torch.no_grad()
     def on_logits(self, name: str, t: Tensor) -> None:
         """Add ``log Z`` of up to :data:`POSITIONS` positions of logits ``t`` (``(..., V)``)."""
         flat = _positions(t.detach().reshape(-1, t.shape[-1]), 0)
@@ -228,7 +229,6 @@ class LogitStats:
     def on_qk(self, site: Site, q: Tensor, k: Tensor) -> None:
         _add(self.attn, self.attn_count, site.name, max_qk(q, k, site.head_dim), 1)
 
-    @torch.no_grad()
     def on_part(self, site: Site, part: str, t: Tensor) -> None:
         """One of q and k (``part``) of a ``"split"`` site; measured when both have come."""
         got = self._waiting.setdefault(site.name, {})
@@ -236,7 +236,6 @@ class LogitStats:
         if "q" in got and "k" in got:
             self.on_qk(site, got.pop("q"), got.pop("k"))
 
-    @torch.no_grad()
     def on_fused(self, site: Site, t: Tensor) -> None:
         """GPT-2's ``c_attn`` output ``(B, T, 3E)``: q, k, v side by side."""
         s = _sample(t.detach())
