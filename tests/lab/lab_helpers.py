@@ -28,3 +28,18 @@ def fake_result(trial: Trial, acc: float, ratio: float, seconds_to_target: float
 def probe_trial(trial: Trial) -> TrialResult:
     """A trial kind for tests: its result says which ``probe_size`` it was given."""
     return TrialResult(summary={"probe_size": trial.config["probe_size"]})
+
+
+def spec_results(experiment, outcome, quick: bool = False):
+    """A :class:`Results` over ``experiment``'s trials as the runner stores them (key, label,
+    resolved config); ``outcome(trial)`` gives ``(status, summary)``, or None to leave the
+    trial out."""
+    from gradwell.lab.verdict import Results
+
+    rows = []
+    for trial in experiment.load().trials(quick):
+        out = outcome(trial)
+        if out is not None:
+            rows.append({"key": trial.key, "run": trial.experiment, "label": trial.label,
+                         "config": trial.config, "status": out[0], "summary": out[1]})
+    return Results.of(rows)

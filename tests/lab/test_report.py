@@ -34,12 +34,14 @@ class _Page(HTMLParser):
         self.text.append(data)
 
 
-def _fill(store, run, rows, metrics=()):
+def _fill(store, run, rows, metrics=(), configs=None):
+    """``rows`` of (label, seed, acc, ratio, seconds); ``configs``: label -> the trial's
+    resolved config (as the runner stores it), where a verdict selects by configuration."""
     store.save_run(run, f"about {run}", {"name": run, "budget": {"steps": 100},
                                          "target": {"metric": "test_acc", "value": 0.9},
                                          "metrics": list(metrics)})
     for i, (label, seed, acc, ratio, secs) in enumerate(rows):
-        t = fake_trial(run, label, seed=seed, index=i)
+        t = fake_trial(run, label, seed=seed, index=i, **(configs or {}).get(label, {}))
         store.save_trial(t, fake_result(t, acc, ratio, secs))
 
 
@@ -127,7 +129,11 @@ def _vanishing(store, run="vanishing", remedy_acc=0.93, sigmoid_ratio=1e-17):
         rows.append((f"tanh plain · {opt}", 0, 0.3, 1e-4, None))
         for name in ("ReLU + He", "sigmoid + BN", "sigmoid + residual", "ReLU + BN + residual"):
             rows.append((f"{name} · {opt}", 0, remedy_acc, 0.5, 1.0))
-    _fill(store, run, rows)
+    from gradwell.lab.catalog.vanishing import EXPERIMENT
+
+    configs = {t.label: {k: v for k, v in t.config.items() if k != "seed"}
+               for t in EXPERIMENT.load().trials()}
+    _fill(store, run, rows, configs=configs)
 
 
 @pytest.mark.parametrize("remedy_acc, ratio, quick, ok", [

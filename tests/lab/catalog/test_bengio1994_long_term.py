@@ -9,7 +9,6 @@ import torch
 
 import gradwell.lab.catalog.bengio1994_long_term as exp
 from gradwell.lab.data import latch, latch_problem
-from gradwell.lab.spec import Trial
 from gradwell.lab.store import Store
 from gradwell.lab.train import TrialResult
 from gradwell.lab.verdict import Results
@@ -62,14 +61,12 @@ def test_spec_expands_to_two_models_three_lengths_three_seeds():
 def _results(tmp_path, rows: dict[str, tuple[list[float], float, float, float]]) -> Results:
     """label -> (test MSE per seed, lag slope, lag R^2, lag ratio at init)."""
     store = Store(tmp_path / "lab")
-    for label, (mses, slope, r2, ratio) in rows.items():
-        n = int(label.rsplit("=", 1)[1])
-        for seed, mse in enumerate(mses):
-            t = Trial(f"{label}{seed}", exp.EXPERIMENT.name, label,
-                      {"seq_len": n, "seed": seed}, {"steps": 1}, None, {})
+    for t in exp.EXPERIMENT.load().trials():        # stored label and resolved config
+        if t.label in rows:
+            mses, slope, r2, ratio = rows[t.label]
             store.save_trial(t, TrialResult(t.key, "done", 1.0, {
-                "final_test_loss": mse, "lag_slope_init": slope, "lag_r2_init": r2,
-                "lag_ratio_init": ratio}))
+                "final_test_loss": mses[t.config["seed"]], "lag_slope_init": slope,
+                "lag_r2_init": r2, "lag_ratio_init": ratio}))
     return Results(store, exp.EXPERIMENT.name)
 
 

@@ -12,7 +12,6 @@ from torch import nn
 
 import gradwell.lab.catalog.glorot2010 as gl
 from gradwell.lab.catalog._at_init import measure, per_layer_factor
-from gradwell.lab.spec import Trial
 from gradwell.lab.store import Store
 from gradwell.lab.train import TrialResult
 from gradwell.lab.verdict import Results
@@ -45,23 +44,19 @@ def _results(tmp_path, top: float, tanh_back: float, sigmoid_acc: float) -> Resu
     """A synthetic run of glorot2010, three seeds per configuration."""
     means = {"act_mean_steps": [1, 201], "act_means": [[0.5] * 5, [0.5, 0.5, 0.55, 0.7, top]]}
     summaries = {
-        "at init · sigmoid": ({"activation": "sigmoid", "init": "default"}, {"back_factor": 0.14}),
-        "at init · tanh": ({"activation": "tanh", "init": "default"}, {"back_factor": tanh_back}),
-        "at init · tanh normalised": ({"activation": "tanh", "init": "xavier_uniform"},
-                                      {"back_factor": 0.93}),
-        "sigmoid · lr 0.5": ({}, {"final_test_acc": sigmoid_acc, **means}),
-        "sigmoid · lr 0.05": ({}, {"final_test_acc": 0.1}),
-        "tanh · lr 0.5": ({}, {"final_test_acc": 0.1}),
-        "tanh · lr 0.05": ({}, {"final_test_acc": 0.95}),
-        "tanh normalised · lr 0.5": ({}, {"final_test_acc": 0.1}),
-        "tanh normalised · lr 0.05": ({}, {"final_test_acc": 0.96}),
+        "at init · sigmoid": {"back_factor": 0.14},
+        "at init · tanh": {"back_factor": tanh_back},
+        "at init · tanh normalised": {"back_factor": 0.93},
+        "sigmoid · lr 0.5": {"final_test_acc": sigmoid_acc, **means},
+        "sigmoid · lr 0.05": {"final_test_acc": 0.1},
+        "tanh · lr 0.5": {"final_test_acc": 0.1},
+        "tanh · lr 0.05": {"final_test_acc": 0.95},
+        "tanh normalised · lr 0.5": {"final_test_acc": 0.1},
+        "tanh normalised · lr 0.05": {"final_test_acc": 0.96},
     }
     store = Store(tmp_path / "lab")
-    for i, (label, (config, summary)) in enumerate(summaries.items()):
-        for seed in range(3):
-            trial = Trial(f"{i}-{seed}", "glorot2010", label, {"seed": seed, **config},
-                          {"epochs": 30}, None, {}, index=i)
-            store.save_trial(trial, TrialResult(trial.key, "done", 1.0, dict(summary)))
+    for trial in gl.EXPERIMENT.load().trials():          # stored label and resolved config
+        store.save_trial(trial, TrialResult(trial.key, "done", 1.0, dict(summaries[trial.label])))
     return Results(store, "glorot2010")
 
 

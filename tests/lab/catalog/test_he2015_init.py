@@ -11,7 +11,6 @@ from torch import nn
 
 import gradwell.lab.catalog.he2015_init as he
 from gradwell.lab.catalog._at_init import measure, per_layer_factor
-from gradwell.lab.spec import Trial
 from gradwell.lab.store import Store
 from gradwell.lab.train import TrialResult
 from gradwell.lab.verdict import Results
@@ -58,11 +57,8 @@ def _store(tmp_path, xavier_acc: float, xavier_factor: float) -> Results:
         "trained · He": {"final_test_acc": 0.94, "final_train_loss": 0.1},
     }
     store = Store(tmp_path / "lab")
-    for i, (label, summary) in enumerate(summaries.items()):
-        for seed in range(3):
-            trial = Trial(f"{i}-{seed}", "he2015-init", label, {"seed": seed, "depth": 30},
-                          {"epochs": 30}, None, {}, index=i)
-            store.save_trial(trial, TrialResult(trial.key, "done", 1.0, dict(summary)))
+    for trial in he.EXPERIMENT.load().trials():          # stored label and resolved config
+        store.save_trial(trial, TrialResult(trial.key, "done", 1.0, dict(summaries[trial.label])))
     return Results(store, "he2015-init")
 
 

@@ -2,27 +2,29 @@
 on results where batch norm does not help."""
 
 import math
-from types import SimpleNamespace
-
-
 import gradwell.lab.catalog.ioffe2015_bn as exp
+from gradwell.lab.verdict import Results
+from lab_helpers import spec_results
 
 
-def _trial(label, steps, acc, status="done"):
-    return {"label": label, "status": status,
+def _trial(label, steps, acc, status="done", **config):
+    return {"label": label, "config": config, "status": status,
             "summary": {"steps_to_target": steps, "final_test_acc": acc}}
 
 
 def _fake(bn_steps, plain_high_steps, plain_high_status, sigmoid_plain_acc):
-    trials = []
-    for seed in range(3):
-        trials.append(_trial("ReLU-4 plain · lr ×1", 180, 0.96))
-        trials += [_trial(f"ReLU-4 BN · lr ×{s}", bn_steps, 0.97) for s in exp.SCALES]
-        trials += [_trial(f"ReLU-4 plain · lr ×{s}", plain_high_steps, 0.5, plain_high_status)
-                   for s in exp.SCALES[1:]]
-        trials += [_trial("sigmoid-10 plain", None, sigmoid_plain_acc),
-                   _trial("sigmoid-10 BN", 300, 0.9)]
-    return SimpleNamespace(trials=trials)
+    """Every trial of the spec (its stored label and resolved config), seeds 0-2."""
+    def outcome(t):
+        if t.label == "ReLU-4 plain · lr ×1":
+            return "done", {"steps_to_target": 180, "final_test_acc": 0.96}
+        if t.label.startswith("ReLU-4 BN"):
+            return "done", {"steps_to_target": bn_steps, "final_test_acc": 0.97}
+        if t.label.startswith("ReLU-4 plain"):
+            return plain_high_status, {"steps_to_target": plain_high_steps, "final_test_acc": 0.5}
+        if t.label == "sigmoid-10 plain":
+            return "done", {"steps_to_target": None, "final_test_acc": sigmoid_plain_acc}
+        return "done", {"steps_to_target": 300, "final_test_acc": 0.9}
+    return spec_results(exp.EXPERIMENT, outcome)
 
 
 def test_verdict_holds_on_results_like_the_paper():
@@ -40,8 +42,8 @@ def test_high_lr_at_30x_needs_plain_to_diverge_not_just_miss_the_target():
 
 
 def test_median_steps_counts_runs_that_never_reach_the_target_as_infinite():
-    res = SimpleNamespace(trials=[_trial("a", 10, 1.0), _trial("a", None, 0.1),
-                                  _trial("a", None, 0.1)])
-    assert math.isinf(exp.median_steps(res, "a"))
-    assert exp.median_steps(res, "b") is None
-    assert exp.median_acc(SimpleNamespace(trials=[_trial("a", None, 0.9, "diverged")]), "a") == 0
+    res = Results.of([_trial("a", 10, 1.0, lr=1), _trial("a", None, 0.1, lr=1),
+                      _trial("a", None, 0.1, lr=1)])
+    assert math.isinf(exp.median_steps(res, lr=1))
+    assert exp.median_steps(res, lr=2) is None
+    assert exp.median_acc(Results.of([_trial("a", None, 0.9, "diverged", lr=1)]), lr=1) == 0

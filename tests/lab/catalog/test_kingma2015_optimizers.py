@@ -2,11 +2,10 @@
 verdict compares Adam with the right optimizers and fails when Adam is slow."""
 
 import math
-from types import SimpleNamespace
-
 import pytest
 
 import gradwell.lab.catalog.kingma2015_optimizers as exp
+from lab_helpers import spec_results
 
 
 def test_every_shipped_optimizer_is_in_the_spec_with_three_or_more_learning_rates():
@@ -28,18 +27,21 @@ class _Store:
         return {"train_loss": [(i, 0.0, v) for i, v in enumerate(self.curves[key])]}
 
 
-def _fake(adam_level: float, adamw_level: float = 1.0) -> SimpleNamespace:
-    """Every optimizer's curve at every lr is ``[2, level]``; Adam's is ``[2, adam_level]``."""
-    trials, curves = [], {}
-    for name, (_, lrs) in exp.OPTIMIZERS.items():
+def _fake(adam_level: float, adamw_level: float = 1.0):
+    """Every optimizer's curve at every lr is ``[2, level]``; Adam's is ``[2, adam_level]``:
+    the spec's MLP trials of seeds 0-2 (stored label and resolved config)."""
+    curves = {}
+
+    def outcome(t):
+        if t.config["model"] != "mlp" or t.config["seed"] >= 3:
+            return None
+        name, lr = t.label.split(" lr=")[0], t.config["lr"]
         level = {"Adam": adam_level, "AdamW": adamw_level}.get(name, 1.0)
-        for lr in lrs:
-            for seed in range(3):
-                key = f"{name}/{lr}/{seed}"
-                curves[key] = [2.0, level * (1 + lr)]       # the smallest lr is the best
-                trials.append({"key": key, "label": f"{name} lr={lr:g} · MLP", "status": "done",
-                               "config": {"seed": seed}})
-    return SimpleNamespace(trials=trials, store=_Store(curves))
+        curves[t.key] = [2.0, level * (1 + lr)]       # the smallest lr is the best
+        return "done", {}
+    res = spec_results(exp.EXPERIMENT, outcome)
+    res.store = _Store(curves)
+    return res
 
 
 def test_the_mean_training_loss_is_the_area_under_the_curve_and_divergence_is_inf():

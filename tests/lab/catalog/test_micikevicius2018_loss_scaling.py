@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 import gradwell.lab.catalog.micikevicius2018_loss_scaling as exp
-from gradwell.lab.spec import Trial
 from gradwell.lab.store import Store
 from gradwell.lab.train import TrialResult
 from gradwell.lab.verdict import Results
@@ -47,15 +46,13 @@ def test_spec_crosses_three_precisions_with_two_loss_weights():
 def _results(tmp_path, rows: dict[str, tuple[float, float, float, float]]) -> Results:
     """precision -> (final train loss, share lost at init, after training, test acc)."""
     store = Store(tmp_path / "lab")
-    w = 2.0 ** -18
-    for precision, (loss, init, end, acc) in rows.items():
-        for seed in range(3):
-            t = Trial(f"{precision}{seed}", exp.EXPERIMENT.name, f"{precision} · loss × 2^-18",
-                      {"loss_weight": w, "seed": seed}, {"epochs": 1}, None, {})
-            store.save_trial(t, TrialResult(t.key, "done", 1.0, {
-                "final_train_loss": loss, "zero_share_mean_init": init,
-                "zero_share_mean": end, "final_test_acc": acc}))
-    return Results(store, exp.EXPERIMENT.name)
+    trials = exp.EXPERIMENT.load().trials(quick=True)      # loss × 2^-18, seeds 0-2
+    for t in trials:
+        loss, init, end, acc = rows[t.label.split(" · ")[0]]
+        store.save_trial(t, TrialResult(t.key, "done", 1.0, {
+            "final_train_loss": loss, "zero_share_mean_init": init,
+            "zero_share_mean": end, "final_test_acc": acc}))
+    return Results(store, trials[0].experiment)
 
 
 def test_verdict_passes_on_the_paper_result_and_fails_without_it(tmp_path):

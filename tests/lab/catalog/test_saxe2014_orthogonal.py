@@ -8,7 +8,6 @@ import math
 import pytest
 
 import gradwell.lab.catalog.saxe2014_orthogonal as sx
-from gradwell.lab.spec import Trial
 from gradwell.lab.store import Store
 from gradwell.lab.train import TrialResult
 from gradwell.lab.verdict import Results
@@ -38,19 +37,18 @@ def test_gaussian_products_collapse_with_depth():
 
 def _results(tmp_path, ortho_steps: list, gauss_steps: list) -> Results:
     store = Store(tmp_path / "lab")
-    i = 0
-    for depth, o, g in zip((2, 8, 32), ortho_steps, gauss_steps):
-        for init, steps, product in (("orthogonal", o, {"max_dev_from_1": 1e-15}),
-                                     ("Gaussian", g, {"sv_median": 1e-5, "frac_below_0.1": 0.8,
-                                                      "sv_max": 4.0})):
-            for label, summary in ((f"product · {init}", product),
-                                   (f"linear net · {init}", {"steps_to_target": steps})):
-                for seed in range(3):
-                    trial = Trial(f"{i}-{seed}", "saxe2014-orthogonal", f"{label} · depth {depth}",
-                                  {"seed": seed, "depth": depth}, {"steps": 400}, None, {},
-                                  index=i)
-                    store.save_trial(trial, TrialResult(trial.key, "done", 1.0, dict(summary)))
-                i += 1
+    depths = (2, 8, 32)
+    steps = {"orthogonal": dict(zip(depths, ortho_steps)),
+             "Gaussian": dict(zip(depths, gauss_steps))}
+    product = {"orthogonal": {"max_dev_from_1": 1e-15},
+               "Gaussian": {"sv_median": 1e-5, "frac_below_0.1": 0.8, "sv_max": 4.0}}
+    for trial in sx.EXPERIMENT.load().trials():      # stored label and resolved config
+        what, init = trial.label.split(" · ")[:2]
+        depth = trial.config["depth"]
+        if depth in depths:
+            summary = (product[init] if what == "product"
+                       else {"steps_to_target": steps[init][depth]})
+            store.save_trial(trial, TrialResult(trial.key, "done", 1.0, dict(summary)))
     return Results(store, "saxe2014-orthogonal")
 
 

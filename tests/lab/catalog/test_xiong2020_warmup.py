@@ -8,7 +8,6 @@ import torch
 import gradwell.lab.catalog.xiong2020_warmup as exp
 from gradwell.lab.catalog._transformer import build_transformer
 from gradwell.lab.data import copy
-from gradwell.lab.spec import Trial
 from gradwell.lab.store import Store
 from gradwell.lab.train import TrialResult
 from gradwell.lab.verdict import Results
@@ -43,12 +42,10 @@ def test_post_and_pre_ln_start_from_the_same_weights():
 def _results(tmp_path, rows: dict[str, tuple[float, list[float]]]) -> Results:
     """variant -> (final train loss, init ||dL/dW2|| per block), the same for every seed."""
     store = Store(tmp_path / "lab")
-    for name, (loss, grads) in rows.items():
-        for seed in range(3):
-            t = Trial(f"{name}{seed}", exp.EXPERIMENT.name, name, {"seed": seed},
-                      {"steps": 1}, None, {})
-            store.save_trial(t, TrialResult(t.key, "done", 1.0, {
-                "final_train_loss": loss, "init_ff_grad": grads}))
+    for t in exp.EXPERIMENT.load().trials():        # stored label and resolved config
+        loss, grads = rows[t.label]
+        store.save_trial(t, TrialResult(t.key, "done", 1.0, {
+            "final_train_loss": loss, "init_ff_grad": grads}))
     return Results(store, exp.EXPERIMENT.name)
 
 

@@ -36,12 +36,10 @@ def test_trial_records_the_logit_std_of_the_model_it_trains():
 
 def _results(tmp_path, accs: dict[str, list[float]], std: float) -> Results:
     store = Store(tmp_path / "lab")
-    for label, vals in accs.items():
-        for seed, acc in enumerate(vals):
-            t = Trial(f"{label}{seed}", exp.EXPERIMENT.name, label, {"seed": seed}, {"epochs": 1},
-                      None, {})
-            store.save_trial(t, TrialResult(t.key, "done", 1.0, {
-                "final_test_acc": acc, "init_logit_std": std if label == exp.VARIANTS[0] else 1}))
+    for t in exp.EXPERIMENT.load().trials():        # stored label and resolved config
+        acc = accs[t.label][t.config["seed"]]
+        store.save_trial(t, TrialResult(t.key, "done", 1.0, {
+            "final_test_acc": acc, "init_logit_std": std if t.label == exp.VARIANTS[0] else 1}))
     return Results(store, exp.EXPERIMENT.name)
 
 

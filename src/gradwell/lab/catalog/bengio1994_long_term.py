@@ -142,18 +142,21 @@ DECAY_SLOPE, DECAY_R2 = -0.1, 0.95
 #: the LSTM's gradient ratio at the longest lag, at init, that counts as "held"
 HELD = 1e-2
 FAILED_MSE = 0.5
+#: each variant's name -> its ``model`` configuration value
+MODEL = {"tanh RNN": "rnn", "LSTM": "lstm"}
 
 
 def _per_seed(results: Results, key: str, sel: tuple[str, int], spec: str = ".3g") -> str:
-    return ", ".join(format(v, spec) for v in results.values(key, sel[0], seq_len=sel[1]))
+    vals = results.values(key, model=MODEL[sel[0]], seq_len=sel[1])
+    return ", ".join(format(v, spec) for v in vals)
 
 
 def _median(results: Results, key: str, sel: tuple[str, int]) -> float | None:
-    return results.median(key, sel[0], seq_len=sel[1])
+    return results.median(key, model=MODEL[sel[0]], seq_len=sel[1])
 
 
 def _successes(results: Results, sel: tuple[str, int]) -> str:
-    vals = results.values("final_test_loss", sel[0], seq_len=sel[1])
+    vals = results.values("final_test_loss", model=MODEL[sel[0]], seq_len=sel[1])
     return f"{sum(v < SUCCESS_MSE for v in vals)}/{len(vals)}"
 
 
@@ -208,15 +211,16 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
         lengths = sorted({t["config"]["seq_len"] for t in results.trials})
         for color, model in (("C3", "tanh RNN"), ("C2", "LSTM")):
             curves = [[v for _, _, v in store.metrics(t["key"]).get("lag_grad_ratio_init", [])]
-                      for t in results.select(model, seq_len=lengths[-1])]
+                      for t in results.select(model=MODEL[model], seq_len=lengths[-1])]
             curves = [c for c in curves if len(c) == lengths[-1]]
             if curves:
                 left.semilogy(np.median(np.array(curves), axis=0), color=color,
                               label=f"{model}, T = {lengths[-1]}")
-            meds = [results.median("final_test_loss", model, seq_len=n) for n in lengths]
+            meds = [results.median("final_test_loss", model=MODEL[model], seq_len=n)
+                    for n in lengths]
             right.plot(lengths, meds, "o-", color=color, label=model)
             for n in lengths:
-                vals = results.values("final_test_loss", model, seq_len=n)
+                vals = results.values("final_test_loss", model=MODEL[model], seq_len=n)
                 right.scatter([n] * len(vals), vals, color=color, s=10, alpha=0.5)
     left.set(xlabel="lag k", ylabel="‖∂L/∂x_{T-k}‖ / ‖∂L/∂x_T‖",
              title="at initialisation")

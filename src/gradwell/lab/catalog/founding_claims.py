@@ -39,7 +39,7 @@ from ..verdict import Criterion, Results
 from .experiment import Experiment
 
 __all__ = ["EXPERIMENT", "SPEC", "verdict", "run_trial", "dead_share", "search_lrs",
-           "expected_grid_trials", "plot"]
+           "expected_grid_trials", "plot", "c1", "c2", "c3", "c4"]
 
 #: the learning-rate search range (SGD, log-uniform) and a "good" result
 LR_RANGE = (1e-3, 10.0)
@@ -141,20 +141,48 @@ C1_REMEDIES = ("ReLU + He", "BN", "residual")
 _SMALL = {"kind": "founding", "depth": 4, "init": "he", "optimizer": "sgd"}
 C2_ACTS = ("relu", "leaky_relu", "prelu")
 HIGH_LR, GOOD_LR = 0.8, 0.1
+C4_RUNS = ((GOOD_LR, 1.0), (GOOD_LR, 0.1), (HIGH_LR, 0.1))     # (lr, decay_to)
+
+
+_SEARCH = dict(kind="founding", probe="lr_search", depth=2, activation="relu", init="he",
+               optimizer="sgd", good_acc=0.8)
+#: the defaults the claim-1 variants leave out, pinned so that "SGD" selects plain SGD only
+_PLAIN = {"kind": "train", "clip": "none", "norm": "none", "connection": "plain"}
+
+
+def c1(name: str) -> dict[str, Any]:
+    """Configuration of claim 1's 20-layer net ``name`` (a row of ``_C1``)."""
+    return {**_PLAIN, **dict(_C1)[name]}
+
+
+def c2(activation: str) -> dict[str, Any]:
+    """Configuration of claim 2's 4-layer net with ``activation`` at the high lr, no decay."""
+    return c4(HIGH_LR, 1.0, activation)
+
+
+def c4(lr: float, decay_to: float, activation: str = "relu") -> dict[str, Any]:
+    """Configuration of claim 4's 4-layer net at ``lr``, decayed to ``decay_to`` x in training."""
+    return {**_SMALL, "probe": "train", "activation": activation, "lr": lr, "decay_to": decay_to}
+
+
+def c3(search: str) -> dict[str, Any]:
+    """Configuration of claim 3's learning-rate search ``search`` ("grid" or "random")."""
+    return {"kind": "founding", "probe": "lr_search", "search": search}
+
+
+def _c1_name(name: str) -> str:
+    return f"sigmoid-20 · {name}" if name not in C1_REMEDIES else f"{name} · SGD"
 
 
 def _variants() -> str:
-    out = [_variant(f"C1 sigmoid-20 · {n}" if n not in C1_REMEDIES else f"C1 {n} · SGD", **k)
-           for n, k in _C1]
+    out = [_variant(f"C1 {_c1_name(n)}", **k) for n, k in _C1]
     out += [_variant(f"C2 {a} · lr {HIGH_LR:g}", **_SMALL, activation=a, lr=HIGH_LR)
             for a in C2_ACTS]
     out += [_variant(f"C4 relu · lr {lr:g}{' · decay' if d < 1 else ''}", **_SMALL,
                      activation="relu", lr=lr, decay_to=d)
-            for lr, d in ((GOOD_LR, 1.0), (GOOD_LR, 0.1), (HIGH_LR, 0.1))]
-    search = dict(kind="founding", probe="lr_search", depth=2, activation="relu", init="he",
-                  optimizer="sgd", good_acc=0.8)
-    out += [_variant("C3 search · grid", **search, search="grid", n_search=9),
-            _variant("C3 search · random", **search, search="random", n_search=18)]
+            for lr, d in C4_RUNS]
+    out += [_variant("C3 search · grid", **_SEARCH, search="grid", n_search=9),
+            _variant("C3 search · random", **_SEARCH, search="random", n_search=18)]
     return "\n".join(out)
 
 
@@ -184,15 +212,12 @@ grid = { seed = [0] }
 """
 
 
-def _trials(results: Results, label: str) -> list[dict]:
-    return [t for t in results.trials if t["label"] == label]
-
-
-def _med(results: Results, label: str, key: str, diverged: float | None = None) -> float:
-    """Median of ``summary[key]`` over seeds (a diverged run counts as ``diverged`` when
-    given); nan without values."""
+def _med(results: Results, config: dict[str, Any], key: str,
+         diverged: float | None = None) -> float:
+    """Median of ``summary[key]`` over the seeds of ``config`` (a diverged run counts as
+    ``diverged`` when given); nan without values."""
     vals = []
-    for t in _trials(results, label):
+    for t in results.select(**config):
         v = diverged if t["status"] == "diverged" and diverged is not None else \
             t["summary"].get(key)
         if v is not None:
@@ -205,7 +230,7 @@ def _answer(supported: bool) -> str:
 
 
 def _claim1(results: Results, quick: bool) -> list[Criterion]:
-    accs = {n: _med(results, f"C1 sigmoid-20 · {n}", "final_test_acc") for n in C1_RESCUES}
+    accs = {n: _med(results, c1(n), "final_test_acc") for n in C1_RESCUES}
     rescued = [n for n, a in accs.items() if a > 0.2]
     out = [Criterion(
         "founding articles: Adam, RMSprop, Adagrad and clipping rescue a vanishing 20-layer sigmoid "
@@ -213,8 +238,8 @@ def _claim1(results: Results, quick: bool) -> list[Criterion]:
         ", ".join(f"{n} {a:.3f}" for n, a in accs.items()) + f" → {_answer(bool(rescued))}",
         not rescued and not any(math.isnan(a) for a in accs.values()))]
     floor = 0.25 if quick else 0.6
-    rem = {n: (_med(results, f"C1 {n} · SGD", "final_test_acc"),
-               _med(results, f"C1 {n} · SGD", "grad_ratio")) for n in C1_REMEDIES}
+    rem = {n: (_med(results, c1(n), "final_test_acc"),
+               _med(results, c1(n), "grad_ratio")) for n in C1_REMEDIES}
     out.append(Criterion(
         "founding articles: ReLU + He, BN and residual connections do rescue it (SGD)",
         f"supported: test acc ≥ {floor} and ‖g₁‖/‖g_L‖ > 1e-3 for each",
@@ -225,11 +250,10 @@ def _claim1(results: Results, quick: bool) -> list[Criterion]:
 
 def _claim2(results: Results) -> list[Criterion]:
     """At a learning rate that kills ReLU units: does Leaky ReLU / PReLU prevent it?"""
-    lab = {a: f"C2 {a} · lr {HIGH_LR:g}" for a in C2_ACTS}
-    dead = {a: _med(results, lab[a], "dead_share") for a in C2_ACTS}
-    acc = {a: _med(results, lab[a], "final_test_acc", diverged=0.0) for a in C2_ACTS}
-    n_div = sum(t["status"] == "diverged" for t in _trials(results, lab["prelu"]))
-    n = len(_trials(results, lab["prelu"]))
+    dead = {a: _med(results, c2(a), "dead_share") for a in C2_ACTS}
+    acc = {a: _med(results, c2(a), "final_test_acc", diverged=0.0) for a in C2_ACTS}
+    prelu = results.select(**c2("prelu"))
+    n_div, n = sum(t["status"] == "diverged" for t in prelu), len(prelu)
     leaky_helps = dead["leaky_relu"] < 0.5 * dead["relu"] or acc["leaky_relu"] > 0.5
     return [
         Criterion(f"the problem: at lr {HIGH_LR:g} ReLU units die and the net fails",
@@ -247,8 +271,7 @@ def _claim2(results: Results) -> list[Criterion]:
 
 
 def _claim3(results: Results) -> Criterion:
-    grid = _trials(results, "C3 search · grid")
-    rand = _trials(results, "C3 search · random")
+    grid, rand = results.select(**c3("grid")), results.select(**c3("random"))
     g_good = statistics.median(t["summary"]["n_good"] for t in grid) if grid else 0
     n_grid = grid[0]["summary"]["n"] if grid else 0
     p = sum(t["summary"]["n_good"] for t in rand) / max(1, sum(t["summary"]["n"] for t in rand))
@@ -264,11 +287,11 @@ def _claim3(results: Results) -> Criterion:
 
 
 def _claim4(results: Results) -> list[Criterion]:
-    def acc(label: str) -> float:
-        return _med(results, label, "final_test_acc", diverged=0.0)
+    def acc(lr: float, decay_to: float) -> float:
+        return _med(results, c4(lr, decay_to), "final_test_acc", diverged=0.0)
 
-    good, good_d = acc(f"C4 relu · lr {GOOD_LR:g}"), acc(f"C4 relu · lr {GOOD_LR:g} · decay")
-    high, high_d = acc(f"C2 relu · lr {HIGH_LR:g}"), acc(f"C4 relu · lr {HIGH_LR:g} · decay")
+    good, good_d = acc(GOOD_LR, 1.0), acc(GOOD_LR, 0.1)
+    high, high_d = acc(HIGH_LR, 1.0), acc(HIGH_LR, 0.1)
     return [
         Criterion(f"founding articles: exponential lr decay helps (lr {HIGH_LR:g}, too high)",
                   "supported: decay to 0.1x raises test acc by ≥ 0.1",
@@ -300,25 +323,29 @@ def plot(directory: str | Path, out: str | Path) -> Path:
         run = "founding-claims" if "founding-claims" in runs else "founding-claims (quick)"
         results = Results(store, run)
     fig, axes = subplots(1, 3, figsize=(12, 3.6))
-    c1 = [lab for lab in results.labels() if lab.startswith("C1")]
-    axes[0].barh([lab[3:] for lab in c1], [_med(results, lab, "final_test_acc") for lab in c1],
-                 color=["C3" if "sigmoid-20" in lab else "C2" for lab in c1])
+    c1s = [n for n, _ in _C1 if results.select(**c1(n))]
+    axes[0].barh([_c1_name(n) for n in c1s], [_med(results, c1(n), "final_test_acc")
+                                              for n in c1s],
+                 color=["C2" if n in C1_REMEDIES else "C3" for n in c1s])
     axes[0].set(title="claim 1: 20-layer net, test acc", xlim=(0, 1))
     axes[0].invert_yaxis()
-    c24 = [lab for lab in results.labels() if lab[:2] in ("C2", "C4")]
+    c24 = [(f"{a} · lr {HIGH_LR:g}", c2(a)) for a in C2_ACTS]
+    c24 += [(f"relu · lr {lr:g}{' · decay' if d < 1 else ''}", c4(lr, d)) for lr, d in C4_RUNS]
+    c24 = [(name, cfg, results.select(**cfg)) for name, cfg in c24]
+    c24 = [row for row in c24 if row[2]]
     y = range(len(c24))
-    axes[1].barh([i - 0.2 for i in y], [_med(results, lab, "final_test_acc", 0.0)
-                                        for lab in c24], 0.4, label="test acc")
-    axes[1].barh([i + 0.2 for i in y], [_med(results, lab, "dead_share") for lab in c24], 0.4,
-                 label="units ≤ 0 on all inputs")
-    div = {lab: 2 * sum(t["status"] == "diverged" for t in _trials(results, lab))
-           > len(_trials(results, lab)) for lab in c24}
-    axes[1].set_yticks(list(y), [lab[3:] + (" (diverged)" if div[lab] else "") for lab in c24])
+    axes[1].barh([i - 0.2 for i in y], [_med(results, cfg, "final_test_acc", 0.0)
+                                        for _, cfg, _ in c24], 0.4, label="test acc")
+    axes[1].barh([i + 0.2 for i in y], [_med(results, cfg, "dead_share") for _, cfg, _ in c24],
+                 0.4, label="units ≤ 0 on all inputs")
+    div = [2 * sum(t["status"] == "diverged" for t in ts) > len(ts) for _, _, ts in c24]
+    axes[1].set_yticks(list(y), [name + (" (diverged)" if d else "")
+                                 for (name, _, _), d in zip(c24, div)])
     axes[1].set(title="claims 2 and 4: 4-layer net, SGD", xlim=(0, 1))
     axes[1].invert_yaxis()
     axes[1].legend(fontsize=7, loc="lower right")
     for search, marker in (("grid", "o"), ("random", ".")):
-        pts = [(lr, a) for t in results.trials if t["label"] == f"C3 search · {search}"
+        pts = [(lr, a) for t in results.select(**c3(search))
                for lr, a in zip(t["summary"]["lrs"], t["summary"]["accs"])]
         axes[2].scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=search)
     axes[2].axhline(0.8, color="grey", lw=0.6, ls=":")

@@ -115,6 +115,8 @@ budget = { steps = 400 }
 '''
 
 FAR_BELOW, NEAR = 0.1, 0.8     # fractions of the baseline
+#: each model's name -> its ``model`` configuration value
+MODEL = {"tanh RNN": "rnn", "GRU": "gru", "LSTM": "lstm"}
 
 
 def verdict(results: Results, quick: bool) -> list[Criterion]:
@@ -122,14 +124,16 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     at least 80 % of it."""
     out = []
     for name in ("GRU", "LSTM"):
-        mse = results.median("final_test_loss", name)
-        vals = ", ".join(f"{v:.4f}" for v in results.values("final_test_loss", name))
+        mse = results.median("final_test_loss", model=MODEL[name])
+        vals = ", ".join(f"{v:.4f}" for v in results.values("final_test_loss",
+                                                             model=MODEL[name]))
         out.append(Criterion(f"{name} drives the error far below the baseline 1/6",
                              f"median test MSE ≤ {FAR_BELOW * BASELINE:.4f} (10 % of baseline)",
                              f"{fmt(mse, '.4f')} (per seed: {vals})",
                              mse is not None and mse <= FAR_BELOW * BASELINE))
-    mse = results.median("final_test_loss", "tanh RNN")
-    vals = ", ".join(f"{v:.4f}" for v in results.values("final_test_loss", "tanh RNN"))
+    rnn = MODEL["tanh RNN"]
+    mse = results.median("final_test_loss", model=rnn)
+    vals = ", ".join(f"{v:.4f}" for v in results.values("final_test_loss", model=rnn))
     out.append(Criterion("the tanh RNN stays near the baseline 1/6",
                          f"median test MSE ≥ {NEAR * BASELINE:.4f} (80 % of baseline)",
                          f"{fmt(mse, '.4f')} (per seed: {vals})",
@@ -147,8 +151,8 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     fig, ax = subplots(figsize=(5.5, 3.2))
     with Store(directory, readonly=True) as store:
         results = Results(store, run)
-        for color, name in zip(("C3", "C0", "C2"), ("tanh RNN", "GRU", "LSTM")):
-            for i, t in enumerate(results.select(name)):
+        for color, name in zip(("C3", "C0", "C2"), MODEL):
+            for i, t in enumerate(results.select(model=MODEL[name])):
                 m = store.metrics(t["key"])["test_loss"]
                 ax.semilogy([s for s, _, _ in m], [v for _, _, v in m], color=color, lw=1,
                             label=name if i == 0 else None)

@@ -120,6 +120,12 @@ MODEL_CONFIG = {"sigmoid": {"activation": "sigmoid", "init": "default"},
                 "tanh": {"activation": "tanh", "init": "default"},
                 "tanh normalised": {"activation": "tanh", "init": "xavier_uniform"}}
 LRS = ("0.5", "0.05")
+
+
+def trained(model: str, lr: str) -> dict[str, Any]:
+    """Configuration of the training run of ``model`` (a key of :data:`MODEL_CONFIG`) at
+    learning rate ``lr`` (one of :data:`LRS`)."""
+    return {"kind": "train_act", "lr": float(lr), **MODEL_CONFIG[model]}
 EARLY_STEP = 200          # "early in training": the first recorded step at or after this one
 
 
@@ -155,7 +161,7 @@ def early_means(summary: dict[str, Any], step: int = EARLY_STEP) -> list[float] 
 
 
 def _saturation(results: Results) -> list[Criterion]:
-    early = [early_means(t["summary"]) for t in results.select("sigmoid · lr 0.5")]
+    early = [early_means(t["summary"]) for t in results.select(**trained("sigmoid", "0.5"))]
     early = [m for m in early if m]
     top = sorted(m[-1] for m in early)
     lower = sorted(min(m[:-1]) for m in early)
@@ -172,8 +178,8 @@ def _saturation(results: Results) -> list[Criterion]:
 
 
 def _gradients(results: Results) -> list[Criterion]:
-    std = results.median("back_factor", **MODEL_CONFIG["tanh"])     # only at_init trials
-    norm = results.median("back_factor", **MODEL_CONFIG["tanh normalised"])  # have it
+    std = results.median("back_factor", kind="at_init", **MODEL_CONFIG["tanh"])
+    norm = results.median("back_factor", kind="at_init", **MODEL_CONFIG["tanh normalised"])
     return [
         Criterion("tanh, standard init: back-propagated gradients shrink ≈ 1/√3 = 0.577 per "
                   "layer toward the input", "per-layer factor in [0.52, 0.64]", fmt(std),
@@ -185,7 +191,7 @@ def _gradients(results: Results) -> list[Criterion]:
 
 def best_accuracy(results: Results, model: str) -> tuple[float | None, str]:
     """The better median final test accuracy of ``model`` over its learning rates, and the lr."""
-    accs = {lr: results.median("final_test_acc", f"{model} · lr {lr}") for lr in LRS}
+    accs = {lr: results.median("final_test_acc", **trained(model, lr)) for lr in LRS}
     accs = {lr: a for lr, a in accs.items() if a is not None and math.isfinite(a)}
     if not accs:
         return None, "—"
@@ -218,7 +224,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     fig, axes = subplots(1, 3, figsize=(11, 3.1))
     with Store(directory, readonly=True) as store:
         results = Results(store, "glorot2010")
-        sig = results.select("sigmoid · lr 0.5", seed=0)
+        sig = results.select(seed=0, **trained("sigmoid", "0.5"))
         if sig:
             s = sig[0]["summary"]
             for i, series in enumerate(zip(*s["act_means"])):
@@ -229,8 +235,9 @@ def plot(directory: str | Path, out: str | Path) -> Path:
                 back = t[0]["summary"]["back_stds"]
                 axes[1].semilogy(range(1, len(back) + 1), back, ls, marker="o", label=model)
             _, lr = best_accuracy(results, model)
-            _median_curve(axes[2], store, results.select(f"{model} · lr {lr}"),
-                          f"{model} (lr {lr})", ls)
+            if lr in LRS:                      # "—": no finished training run
+                _median_curve(axes[2], store, results.select(**trained(model, lr)),
+                              f"{model} (lr {lr})", ls)
     axes[0].set(title="sigmoid: mean activation (lr 0.5)", xlabel="step", ylim=(0, 1))
     axes[1].set(title="back-propagated gradient std at init", xlabel="layer")
     axes[2].set(title="test accuracy (median of 3 seeds)", xlabel="step", ylim=(0, 1))

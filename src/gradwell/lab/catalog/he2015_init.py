@@ -72,19 +72,31 @@ budget = { steps = 150 }
 record = { eval_every = 50 }
 '''
 
-INITS = ("torch default", "Xavier", "He")
+#: each initialisation's name -> its ``init`` configuration value
+INIT_CONFIG = {"torch default": "default", "Xavier": "xavier_normal", "He": "he"}
+INITS = tuple(INIT_CONFIG)
+
+
+def at_init(name: str) -> dict[str, str]:
+    """Configuration of the at-init measurement of initialisation ``name``."""
+    return {"kind": "at_init", "init": INIT_CONFIG[name]}
+
+
+def trained(name: str) -> dict[str, str]:
+    """Configuration of the training run of initialisation ``name``."""
+    return {"kind": "train", "init": INIT_CONFIG[name]}
 CHANCE_LOSS = math.log(10.0)          # cross-entropy of a uniform guess over 10 classes
 
 
 def _init_criteria(results: Results) -> list[Criterion]:
     """The forward law at initialisation and the diminishing gradients."""
-    xavier = results.select("at init · Xavier")
+    xavier = results.select(**at_init("Xavier"))
     depth = xavier[0]["config"]["depth"] if xavier else 30
     expected_ratio = 2.0 ** (-(depth - 1) / 2)
-    xf = results.median("act_factor", "at init · Xavier")
-    xr = results.median("act_ratio", "at init · Xavier")
-    hf = results.median("act_factor", "at init · He")
-    g = {name: results.median("grad_rel_median", f"at init · {name}") for name in INITS}
+    xf = results.median("act_factor", **at_init("Xavier"))
+    xr = results.median("act_ratio", **at_init("Xavier"))
+    hf = results.median("act_factor", **at_init("He"))
+    g = {name: results.median("grad_rel_median", **at_init(name)) for name in INITS}
     out = [
         Criterion("Xavier: activation std shrinks by 1/√2 = 0.707 per layer",
                   "per-layer factor in [0.67, 0.75]", fmt(xf),
@@ -112,8 +124,8 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     ``--quick``)."""
     out = _init_criteria(results)
     for name in ("torch default", "Xavier"):
-        loss = results.median("final_train_loss", f"trained · {name}")
-        acc = results.median("final_test_acc", f"trained · {name}")
+        loss = results.median("final_train_loss", **trained(name))
+        acc = results.median("final_test_acc", **trained(name))
         stalled = (loss is not None and acc is not None
                    and loss >= CHANCE_LOSS - 0.05 and acc <= 0.2)
         out.append(Criterion(
@@ -121,8 +133,8 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
             f"train loss ≥ ln 10 − 0.05 = {CHANCE_LOSS - 0.05:.2f}, test acc ≤ 0.2",
             f"{fmt(loss)}, {fmt(acc)}", stalled))
     floor = 0.4 if quick else 0.75
-    acc = results.median("final_test_acc", "trained · He")
-    loss = results.median("final_train_loss", "trained · He")
+    acc = results.median("final_test_acc", **trained("He"))
+    loss = results.median("final_train_loss", **trained("He"))
     out.append(Criterion("He: trains", f"test acc ≥ {floor}",
                          f"{fmt(acc)} (train loss {fmt(loss)})", acc is not None and acc >= floor))
     return out
@@ -136,10 +148,11 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     from ..store import Store
 
     with Store(directory, readonly=True) as store:
-        trials = store.trials("he2015-init")
+        results = Results(store, "he2015-init")
         fig, axes = subplots(1, 3, figsize=(11, 3.1))
         for name, color, ls in zip(INITS, ("#d62728", "#1f77b4", "#2ca02c"), ("--", "-", "-")):
-            t = _first(trials, f"at init · {name}")
+            t = next((t for t in results.select(**at_init(name)) if t["status"] == "done"),
+                     None)
             if t is not None:
                 s = t["summary"]
                 for ax, key in ((axes[0], "pre_stds"), (axes[1], "back_stds")):
@@ -147,7 +160,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
                 if name == "Xavier":
                     law = [s["pre_stds"][0] * 2 ** (-i / 2) for i in range(len(s["pre_stds"]))]
                     axes[0].semilogy(range(1, len(law) + 1), law, "k:", label="(1/√2)^l law")
-            _accuracy_curve(axes[2], store, trials, f"trained · {name}", color, name, ls)
+            _accuracy_curve(axes[2], store, results.select(**trained(name)), color, name, ls)
     axes[0].set(title="activation std at init", xlabel="layer")
     axes[1].set(title="back-propagated gradient std at init", xlabel="layer")
     axes[2].set(title="test accuracy (median of 3 seeds)", xlabel="step", ylim=(0, 1))
@@ -155,15 +168,11 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     return save(fig, out, dpi=80)
 
 
-def _first(trials: list[dict[str, Any]], label: str) -> dict[str, Any] | None:
-    return next((t for t in trials if t["label"] == label and t["status"] == "done"), None)
-
-
-def _accuracy_curve(ax: Any, store: Any, trials: list[dict[str, Any]], label: str, color: str,
+def _accuracy_curve(ax: Any, store: Any, trials: list[dict[str, Any]], color: str,
                     name: str, ls: str = "-") -> None:
     import statistics
 
-    curves = [store.metrics(t["key"]).get("test_acc", []) for t in trials if t["label"] == label]
+    curves = [store.metrics(t["key"]).get("test_acc", []) for t in trials]
     if not curves or not curves[0]:
         return
     steps = [s for s, _, _ in curves[0]]

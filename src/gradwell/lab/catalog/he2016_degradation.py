@@ -104,7 +104,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
                 vals = results.values("final_train_loss", connection=conn, depth=d)
                 left.scatter([d] * len(vals), vals, color=color, s=8, alpha=0.5)
             for i, d in enumerate(depths):
-                t = results.select(None, connection=conn, depth=d, seed=0)[0]
+                t = results.select(connection=conn, depth=d, seed=0)[0]
                 m = store.metrics(t["key"])["train_loss"]
                 right.semilogy([s for s, _, _ in m], [v for _, _, v in m], color=color,
                                alpha=0.35 + 0.65 * i / max(1, len(depths) - 1),

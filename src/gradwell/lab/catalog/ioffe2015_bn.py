@@ -20,14 +20,15 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 from ..store import Store
 from ..plots import save, subplots
 from ..verdict import Criterion, Results
 from .experiment import Experiment
 
-__all__ = ["EXPERIMENT", "SPEC", "verdict", "plot", "median_steps", "median_acc", "BASE_LR",
-           "SCALES"]
+__all__ = ["EXPERIMENT", "SPEC", "verdict", "plot", "median_steps", "median_acc", "relu",
+           "sigmoid", "BASE_LR", "SCALES"]
 
 BASE_LR = 0.1
 SCALES = (1, 5, 30)
@@ -90,23 +91,32 @@ budget = { epochs = 10 }
 '''
 
 
-def _trials(results: Results, label: str) -> list[dict]:
-    return [t for t in results.trials if t["label"] == label]
+NORM = {"plain": "none", "BN": "batch"}
 
 
-def median_steps(results: Results, label: str) -> float | None:
-    """Median steps to target over seeds, a seed that never reached it counting as infinite
-    (None when there are no trials)."""
-    steps = [t["summary"].get("steps_to_target") for t in _trials(results, label)]
+def relu(norm: str, scale: int) -> dict[str, Any]:
+    """Configuration of the 4-layer ReLU net, ``norm`` "plain" or "BN", at ``scale`` x lr."""
+    return {"activation": "relu", "norm": NORM[norm], "lr": BASE_LR * scale}
+
+
+def sigmoid(norm: str) -> dict[str, Any]:
+    """Configuration of the 10-layer sigmoid net, ``norm`` "plain" or "BN"."""
+    return {"activation": "sigmoid", "norm": NORM[norm]}
+
+
+def median_steps(results: Results, **config: Any) -> float | None:
+    """Median steps to target over the seeds of ``config``, a seed that never reached it
+    counting as infinite (None when there are no trials)."""
+    steps = [t["summary"].get("steps_to_target") for t in results.select(**config)]
     if not steps:
         return None
     return statistics.median(math.inf if s is None else s for s in steps)
 
 
-def median_acc(results: Results, label: str) -> float | None:
-    """Median final test accuracy over seeds, a diverged run counting as 0."""
+def median_acc(results: Results, **config: Any) -> float | None:
+    """Median final test accuracy over the seeds of ``config``, a diverged run counting as 0."""
     accs = [t["summary"].get("final_test_acc") if t["status"] == "done" else 0.0
-            for t in _trials(results, label)]
+            for t in results.select(**config)]
     accs = [0.0 if a is None or not math.isfinite(a) else a for a in accs]
     return statistics.median(accs) if accs else None
 
@@ -116,9 +126,9 @@ def _s(x: float | None) -> str:
 
 
 def _speed(results: Results) -> list[Criterion]:
-    plain = median_steps(results, "ReLU-4 plain · lr ×1")
-    same = median_steps(results, "ReLU-4 BN · lr ×1")
-    bn = {s: median_steps(results, f"ReLU-4 BN · lr ×{s}") for s in SCALES}
+    plain = median_steps(results, **relu("plain", 1))
+    same = median_steps(results, **relu("BN", 1))
+    bn = {s: median_steps(results, **relu("BN", s)) for s in SCALES}
     best = min(bn, key=lambda s: math.inf if bn[s] is None else bn[s])
     ok = plain is not None and None not in bn.values()
     ratio = plain / bn[best] if ok and bn[best] else math.nan
@@ -137,11 +147,11 @@ def _speed(results: Results) -> list[Criterion]:
 def _high_lr(results: Results, scale: int) -> Criterion:
     """At ``scale`` x the lr BN still reaches the target; the plain net is at least 3x slower
     to it (never counting as infinite), and at 30x most of its seeds diverge."""
-    plain, bn = f"ReLU-4 plain · lr ×{scale}", f"ReLU-4 BN · lr ×{scale}"
-    p, b = median_steps(results, plain), median_steps(results, bn)
-    pa, ba = median_acc(results, plain), median_acc(results, bn)
-    n_div = sum(t["status"] == "diverged" for t in _trials(results, plain))
-    n = len(_trials(results, plain))
+    plain, bn = relu("plain", scale), relu("BN", scale)
+    p, b = median_steps(results, **plain), median_steps(results, **bn)
+    pa, ba = median_acc(results, **plain), median_acc(results, **bn)
+    n_div = sum(t["status"] == "diverged" for t in results.select(**plain))
+    n = len(results.select(**plain))
     must_diverge = scale >= 30
     ok = (p is not None and b is not None and math.isfinite(b) and p >= 3 * b
           and (not must_diverge or 2 * n_div > n))
@@ -159,7 +169,7 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     rates (BN trains, plain fails); medians over seeds 0-2."""
     out = _speed(results)
     floor = 0.7 if quick else 0.8
-    sp, sb = median_acc(results, "sigmoid-10 plain"), median_acc(results, "sigmoid-10 BN")
+    sp, sb = median_acc(results, **sigmoid("plain")), median_acc(results, **sigmoid("BN"))
     out.append(Criterion("a 10-layer sigmoid net trains only with BN",
                          f"plain acc ≤ 0.2, BN acc ≥ {floor}", f"plain {sp:.3f}, BN {sb:.3f}"
                          if sp is not None and sb is not None else "—",
@@ -186,15 +196,17 @@ def plot(directory: str | Path, out: str | Path) -> Path:
     with Store(directory, readonly=True) as store:
         runs = [r["name"] for r in store.runs()]
         run = "ioffe2015-bn" if "ioffe2015-bn" in runs else "ioffe2015-bn (quick)"
-        trials = store.trials(run)
+        results = Results(store, run)
         fig, axes = subplots(1, 2, figsize=(9, 3.2), sharey=True)
-        labels = list(dict.fromkeys(t["label"] for t in trials))
-        for label in labels:
-            ax = axes[1] if label.startswith("sigmoid") else axes[0]
-            steps, acc = _median_curve(store, [t for t in trials if t["label"] == label])
-            style = "-" if "BN" in label else "--"
-            color = f"C{next((i for i, s in enumerate(SCALES) if label.endswith(f'×{s}')), 0)}"
-            ax.plot(steps, acc, style, color=color, label=label.replace("ReLU-4 ", ""), lw=1.4)
+        curves = [(axes[0], relu(n, s), f"{n} · lr ×{s}", f"C{i}")
+                  for i, s in enumerate(SCALES) for n in NORM]
+        curves += [(axes[1], sigmoid(n), f"sigmoid-10 {n}", "C0") for n in NORM]
+        for ax, config, name, color in curves:
+            trials = results.select(**config)
+            if trials:
+                steps, acc = _median_curve(store, trials)
+                style = "-" if config["norm"] == "batch" else "--"
+                ax.plot(steps, acc, style, color=color, label=name, lw=1.4)
     axes[0].set_title("4-layer ReLU MLP, SGD")
     axes[1].set_title("10-layer sigmoid MLP, SGD lr 0.5")
     for ax in axes:

@@ -17,33 +17,46 @@ Adam's best with the best of the others on the MLP.
 from __future__ import annotations
 
 import math
+import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 from ..store import Store
 from ..plots import save, subplots
 from ..verdict import Criterion, Results
 from .experiment import Experiment
 
-__all__ = ["EXPERIMENT", "SPEC", "OPTIMIZERS", "verdict", "best", "plot"]
+__all__ = ["EXPERIMENT", "SPEC", "OPTIMIZERS", "MODELS", "config", "verdict", "best", "plot"]
 
-#: label -> (its configuration as TOML lines, the learning rates searched)
-OPTIMIZERS: dict[str, tuple[str, tuple[float, ...]]] = {
-    "GD": ('optimizer = "sgd"\nbatch_size = 100000', (0.3, 1.0, 3.0, 10.0)),
-    "SGD": ('optimizer = "sgd"', (0.1, 0.3, 1.0, 3.0)),
-    "momentum": ('optimizer = "momentum"', (0.03, 0.1, 0.3, 1.0)),
-    "Nesterov": ('optimizer = "nesterov"', (0.03, 0.1, 0.3, 1.0)),
-    "Adagrad": ('optimizer = "adagrad"', (0.03, 0.1, 0.3, 1.0)),
-    "RMSprop": ('optimizer = "rmsprop"', (1e-3, 3e-3, 1e-2, 3e-2)),
-    "Adadelta": ('optimizer = "adadelta"', (1.0, 3.0, 10.0, 30.0)),
-    "Adam": ('optimizer = "adam"', (1e-3, 3e-3, 1e-2, 3e-2)),
-    "AdamW": ('optimizer = "adamw"\nweight_decay = 0.01', (1e-3, 3e-3, 1e-2, 3e-2)),
+#: name -> (its configuration, the learning rates searched); the configurations tell every
+#: optimizer apart (GD is SGD on the full batch, AdamW is Adam with weight decay)
+OPTIMIZERS: dict[str, tuple[dict[str, Any], tuple[float, ...]]] = {
+    "GD": ({"optimizer": "sgd", "batch_size": 100000}, (0.3, 1.0, 3.0, 10.0)),
+    "SGD": ({"optimizer": "sgd", "batch_size": 64}, (0.1, 0.3, 1.0, 3.0)),
+    "momentum": ({"optimizer": "momentum"}, (0.03, 0.1, 0.3, 1.0)),
+    "Nesterov": ({"optimizer": "nesterov"}, (0.03, 0.1, 0.3, 1.0)),
+    "Adagrad": ({"optimizer": "adagrad"}, (0.03, 0.1, 0.3, 1.0)),
+    "RMSprop": ({"optimizer": "rmsprop"}, (1e-3, 3e-3, 1e-2, 3e-2)),
+    "Adadelta": ({"optimizer": "adadelta"}, (1.0, 3.0, 10.0, 30.0)),
+    "Adam": ({"optimizer": "adam"}, (1e-3, 3e-3, 1e-2, 3e-2)),
+    "AdamW": ({"optimizer": "adamw", "weight_decay": 0.01}, (1e-3, 3e-3, 1e-2, 3e-2)),
 }
+#: the grid's model names -> the ``model`` configuration value
+MODELS = {"logreg": "logistic", "MLP": "mlp"}
 MARGIN = 0.10
 
 
+def config(optimizer: str, lr: float, model: str) -> dict[str, Any]:
+    """Configuration of ``optimizer`` (a name in :data:`OPTIMIZERS`) at ``lr`` on ``model``
+    (``logreg`` or ``MLP``)."""
+    return {**OPTIMIZERS[optimizer][0], "lr": lr, "model": MODELS[model]}
+
+
 def _variants() -> str:
-    return "\n".join(f'[[variants]]\nname = "{name} lr={lr:g}"\n{keys}\nlr = {lr!r}\n'
+    return "\n".join(f'[[variants]]\nname = "{name} lr={lr:g}"\n'
+                     + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
+                     + f"lr = {lr!r}\n"
                      for name, (keys, lrs) in OPTIMIZERS.items() for lr in lrs)
 
 
@@ -87,9 +100,9 @@ def mean_train_loss(results: Results, trial: dict) -> float:
     return statistics.fmean(vals)
 
 
-def _median(results: Results, label: str) -> float:
-    """Median over seeds of :func:`mean_train_loss` (nan without trials)."""
-    vals = [mean_train_loss(results, t) for t in results.trials if t["label"] == label]
+def _median(results: Results, **config: Any) -> float:
+    """Median over the seeds of ``config`` of :func:`mean_train_loss` (nan without trials)."""
+    vals = [mean_train_loss(results, t) for t in results.select(**config)]
     return statistics.median(vals) if vals else math.nan
 
 
@@ -97,7 +110,7 @@ def best(results: Results, optimizer: str, model: str) -> tuple[float, float]:
     """``(learning rate, median mean training loss)`` of ``optimizer``'s best learning rate
     on ``model`` (``logreg`` or ``MLP``)."""
     lrs = OPTIMIZERS[optimizer][1]
-    losses = {lr: _median(results, f"{optimizer} lr={lr:g} · {model}") for lr in lrs}
+    losses = {lr: _median(results, **config(optimizer, lr, model)) for lr in lrs}
     lr = min(lrs, key=lambda x: math.inf if math.isnan(losses[x]) else losses[x])
     return lr, losses[lr]
 
@@ -145,8 +158,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
         for ax, model in zip(axes, ("logreg", "MLP")):
             for i, name in enumerate(OPTIMIZERS):
                 lr, _ = best(results, name, model)
-                trial = next((t for t in results.trials if t["config"]["seed"] == 0
-                              and t["label"] == f"{name} lr={lr:g} · {model}"), None)
+                trial = next(iter(results.select(seed=0, **config(name, lr, model))), None)
                 if trial is None:
                     continue
                 pts = store.metrics(trial["key"]).get("train_loss", [])

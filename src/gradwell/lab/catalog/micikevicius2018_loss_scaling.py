@@ -149,7 +149,12 @@ grid = { weight = [{ name = "loss × 2^-18", loss_weight = 3.814697265625e-06 }]
 budget = { epochs = 3 }
 '''
 
-PRECISIONS = ("float32", "float16", "float16 + GradScaler")
+#: each variant's configuration: the precision of the forward/backward pass and the loss scale
+PRECISION_CONFIG: dict[str, dict[str, str]] = {
+    "float32": {"precision": "float32", "loss_scale": "none"},
+    "float16": {"precision": "float16", "loss_scale": "none"},
+    "float16 + GradScaler": {"precision": "float16", "loss_scale": "dynamic"}}
+PRECISIONS = tuple(PRECISION_CONFIG)
 #: the share of gradient values lost to underflow that counts as "many" (mean over layers)
 UNDERFLOW = 0.2
 #: unscaled float16 "degrades": its final training loss is at least this many times float32's
@@ -166,8 +171,8 @@ def _tag(weight: float) -> str:
 
 
 def _select(results: Results, precision: str, weight: float, **config: Any) -> list[dict]:
-    return [t for t in results.select(None, loss_weight=weight, **config)
-            if t["label"].split(" · ")[0] == precision]
+    """Trials of variant ``precision`` (a name in :data:`PRECISION_CONFIG`) at ``weight``."""
+    return results.select(loss_weight=weight, **PRECISION_CONFIG[precision], **config)
 
 
 def _vals(results: Results, key: str, precision: str, weight: float) -> list[float]:

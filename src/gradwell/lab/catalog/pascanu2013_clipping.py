@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -156,8 +157,15 @@ grid = { seed = [0, 1, 2] }
 budget = { steps = 500 }
 '''
 
-LAG_LABEL = "lag, sigma_max "
 UNCLIPPED, CLIPPED = "momentum SGD, unclipped", "momentum SGD, clipped at 1"
+#: the training runs' names -> their configuration
+TRAIN_CONFIG = {UNCLIPPED: {"kind": "train", "clip": "none"},
+                CLIPPED: {"kind": "train", "clip": "global_norm"}}
+
+
+def lag(gain: float) -> dict[str, Any]:
+    """Configuration of the gradient-by-lag measurement at ``recurrent_gain = gain``."""
+    return {"kind": "rnn_gradient_lag", "recurrent_gain": gain}
 
 
 def spike_ratio(norms: list[tuple[int, float | None]], from_step: int = SPIKE_FROM_STEP
@@ -167,9 +175,9 @@ def spike_ratio(norms: list[tuple[int, float | None]], from_step: int = SPIKE_FR
     return max(vals) / statistics.median(vals) if len(vals) >= 2 else None
 
 
-def _spikes(results: Results, label: str) -> list[float]:
+def _spikes(results: Results, name: str) -> list[float]:
     out = []
-    for t in results.select(label):
+    for t in results.select(**TRAIN_CONFIG[name]):
         m = results.store.metrics(t["key"]).get("grad_norm_total", [])
         r = spike_ratio([(s, v) for s, _, v in m])
         if r is not None:
@@ -177,8 +185,8 @@ def _spikes(results: Results, label: str) -> list[float]:
     return out
 
 
-def _successes(results: Results, label: str) -> tuple[int, int]:
-    trials = results.select(label)
+def _successes(results: Results, name: str) -> tuple[int, int]:
+    trials = results.select(**TRAIN_CONFIG[name])
     ok = [t for t in trials if t["status"] == "done"
           and (t["summary"].get("final_test_loss") or math.inf) < SUCCESS_MSE]
     return len(ok), len(trials)
@@ -187,16 +195,15 @@ def _successes(results: Results, label: str) -> tuple[int, int]:
 def _lag_criteria(results: Results) -> list[Criterion]:
     out = []
     for gain in (0.5, 0.9):
-        label = f"{LAG_LABEL}{gain}"
-        slope, r2 = results.median("lag_slope", label), results.median("lag_r2", label)
-        end = results.median("grad_ratio", label)
+        slope, r2, end = (results.median(key, **lag(gain))
+                          for key in ("lag_slope", "lag_r2", "grad_ratio"))
         bound = math.log10(gain)
         ok = None not in (slope, r2, end) and slope <= bound and r2 >= 0.98 and end < 1e-3
         out.append(Criterion(
             f"σ_max = {gain}: the gradient decays exponentially with the lag (T = 50)",
             f"log10-slope ≤ log10 σ = {bound:.3f}/step, R² ≥ 0.98, ratio at lag 49 < 1e-3",
             f"slope {fmt(slope, '.3f')}, R² {fmt(r2, '.3f')}, ratio {fmt(end, '.1e')}", ok))
-    end = results.median("grad_ratio", f"{LAG_LABEL}1.5")
+    end = results.median("grad_ratio", **lag(1.5))
     out.append(Criterion("σ_max = 1.5 (contrast): the gradient does not vanish",
                          "ratio at lag 49 ≥ 1", fmt(end, '.2g'), end is not None and end >= 1))
     return out
@@ -220,7 +227,7 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
                          "clipped ≥ unclipped successes, clipped in a majority of seeds",
                          f"clipped {clip_ok}/{n_clip}, unclipped {plain_ok}/{n_plain}",
                          n_clip > 0 and clip_ok >= plain_ok and 2 * clip_ok > n_clip))
-    mse = results.median("final_test_loss", CLIPPED)
+    mse = results.median("final_test_loss", **TRAIN_CONFIG[CLIPPED])
     cap = 0.08 if quick else 0.05
     out.append(Criterion("clipped runs solve the adding problem (baseline MSE 1/6 ≈ 0.167)",
                          f"median test MSE ≤ {cap}", fmt(mse, '.4f'),
@@ -240,7 +247,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
         fig, (left, right) = subplots(1, 2, figsize=(9, 3.2))
         for gain in (0.5, 0.9, 1.5):
             curves = [[v for _, _, v in store.metrics(t["key"])["lag_grad_ratio"]]
-                      for t in results.select(f"{LAG_LABEL}{gain}")]
+                      for t in results.select(**lag(gain))]
             med = np.median(np.array(curves), axis=0)
             line, = left.semilogy(med, label=f"σ_max = {gain}")
             left.semilogy(gain ** np.arange(len(med)), ls=":", color=line.get_color())
@@ -248,7 +255,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
                  title="tanh RNN at init (dotted: σ^k)")
         left.legend(fontsize=8)
         for label in (UNCLIPPED, CLIPPED):
-            t = results.select(label, seed=0)[0]
+            t = results.select(seed=0, **TRAIN_CONFIG[label])[0]
             m = [(s, v) for s, _, v in store.metrics(t["key"])["grad_norm_total"]
                  if v is not None and 0 < v < 1e12]
             right.semilogy(*zip(*m), label=label, lw=0.8)

@@ -95,7 +95,19 @@ grid = { depth = [{ name = "depth 2", depth = 2, lr = 0.15 },
                   { name = "depth 32", depth = 32, lr = 0.009375 }] }
 '''
 
-INITS = ("orthogonal", "Gaussian")
+#: each initialisation's name -> its ``init`` configuration value
+INIT_CONFIG = {"orthogonal": "orthogonal", "Gaussian": "lecun"}
+INITS = tuple(INIT_CONFIG)
+
+
+def product(init: str) -> dict[str, str]:
+    """Configuration of the matrix-product measurement under initialisation ``init``."""
+    return {"kind": "matrix_products", "init": INIT_CONFIG[init]}
+
+
+def linear_net(init: str) -> dict[str, str]:
+    """Configuration of the deep linear net trained from initialisation ``init``."""
+    return {"kind": "train", "init": INIT_CONFIG[init]}
 
 
 def product_singular_values(n: int, depth: int, scheme: str, seed: int = 0) -> torch.Tensor:
@@ -135,17 +147,16 @@ def steps_to_target(results: Results, init: str, depth: int) -> float | None:
     infinitely many (so the median is ``inf`` when most seeds never did)."""
     steps = [math.inf if t["summary"].get("steps_to_target") is None
              else float(t["summary"]["steps_to_target"])
-             for t in results.select(f"linear net · {init}", depth=depth)]
+             for t in results.select(depth=depth, **linear_net(init))]
     return statistics.median(steps) if steps else None
 
 
 def _products(results: Results) -> list[Criterion]:
     depths = _depths(results)
-    devs = [results.median("max_dev_from_1", "product · orthogonal", depth=d) for d in depths]
+    devs = [results.median("max_dev_from_1", depth=d, **product("orthogonal")) for d in depths]
     deep = depths[-1] if depths else 0
-    med = results.median("sv_median", "product · Gaussian", depth=deep)
-    frac = results.median("frac_below_0.1", "product · Gaussian", depth=deep)
-    smax = results.median("sv_max", "product · Gaussian", depth=deep)
+    med, frac, smax = (results.median(key, depth=deep, **product("Gaussian"))
+                       for key in ("sv_median", "frac_below_0.1", "sv_max"))
     ok_dev = bool(devs) and all(d is not None and d <= 1e-10 for d in devs)
     return [
         Criterion(f"orthogonal products keep every singular value at 1 (depths "
@@ -200,7 +211,7 @@ def plot(directory: str | Path, out: str | Path) -> Path:
         depths = _depths(results)
         for init, ls in zip(INITS, ("-", "--")):
             for d, color in zip(depths, ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")):
-                t = results.select(f"product · {init}", depth=d, seed=0)
+                t = results.select(depth=d, seed=0, **product(init))
                 if t:
                     sv = t[0]["summary"]["singular_values"]
                     axes[0].semilogy(range(1, len(sv) + 1), sv, ls, color=color,

@@ -91,7 +91,7 @@ FLATTER = 0.25             # a fix's LR sensitivity, at most this times the base
 
 def _trials(results: Results, fix: str, lr: float) -> list[dict[str, Any]]:
     qk, z = FIXES[fix]
-    return results.select(None, qk_norm=qk, z_loss=z, lr=lr)
+    return results.select(qk_norm=qk, z_loss=z, lr=lr)
 
 
 def _final_loss(t: dict[str, Any]) -> float:

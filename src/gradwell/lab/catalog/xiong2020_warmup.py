@@ -80,7 +80,12 @@ grid = { seed = [0, 1, 2] }
 budget = { steps = 150 }
 '''
 
-VARIANTS = ("post-LN, no warm-up", "post-LN, warm-up", "pre-LN, no warm-up")
+#: each variant's name -> its configuration (where the LayerNorm sits, warm-up steps)
+CONFIG: dict[str, dict[str, object]] = {
+    "post-LN, no warm-up": {"norm_position": "post", "warmup": 0},
+    "post-LN, warm-up": {"norm_position": "post", "warmup": 50},
+    "pre-LN, no warm-up": {"norm_position": "pre", "warmup": 0}}
+VARIANTS = tuple(CONFIG)
 #: ln(16) = 2.77 is the loss of a model that learned nothing; "did not train": at least this
 FAILED_LOSS = 2.5
 #: the copy task's best loss is 3 ln(16) / 7 = 1.19; "trained": at most this
@@ -90,16 +95,17 @@ GRAD_RATIO = 1.15
 
 
 def _loss(results: Results, label: str) -> tuple[float | None, str]:
-    vals = results.values("final_train_loss", label)
-    return results.median("final_train_loss", label), ", ".join(f"{v:.3f}" for v in vals)
+    vals = results.values("final_train_loss", **CONFIG[label])
+    med = results.median("final_train_loss", **CONFIG[label])
+    return med, ", ".join(f"{v:.3f}" for v in vals)
 
 
 def _grad_ratios(results: Results, layer: int) -> list[float]:
     """Per seed: post-LN's init ``||dL/dW2||`` of block ``layer`` over pre-LN's."""
     post = {t["config"]["seed"]: t["summary"].get("init_ff_grad")
-            for t in results.select(VARIANTS[0])}
+            for t in results.select(**CONFIG[VARIANTS[0]])}
     pre = {t["config"]["seed"]: t["summary"].get("init_ff_grad")
-           for t in results.select(VARIANTS[2])}
+           for t in results.select(**CONFIG[VARIANTS[2]])}
     return [post[s][layer] / pre[s][layer] for s in sorted(post)
             if post[s] and pre.get(s) and pre[s][layer] > 0]
 
@@ -111,7 +117,7 @@ def verdict(results: Results, quick: bool) -> list[Criterion]:
     ratio, same weights) and that ratio is larger at the last block than at the first."""
     out = []
     loss, vals = _loss(results, VARIANTS[0])
-    diverged = sum(t["status"] == "diverged" for t in results.select(VARIANTS[0]))
+    diverged = sum(t["status"] == "diverged" for t in results.select(**CONFIG[VARIANTS[0]]))
     out.append(Criterion("post-LN without warm-up does not train",
                          f"median final train loss ≥ {FAILED_LOSS} (ln 16 = 2.77)",
                          f"{fmt(loss)} (per seed: {vals}; diverged {diverged})",
@@ -147,7 +153,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     with Store(directory) as store:
         results = Results(store, run)
         for name in (VARIANTS[0], VARIANTS[2]):
-            grads = [t["summary"]["init_ff_grad"] for t in results.select(name)
+            grads = [t["summary"]["init_ff_grad"] for t in results.select(**CONFIG[name])
                      if t["summary"].get("init_ff_grad")]
             for g in grads:
                 left.plot(range(1, len(g) + 1), g, color=colors[name], lw=0.6, alpha=0.4)
@@ -155,7 +161,7 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
                 left.plot(range(1, len(grads[0]) + 1), np.median(np.array(grads), axis=0),
                           color=colors[name], marker="o", label=name.split(",")[0])
         for name, color in colors.items():
-            for j, t in enumerate(results.select(name)):
+            for j, t in enumerate(results.select(**CONFIG[name])):
                 m = [(s, v) for s, _, v in store.metrics(t["key"]).get("train_loss", [])
                      if v is not None and math.isfinite(v)]
                 if m:

@@ -108,7 +108,13 @@ base = { depth = 16 }
 budget = { epochs = 3 }
 '''
 
-VARIANTS = ("He, no norm", "He + BN", "Fixup, no norm", "SkipInit, no norm")
+#: each variant's name -> its configuration (initialisation scheme, normalisation)
+CONFIG: dict[str, dict[str, str]] = {
+    "He, no norm": {"scheme": "he", "norm": "none"},
+    "He + BN": {"scheme": "he", "norm": "batch"},
+    "Fixup, no norm": {"scheme": "fixup", "norm": "none"},
+    "SkipInit, no norm": {"scheme": "skipinit", "norm": "none"}}
+VARIANTS = tuple(CONFIG)
 #: signal growth: logit std at init of the He net without normalisation (the others are ~1)
 EXPLODED_STD = 100.0
 FAILED_ACC = 0.2
@@ -118,25 +124,26 @@ BN_MARGIN = 0.03
 
 
 def _acc(results: Results, label: str) -> tuple[float | None, str]:
-    vals = ", ".join(f"{v:.3f}" for v in results.values("final_test_acc", label))
-    return results.median("final_test_acc", label), vals
+    vals = ", ".join(f"{v:.3f}" for v in results.values("final_test_acc", **CONFIG[label]))
+    return results.median("final_test_acc", **CONFIG[label]), vals
 
 
 def verdict(results: Results, quick: bool) -> list[Criterion]:
     """He without normalisation: logit std at init >= 100 and median test accuracy <= 0.2; BN,
     Fixup, SkipInit: median test accuracy >= 0.9 (0.8 with ``--quick``); Fixup and SkipInit
     within 0.03 of BN."""
-    std = results.median("init_logit_std", VARIANTS[0])
-    stds = ", ".join(f"{v:.2g}" for v in results.values("init_logit_std", VARIANTS[0]))
+    plain = CONFIG[VARIANTS[0]]
+    std = results.median("init_logit_std", **plain)
+    stds = ", ".join(f"{v:.2g}" for v in results.values("init_logit_std", **plain))
     acc, vals = _acc(results, VARIANTS[0])
-    diverged = sum(t["status"] == "diverged" for t in results.select(VARIANTS[0]))
+    diverged = sum(t["status"] == "diverged" for t in results.select(**plain))
     out = [
         Criterion("He init without normalisation: the signal explodes with depth",
                   f"logit std at init ≥ {EXPLODED_STD:g}", f"{fmt(std, '.3g')} (per seed: {stds})",
                   std is not None and std >= EXPLODED_STD),
         Criterion("…and the net does not train", f"median test acc ≤ {FAILED_ACC}",
                   f"{fmt(acc)} (per seed: {vals}; diverged {diverged}/"
-                  f"{len(results.select(VARIANTS[0]))})", acc is not None and acc <= FAILED_ACC),
+                  f"{len(results.select(**plain))})", acc is not None and acc <= FAILED_ACC),
     ]
     floor = TRAINED_ACC_QUICK if quick else TRAINED_ACC
     bn, _ = _acc(results, VARIANTS[1])
@@ -162,14 +169,14 @@ def plot(directory: str | Path, out: str | Path, quick: bool = False) -> Path:
     with Store(directory) as store:
         results = Results(store, run)
         for i, (color, name) in enumerate(zip(("C3", "C0", "C2", "C1"), VARIANTS)):
-            for j, t in enumerate(results.select(name)):
+            for j, t in enumerate(results.select(**CONFIG[name])):
                 m = [(s, v) for s, _, v in store.metrics(t["key"]).get("train_loss", [])
                      if v is not None and math.isfinite(v)]
                 if m:
                     left.semilogy(*zip(*m), color=color, lw=1, label=name if j == 0 else None)
-            vals = results.values("final_test_acc", name)
+            vals = results.values("final_test_acc", **CONFIG[name])
             right.scatter([i] * len(vals), vals, color=color, s=14)
-            med = results.median("final_test_acc", name)
+            med = results.median("final_test_acc", **CONFIG[name])
             if med is not None:
                 right.hlines(med, i - 0.3, i + 0.3, color=color)
     depth = 16 if quick else 32
