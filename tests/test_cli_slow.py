@@ -1,4 +1,5 @@
-"""The full demo and the flagship experiment (slow: ``python -m pytest -m slow``)."""
+"""The full demo (slow: ``python -m pytest -m slow``); the flagship experiment's quick version is
+in the fast suite (tests/lab/catalog/test_catalog_runs.py)."""
 
 import resource
 import subprocess
@@ -37,11 +38,3 @@ def test_demo_fits_in_a_minute_on_two_cores_and_reproduces(tmp_path):
     assert html.count('<img alt="total gradient norm (before clipping): ') == 12
     assert html.count("data:image/png;base64,") == 1 + 12 + 12 + 3
     assert "Other recorded series" in html and "Bottom line:</b> Reproduced" in html
-
-
-def test_lab_run_vanishing_quick_passes_its_verdict(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "gradwell.cli", "lab", "run", "vanishing",
-                        "--quick", "--out", str(tmp_path), "--workers", "2", "--no-progress"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("✔") == 10 and "✘" not in r.stdout     # 2 + 4 remedies x 2 optimizers

@@ -49,6 +49,16 @@ def test_quick_version_reproduces(name, module, criteria, tmp_path, capsys) -> N
     assert plot(tmp_path / "lab", tmp_path / "figure.png", **quick).stat().st_size > 1000
 
 
+def test_vanishing_quick_version_reproduces(tmp_path, capsys) -> None:
+    """The flagship experiment (its full version is `gradwell demo`, in the slow suite); its
+    figures are the report's, so it has no ``plot``."""
+    code = run("vanishing", str(tmp_path / "lab"), quick=True, workers=1)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "not reproduced" not in out and "✘" not in out
+    assert out.count("✔") == 10                        # 2 + 4 remedies x 2 optimizers
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [e[0] for e in EXPERIMENTS])
 def test_full_version_reproduces(name, tmp_path, capsys) -> None:
