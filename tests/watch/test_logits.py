@@ -188,3 +188,23 @@ def test_no_adam_columns_without_an_adam_optimizer():
     mon = gradwell.watch(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     assert "update_cosine" not in mon.history.columns
     assert "update_cosine" not in gradwell.watch(model).history.columns
+
+
+def test_adam_eps_share_with_tensor_betas_equals_the_float_betas_run():
+    """torch accepts Tensor betas; the statistic uses them as they are and gives the numbers
+    of the same run with float betas."""
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
+    x, y = torch.randn(32, 8), torch.randint(0, 4, (32,))
+    shares = []
+    for betas in [(0.9, 0.999), (torch.tensor(0.9), torch.tensor(0.999))]:
+        model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
+        model.load_state_dict(base.state_dict())
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=betas, eps=1e-2)
+        mon = gradwell.watch(model, optimizer=opt)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        mon.close()
+        shares.append(mon.history.series("adam_eps_share")[2][0].tolist())
+    assert 0 < shares[0][0] < 1 and shares[0] == shares[1]

@@ -73,8 +73,8 @@ def adam_parts(optimizer: Any, params: list[Tensor], moved: list[Tensor],
             counted.append(0.0)
             continue
         v = local(v)
-        beta2, eps = float(group["betas"][1]), float(group["eps"])
-        bias = 1 - beta2 ** st["step"]               # a tensor or a number, no host read
+        beta2, eps = group["betas"][1], group["eps"]  # numbers or tensors: never read to host
+        bias = 1 - beta2 ** st["step"]
         below.append(torch.count_nonzero(v < eps * eps * bias).to(device, torch.float64))
         counted.append(float(v.numel()))
     if not params:
