@@ -5,7 +5,7 @@
     python benchmarks/locate_overhead.py --quick         # a short run to check it works
 
 Each training step (forward, loss, backward, ``torch.optim.Adam`` step) runs in three ways,
-interleaved in rounds so machine drift hits all alike:
+alternating step by step so machine drift hits all alike:
 
 * ``bare``                                   - nothing armed;
 * ``gradwell.locate(model)``                 - armed around forward + backward (target <= 1.10x);
@@ -14,14 +14,15 @@ interleaved in rounds so machine drift hits all alike:
 Models: the digits MLP of the examples (64-64-64-10, ReLU, batch 64) and a Hugging Face
 ``GPT2LMHeadModel`` built from a config (random init, no download): 4 layers, width 256, 4 heads,
 vocabulary 2000, 8 sequences of 128 tokens (``--gpt2-small``: 12 layers, 768, 12 heads, 50257,
-4 x 128). Prints milliseconds per step (the best round: noise only adds time) and the ratio to
-``bare``, by wall clock and by process CPU time. Results belong in docs/benchmarks.md.
+4 x 128). Prints the median milliseconds per step and the ratio to ``bare``, by wall clock and
+by process CPU time. Results belong in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import time
 from typing import Any, Callable
 
@@ -59,33 +60,37 @@ def variants(model: nn.Module) -> dict[str, Callable[[], Any]]:
             "detect_anomaly(check_nan=True)": lambda: torch.autograd.detect_anomaly(check_nan=True)}
 
 
-def time_steps(model: nn.Module, loss_of: Callable, opt: torch.optim.Optimizer,
-               arm: Callable[[], Any], steps: int) -> tuple[float, float]:
+def one_step(model: nn.Module, loss_of: Callable, opt: torch.optim.Optimizer,
+             arm: Callable[[], Any]) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        with arm():
-            loss_of(model).backward()
-        opt.step()
-    return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
+    opt.zero_grad(set_to_none=True)
+    with arm():
+        loss_of(model).backward()
+    opt.step()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def bench(name: str, model: nn.Module, loss_of: Callable, steps: int, rounds: int) -> dict:
+    """Alternate the variants step by step (bare, locate, anomaly, bare, ...), so that machine
+    drift and the slow phases of a shared VM hit all of them alike; the median step of each
+    variant is robust to the odd step a garbage collection or another process lengthens."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-5)
     arms = variants(model)
-    best = {k: (float("inf"), float("inf")) for k in arms}
-    for k, arm in arms.items():              # warm-up
-        time_steps(model, loss_of, opt, arm, max(1, steps // 5))
-    for _ in range(rounds):
+    for _ in range(max(2, steps // 5)):          # warm-up
+        for arm in arms.values():
+            one_step(model, loss_of, opt, arm)
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in arms}
+    for _ in range(rounds * steps):
         for k, arm in arms.items():
-            w, c = time_steps(model, loss_of, opt, arm, steps)
-            best[k] = (min(best[k][0], w), min(best[k][1], c))
-    base = best["bare"]
-    print(f"\n{name}: {steps} steps x {rounds} rounds, best round")
+            times[k].append(one_step(model, loss_of, opt, arm))
+    med = {k: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
+           for k, t in times.items()}
+    base = med["bare"]
+    print(f"\n{name}: {rounds * steps} alternating steps per variant, median step")
     print(f"  {'variant':34s} {'wall ms':>9s} {'ratio':>7s} {'cpu ms':>9s} {'ratio':>7s}")
-    for k, (w, c) in best.items():
+    for k, (w, c) in med.items():
         print(f"  {k:34s} {w * 1e3:9.3f} {w / base[0]:7.3f} {c * 1e3:9.3f} {c / base[1]:7.3f}")
-    return {k: v[0] / base[0] for k, v in best.items()}
+    return {k: v[0] / base[0] for k, v in med.items()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
