@@ -127,6 +127,31 @@ def test_attention_logits_of_torch_multihead_attention_match_its_in_proj():
     assert vals[0].tolist() == pytest.approx(ref, rel=1e-5)
 
 
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_attention_logits_of_gradwell_tiny_transformer_match_its_in_proj(qk_norm):
+    """gradwell.nn.TinyTransformer: q and k read at q_norm/k_norm (``nn.Identity`` without
+    QK-layernorm, which then does not count as one), against in_proj by hand over all pairs
+    of the first 2 sequences."""
+    torch.manual_seed(0)
+    model = gradwell.nn.TinyTransformer(10, 6, d_model=16, heads=2, layers=1, qk_norm=qk_norm)
+    with torch.no_grad():
+        model.blocks[0].attn.in_proj.weight[:32].mul_(20.0)       # large, distinct logits
+    x = torch.randint(0, 10, (4, 6))
+    mon = gradwell.watch(model)
+    nn.functional.cross_entropy(model(x), x).backward()
+    mon.step()
+    mon.close()
+    hist = mon.history
+    assert [s["qk_norm"] for s in hist.meta["attention_sites"]] == [qk_norm]
+    attn = model.blocks[0].attn
+    with torch.no_grad():
+        h = model.blocks[0].norm1(model.embed(x[:2]) + model.pos)
+        q, k, _ = attn.in_proj(h).split(16, -1)
+        q, k = attn.q_norm(q.view(2, 6, 2, 8)), attn.k_norm(k.view(2, 6, 2, 8))
+        ref = torch.einsum("bthd,buhd->bhtu", q, k).abs().max() / math.sqrt(8)
+    assert hist.series("attention_logit_max")[2][0, 0] == pytest.approx(float(ref), rel=1e-5)
+
+
 def test_bert_query_key_sites_and_no_sites_without_attention():
     _, hist = _one_step(ZOO["bert"])
     assert hist.series("attention_logit_max")[1] == [

@@ -2,8 +2,9 @@
 
 A :class:`Candidate` is one change to the baseline: a re-initialisation of every weight matrix
 (``nn.Linear``, ``nn.Conv*``, recurrent ``weight_ih``/``weight_hh``, attention ``in_proj``), another
-optimizer, another learning rate, a clipper, a linear warm-up, or a different model (a structural
-variant: only for :class:`gradwell.nn.MLP` models, rebuilt by :mod:`.structure`, or a variant the
+optimizer, another learning rate, another Adam epsilon, a clipper, a linear warm-up, a z-loss on
+the logits, or a different model (a structural variant of the models :mod:`.structure` can
+rebuild -- QK-layernorm for :class:`gradwell.nn.TinyTransformer` among them -- or a variant the
 user passes). :data:`REMEDIES` is the table from finding kinds to remedy families.
 """
 
@@ -18,8 +19,10 @@ from torch import nn
 
 from .. import clip as gclip
 from ..nn import init as ginit
+from ..watch.layers import LayerIndex
 
-__all__ = ["Candidate", "REMEDIES", "reinit", "dominant_activation", "make_clipper", "warmup"]
+__all__ = ["Candidate", "REMEDIES", "reinit", "dominant_activation", "make_clipper", "warmup",
+           "ZLoss", "Z_LOSS", "SMALL_EPS"]
 
 #: finding kind -> remedy families tried for it, most specific first. Kinds not listed here
 #: (new ones included) call for nothing the doctor can apply mechanically.
@@ -30,7 +33,16 @@ REMEDIES: dict[str, tuple[str, ...]] = {
     "exploding": ("clip", "lr", "warmup"),
     "nonfinite": ("clip", "lr", "warmup"),
     "divergence": ("lr", "clip", "warmup"),
+    "attention_logits": ("qk_norm", "lr", "warmup"),
+    "output_logits": ("z_loss", "lr", "warmup"),
+    "adam_epsilon": ("eps",),
 }
+
+#: the z-loss coefficient: ``Z_LOSS * mean(log^2 Z)`` is added to the loss (PaLM, Chowdhery et
+#: al. 2022; Wortsman et al. 2023), as the ``output_logits`` finding recommends
+Z_LOSS = 1e-4
+#: Adam's epsilon for the ``adam_epsilon`` finding (Wortsman et al. 2023, "AdamW epsilon")
+SMALL_EPS = 1e-15
 
 #: activation family -> initialisation schemes worth trying (gradwell.nn.init names)
 INIT_SCHEMES = {"relu": ("he", "orthogonal"), "leaky_relu": ("he", "orthogonal"),
@@ -57,6 +69,14 @@ class Candidate:
         clip: ``"global_norm"`` (with ``clip_value``) or ``"zclip"``.
         warmup: steps of linear learning-rate warm-up (0 = none).
         model: builds the model instead of ``make_model`` (structural variants).
+        eps: Adam's epsilon, set in every parameter group of the optimizer (Adam family).
+        z_loss: coefficient ``c`` of a z-loss ``c * mean(logsumexp(logits, -1)^2)`` added to
+            the training loss, on the output of the module named ``logits`` (0 = none).
+        logits: the qualified module name whose output is the logits (as ``gradwell.watch``
+            names it: the ``output_logits`` finding's layer).
+
+    ``eps``, ``z_loss`` and ``logits`` enter :meth:`config` only when set, so the store keys of
+    the other candidates stay what they were (a stopped run resumes).
     """
 
     name: str
@@ -68,12 +88,20 @@ class Candidate:
     clip_value: float | None = None
     warmup: int = 0
     model: Callable[[], nn.Module] | None = field(default=None, compare=False)
+    eps: float | None = None
+    z_loss: float = 0.0
+    logits: str | None = None
 
     def config(self) -> dict[str, Any]:
         """The JSON-able description (store key and report)."""
-        d = {k: v for k, v in asdict(self).items() if k != "model"}
+        d = {k: v for k, v in asdict(self).items() if k != "model"
+             and (k not in _OPTIONAL or v != _OPTIONAL[k])}
         d["model"] = None if self.model is None else self.name
         return d
+
+
+#: fields that :meth:`Candidate.config` leaves out at these (default) values
+_OPTIONAL: dict[str, Any] = {"eps": None, "z_loss": 0.0, "logits": None}
 
 
 def dominant_activation(model: nn.Module) -> str:
@@ -135,3 +163,42 @@ def warmup(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.L
     if steps <= 0:
         return None
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / steps))
+
+
+class ZLoss:
+    """The z-loss of PaLM (Chowdhery et al. 2022), as Wortsman et al. 2023 use it against
+    output-logit divergence: ``coef * mean(log^2 Z)``, ``log Z = logsumexp(logits, -1)`` at
+    every position of the output of ``model``'s module ``name`` (the logits module: its last
+    dimension is the classes or the vocabulary, as ``gradwell.watch`` measures ``log_z_rms``).
+
+    A forward hook keeps that output while gradients are on; :meth:`take` returns the penalty
+    of the forward passes since the last call (their mean, if the module ran more than once).
+    """
+
+    def __init__(self, model: nn.Module, name: str, coef: float) -> None:
+        module = LayerIndex(model, logits=False).by_name.get(name)
+        if module is None:
+            raise ValueError(f"z-loss: the model has no module named {name!r} (the logits "
+                             "module the output_logits finding names)")
+        self.name, self.coef = name, float(coef)
+        self._seen: list[torch.Tensor] = []
+        self._handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        t = output[0] if isinstance(output, (tuple, list)) and output else output
+        if torch.is_grad_enabled() and isinstance(t, torch.Tensor) and t.is_floating_point():
+            self._seen.append(t)
+
+    def take(self) -> torch.Tensor:
+        """The penalty of the forward passes since the last call (then forgotten)."""
+        seen, self._seen = self._seen, []
+        if not seen:
+            raise RuntimeError(f"z-loss: module {self.name!r} produced no floating-point "
+                               "output in this forward pass")
+        terms = [torch.logsumexp(t.float(), dim=-1).square().mean() for t in seen]
+        return self.coef * torch.stack(terms).mean()
+
+    def close(self) -> None:
+        """Remove the hook."""
+        self._handle.remove()
+        self._seen = []

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from ..diagnose import Finding
-from .candidates import INIT_NAMES, INIT_SCHEMES, REMEDIES, Candidate
+from .candidates import INIT_NAMES, INIT_SCHEMES, REMEDIES, SMALL_EPS, Z_LOSS, Candidate
 from .lrfind import LRFindResult, lr_find
-from .optimizers import OPTIMIZERS, make_optimizer
-from .structure import structural_candidates
+from .optimizers import OPTIMIZERS, adam_eps, make_optimizer
+from .structure import QK_BUILDERS, structural_candidates
 from .trainer import Setup
 
 __all__ = ["choose", "baseline_lr", "LR_FACTOR"]
@@ -73,6 +73,22 @@ def _optimizer(setup: Setup, reason: str, cache: dict) -> list[Candidate]:
                       optimizer=other, lr=r.suggested_lr)]
 
 
+def _eps(setup: Setup, reason: str) -> list[Candidate]:
+    """Adam's epsilon lowered to :data:`SMALL_EPS`, for an Adam-family baseline whose eps is
+    larger (the ``adam_epsilon`` finding's remedy)."""
+    eps = adam_eps(make_optimizer(setup.optimizer, nn.Linear(1, 1).parameters()))
+    if eps is None or eps <= SMALL_EPS:
+        return []
+    return [Candidate(f"optimizer: eps {SMALL_EPS:g} (was {eps:g})", reason, eps=SMALL_EPS)]
+
+
+def _z_loss(findings: list[Finding], reason: str) -> list[Candidate]:
+    """A z-loss on the logits module each ``output_logits`` finding names."""
+    names = dict.fromkeys(f.layer for f in findings if f.kind == "output_logits" and f.layer)
+    return [Candidate(f"z-loss {Z_LOSS:g} (on {name})", reason, z_loss=Z_LOSS, logits=name)
+            for name in names]
+
+
 def choose(setup: Setup, findings: list[Finding], sample: nn.Module,
            variants: dict[str, Callable[[], nn.Module]], grad_norm: float | None,
            cache: dict[str, LRFindResult]) -> list[Candidate]:
@@ -89,6 +105,12 @@ def choose(setup: Setup, findings: list[Finding], sample: nn.Module,
                     for s in INIT_SCHEMES.get(setup.activation, INIT_SCHEMES["linear"])]
         elif fam == "structure":
             out += structural_candidates(sample, reason)
+        elif fam == "qk_norm":
+            out += structural_candidates(sample, reason, QK_BUILDERS)
+        elif fam == "eps":
+            out += _eps(setup, reason)
+        elif fam == "z_loss":
+            out += _z_loss(findings, reason)
         elif fam == "lr":
             out += _lr(setup, reason, cache)
         elif fam == "optimizer":

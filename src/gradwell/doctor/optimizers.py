@@ -9,8 +9,9 @@ import torch
 
 from .. import optim as goptim
 from .._checks import invalid, one_of
+from ..watch.adam import is_adam
 
-__all__ = ["OPTIMIZERS", "make_optimizer", "OptimizerSpec"]
+__all__ = ["OPTIMIZERS", "make_optimizer", "OptimizerSpec", "adam_eps", "set_eps"]
 
 #: name -> (gradwell drop-in, its keyword arguments including the default ``lr``)
 OPTIMIZERS: dict[str, tuple[type, dict[str, Any]]] = {
@@ -68,3 +69,20 @@ def scale_lrs(opt: torch.optim.Optimizer, lr: float, base: list[float] | None = 
     base = base or base_lrs(opt)
     for g, b in zip(opt.param_groups, base):
         g["lr"] = lr * b / base[0]
+
+
+def adam_eps(opt: torch.optim.Optimizer) -> float | None:
+    """The largest ``eps`` of ``opt``'s groups when it is of the Adam family (every group has
+    ``betas`` and ``eps``: torch's and gradwell's Adam, AdamW, NAdam, RAdam ...), else None."""
+    if not is_adam(opt):
+        return None
+    return max(float(g["eps"]) for g in opt.param_groups)
+
+
+def set_eps(opt: torch.optim.Optimizer, eps: float) -> None:
+    """Set Adam's epsilon of every parameter group (read at each step, as ``lr`` is)."""
+    if adam_eps(opt) is None:
+        raise ValueError(f"eps={eps:g} needs an Adam-family optimizer (groups with betas and "
+                         f"eps); got {type(opt).__qualname__}")
+    for g in opt.param_groups:
+        g["eps"] = eps

@@ -4,7 +4,10 @@ arguments and rebuilt with batch normalisation (Ioffe & Szegedy 2015), residual 
 (He et al. 2016) or ReLU with He initialisation (He et al. 2015); a tanh
 :class:`gradwell.nn.RecurrentNet` is rebuilt with gated cells, a GRU (Cho et al. 2014) and an
 LSTM (Hochreiter & Schmidhuber 1997), whose additive state updates keep the gradient through
-time from vanishing (Bengio et al. 1994; Chung et al. 2014)."""
+time from vanishing (Bengio et al. 1994; Chung et al. 2014). Against attention-logit growth a
+:class:`gradwell.nn.TinyTransformer` is rebuilt with QK-layernorm (:data:`QK_BUILDERS`:
+LayerNorm on each head's queries and keys bounds ``|q.k| / sqrt(d)``; Dehghani et al. 2023,
+Wortsman et al. 2023)."""
 
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..nn import CNN, MLP, ConvBlock, RecurrentNet
+from ..nn import CNN, MLP, ConvBlock, RecurrentNet, TinyTransformer
 from ..nn.init import ACTIVATIONS, make_activation
 from .candidates import Candidate
 
-__all__ = ["mlp_args", "cnn_args", "rnn_args", "structural_candidates", "BUILDERS"]
+__all__ = ["mlp_args", "cnn_args", "rnn_args", "transformer_args", "structural_candidates",
+           "BUILDERS", "QK_BUILDERS"]
 
 _NORMS = {nn.Identity: "none", nn.BatchNorm1d: "batch", nn.LayerNorm: "layer",
           nn.BatchNorm2d: "batch", nn.GroupNorm: "layer"}
@@ -78,6 +82,22 @@ def rnn_args(model: nn.Module) -> dict[str, Any] | None:
             "recurrent_gain": model.recurrent_gain}
 
 
+def transformer_args(model: nn.Module) -> dict[str, Any] | None:
+    """The constructor arguments of a :class:`gradwell.nn.TinyTransformer`, or None (also when
+    its blocks differ from each other: changed after construction)."""
+    if type(model) is not TinyTransformer or not len(model.blocks):
+        return None
+    blocks = [(b.pre, b.attn.heads, b.ff1.out_features, type(b.attn.q_norm), type(b.attn.k_norm))
+              for b in model.blocks]
+    pre, heads, ff, qn, kn = blocks[0]
+    if any(b != blocks[0] for b in blocks) or qn is not kn \
+            or qn not in (nn.Identity, nn.LayerNorm):
+        return None
+    return {"vocab": model.embed.num_embeddings, "seq_len": model.pos.shape[0],
+            "d_model": model.embed.embedding_dim, "heads": heads, "layers": len(blocks),
+            "ff": ff, "norm": "pre" if pre else "post", "qk_norm": qn is nn.LayerNorm}
+
+
 _FEEDFORWARD = (
     ("structure: batch norm", {"norm": "batch"}, lambda a: a["norm"] == "none"),
     ("structure: residual connections", {"connection": "residual"},
@@ -99,9 +119,18 @@ BUILDERS: tuple[tuple[Callable[[nn.Module], dict | None], type, tuple], ...] = (
 )
 
 
-def structural_candidates(model: nn.Module, reason: str) -> list[Candidate]:
-    """Rebuilt variants of ``model`` when it is one of :data:`BUILDERS`' classes (else none)."""
-    for read, cls, variants in BUILDERS:
+_QK = (("structure: QK-layernorm", {"qk_norm": True}, lambda a: not a["qk_norm"]),)
+#: the models the doctor can give QK-layernorm (the ``attention_logits`` finding's remedy), as
+#: :data:`BUILDERS`
+QK_BUILDERS: tuple[tuple[Callable[[nn.Module], dict | None], type, tuple], ...] = (
+    (transformer_args, TinyTransformer, _QK),
+)
+
+
+def structural_candidates(model: nn.Module, reason: str, builders: tuple = BUILDERS
+                          ) -> list[Candidate]:
+    """Rebuilt variants of ``model`` when it is one of ``builders``' classes (else none)."""
+    for read, cls, variants in builders:
         args = read(model)
         if args is not None:
             return [Candidate(name, reason, model=partial(cls, **{**args, **over}))

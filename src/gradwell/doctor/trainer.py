@@ -20,8 +20,8 @@ from .. import clip as gclip
 from ..lab.trial_monitor import TrialMonitor, grad_ratio, nonfinite_finding
 from ..lab.train import TrialResult
 from .batches import batch_loss, cycle
-from .candidates import Candidate, make_clipper, reinit, warmup
-from .optimizers import make_optimizer
+from .candidates import Candidate, ZLoss, make_clipper, reinit, warmup
+from .optimizers import make_optimizer, set_eps
 
 __all__ = ["Setup", "train", "DATA_SEED"]
 
@@ -62,9 +62,11 @@ def build(setup: Setup, cand: Candidate, seed: int) -> tuple[nn.Module, torch.op
     spec = cand.optimizer or setup.optimizer
     clipper = make_clipper(cand)
     lr = cand.lr if cand.lr is not None else setup.lr
-    if isinstance(spec, str):
-        return model, make_optimizer(spec, model.parameters(), lr=lr, clip=clipper), None
-    return model, make_optimizer(spec, model.parameters(), lr=lr), clipper
+    named = isinstance(spec, str)
+    opt = make_optimizer(spec, model.parameters(), lr=lr, clip=clipper if named else None)
+    if cand.eps is not None:
+        set_eps(opt, cand.eps)
+    return model, opt, None if named else clipper
 
 
 def _score(setup: Setup, model: nn.Module, losses: list[float]) -> float:
@@ -95,10 +97,14 @@ def _curve(losses: list[float], seconds: float) -> list[tuple[int, float, str, f
 
 
 def train(setup: Setup, cand: Candidate, seed: int, key: str, monitor: bool) -> TrialResult:
-    """Train ``cand`` with ``seed`` for ``setup.steps`` steps; the monitor records when asked."""
+    """Train ``cand`` with ``seed`` for ``setup.steps`` steps; the monitor records when asked.
+
+    A z-loss candidate minimises ``loss + z-loss`` while the losses kept (and scored) are
+    ``loss_fn``'s alone, so its score compares with the baseline's."""
     start = time.perf_counter()
     model, opt, clipper = build(setup, cand, seed)
     sched = warmup(opt, cand.warmup)
+    zl = ZLoss(model, cand.logits, cand.z_loss) if cand.z_loss else None
     mon = TrialMonitor(model, opt, max(1, setup.steps // MONITOR_RECORDS)) if monitor else None
     torch.manual_seed(DATA_SEED + seed)
     batches = cycle(setup.loader)
@@ -108,20 +114,23 @@ def train(setup: Setup, cand: Candidate, seed: int, key: str, monitor: bool) -> 
     try:
         for step in range(1, setup.steps + 1):
             loss = batch_loss(model, next(batches), setup.loss_fn)
+            total = loss if zl is None else loss + zl.take()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
             if clipper is not None:
                 gclip.clip_(model.parameters(), clipper)
             opt.step()
             if sched is not None:
                 sched.step()
             losses.append(float(loss.detach()))
-            if not math.isfinite(losses[-1]):
+            if not math.isfinite(losses[-1] if zl is None else float(total.detach())):
                 diverged = step
                 break
     finally:
         if mon is not None:
             mon.close()
+        if zl is not None:
+            zl.close()
     score = _score(setup, model, losses) if diverged is None else math.nan
     if not math.isfinite(score):
         score = -math.inf if setup.maximize else math.inf

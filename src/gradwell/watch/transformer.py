@@ -47,7 +47,8 @@ class Site:
     ``"split"`` (separate ``q_proj``/``k_proj``, ``query``/``key``, or ``q_norm``/``k_norm``
     where the model normalises them). ``q``/``k``: the modules whose outputs are read.
     ``rotary``: the model applies a rotary embedding after the projection, so q and k are read
-    before it (same norms, same scale; not the exact logits)."""
+    before it (same norms, same scale; not the exact logits). ``qk_norm``: q and k are read
+    after a normalisation (``q_norm`` that is not ``nn.Identity``)."""
 
     name: str
     kind: str
@@ -134,7 +135,9 @@ def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
     """Attention modules whose queries and keys are exposed, in registration order:
     ``nn.MultiheadAttention``; modules with ``q_proj``/``k_proj`` (Llama, Mistral, ...),
     ``query``/``key`` (BERT) or ``q_norm``/``k_norm`` children (QK-layernorm: read after the
-    norm); GPT-2's fused ``c_attn`` (HF ``Conv1D`` holding q, k, v; in an HF attention
+    norm; ``nn.Identity`` ones, as in :class:`gradwell.nn.TinyTransformer` without
+    ``qk_norm``, are read but are no QK-layernorm). A ``split`` site's q and k outputs are
+    batch-first, ``(B, T, H * d)`` or ``(B, T, H, d)``; GPT-2's fused ``c_attn`` (HF ``Conv1D`` holding q, k, v; in an HF attention
     module also when wrapped, e.g. by a module that normalises q and k)."""
     sites = []
     for mod in model.modules():
@@ -151,7 +154,8 @@ def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
         for q, k in _SPLIT:
             if q in kids and k in kids:
                 sites.append(Site(name, "split", names[id(kids[q])], names[id(kids[k])], d,
-                                  _rotary(mod), qk_norm=q == "q_norm"))
+                                  _rotary(mod), qk_norm=q == "q_norm"
+                                  and not isinstance(kids[q], nn.Identity)))
                 break
         else:
             c = kids.get("c_attn")
