@@ -56,6 +56,30 @@ def test_doctor_digits_lr_find_suggests_a_rate_adam_trains_with(tmp_path) -> Non
     assert isinstance(example.make_model(), gradwell.nn.MLP)
 
 
+def test_doctor_transformer_finds_attention_logit_growth_and_tries_qk_layernorm() -> None:
+    import math
+    import torch
+    report = load("doctor_transformer").main(steps=40)     # the ranking at 200: -m slow
+    assert "attention_logits" in {f.kind for f in report.findings}
+    names = [c.name for c in report.candidates]
+    assert "structure: QK-layernorm" in names and any(n.startswith("warm-up") for n in names)
+    # torch-only: the baseline's attention logits at lr 0.1, by hand from in_proj, are > 100
+    torch.manual_seed(0)
+    model = load("doctor_transformer").make_model()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    for _ in range(2):
+        for x, y in load("doctor_transformer").make_data():
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    with torch.no_grad():
+        attn, h = model.blocks[0].attn, model.blocks[0].norm1(model.embed(x) + model.pos)
+        q, k, _ = attn.in_proj(h).split(32, -1)
+        q, k = q.view(*x.shape, 2, 16), k.view(*x.shape, 2, 16)
+        logits = torch.einsum("bthd,buhd->bhtu", q, k).tril() / math.sqrt(16)
+    assert logits.abs().max() > 100
+
+
 def test_guard_replay_names_the_poisoned_samples_and_a_resumed_epoch_skips_nothing(
         tmp_path) -> None:
     example = load("guard_replay")

@@ -85,7 +85,8 @@ def _eps(setup: Setup, reason: str) -> list[Candidate]:
 def _z_loss(findings: list[Finding], reason: str) -> list[Candidate]:
     """A z-loss on the logits module each ``output_logits`` finding names."""
     names = dict.fromkeys(f.layer for f in findings if f.kind == "output_logits" and f.layer)
-    return [Candidate(f"z-loss {Z_LOSS:g} (on {name})", reason, z_loss=Z_LOSS, logits=name)
+    return [Candidate(f"z-loss {Z_LOSS:g} (logits of {name})", reason, z_loss=Z_LOSS,
+                      logits=name)
             for name in names]
 
 

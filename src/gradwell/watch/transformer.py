@@ -137,8 +137,9 @@ def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
     ``query``/``key`` (BERT) or ``q_norm``/``k_norm`` children (QK-layernorm: read after the
     norm; ``nn.Identity`` ones, as in :class:`gradwell.nn.TinyTransformer` without
     ``qk_norm``, are read but are no QK-layernorm). A ``split`` site's q and k outputs are
-    batch-first, ``(B, T, H * d)`` or ``(B, T, H, d)``; GPT-2's fused ``c_attn`` (HF ``Conv1D`` holding q, k, v; in an HF attention
-    module also when wrapped, e.g. by a module that normalises q and k)."""
+    batch-first, ``(B, T, H * d)`` or ``(B, T, H, d)``; GPT-2's fused ``c_attn`` (HF
+    ``Conv1D`` holding q, k, v; in an HF attention module also when wrapped, e.g. by a module
+    that normalises q and k)."""
     sites = []
     for mod in model.modules():
         name = names.get(id(mod))
