@@ -142,7 +142,7 @@ def test_attention_logits_of_gradwell_tiny_transformer_match_its_in_proj(qk_norm
     mon.step()
     mon.close()
     hist = mon.history
-    assert [s["qk_norm"] for s in hist.meta["attention_sites"]] == [qk_norm]
+    assert [(s["qk_norm"], s["q_heads"]) for s in hist.meta["attention_sites"]] == [(qk_norm, 2)]
     attn = model.blocks[0].attn
     with torch.no_grad():
         h = model.blocks[0].norm1(model.embed(x[:2]) + model.pos)
@@ -150,6 +150,35 @@ def test_attention_logits_of_gradwell_tiny_transformer_match_its_in_proj(qk_norm
         q, k = attn.q_norm(q.view(2, 6, 2, 8)), attn.k_norm(k.view(2, 6, 2, 8))
         ref = torch.einsum("bthd,buhd->bhtu", q, k).abs().max() / math.sqrt(8)
     assert hist.series("attention_logit_max")[2][0, 0] == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_attention_logits_of_gemma3_read_after_its_heads_first_qk_norm():
+    """Gemma 3 normalises q and k per head after moving the heads first, ``(B, H, T, d)``
+    (Qwen 3 before: ``(B, T, H, d)``); grouped-query attention with 4 query, 2 key heads."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                           head_dim=8, max_position_embeddings=64, sliding_window=16)
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(cfg)
+    ids = torch.randint(0, 64, (4, 16))
+    mon = gradwell.watch(model)
+    model(input_ids=ids, labels=ids).loss.backward()
+    mon.step()
+    mon.close()
+    (site,) = mon.history.meta["attention_sites"]
+    assert (site["q"], site["qk_norm"], site["q_heads"], site["k_heads"]) == (
+        "model.layers.0.self_attn.q_norm", True, 4, 2)
+    attn = model.model.layers[0].self_attn
+    with torch.no_grad():
+        h = model(input_ids=ids[:2], output_hidden_states=True).hidden_states[0]
+        x = model.model.layers[0].input_layernorm(h)
+        q = attn.q_norm(attn.q_proj(x).view(2, 16, 4, 8))
+        k = attn.k_norm(attn.k_proj(x).view(2, 16, 2, 8)).repeat_interleave(2, dim=2)
+        ref = torch.einsum("bthd,buhd->bhtu", q, k).abs().max() / math.sqrt(8)
+    got = mon.history.series("attention_logit_max")[2][0, 0]
+    assert got == pytest.approx(float(ref), rel=1e-5)
 
 
 def test_bert_query_key_sites_and_no_sites_without_attention():

@@ -48,11 +48,9 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, d = x.shape
-        q, k, v = (z.view(b, t, self.heads, self.head_dim)
+        q, k, v = (z.view(b, t, self.heads, self.head_dim).transpose(1, 2)
                    for z in self.in_proj(x).split(d, dim=2))
-        # per head, batch-first (b, t, heads, head_dim), as Hugging Face models normalise them:
-        # what gradwell.watch reads at q_norm / k_norm to measure the attention logits
-        q, k, v = (z.transpose(1, 2) for z in (self.q_norm(q), self.k_norm(k), v))
+        q, k = self.q_norm(q), self.k_norm(k)
         logits = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
         logits = logits.masked_fill(causal, float("-inf"))

@@ -48,7 +48,8 @@ class Site:
     where the model normalises them). ``q``/``k``: the modules whose outputs are read.
     ``rotary``: the model applies a rotary embedding after the projection, so q and k are read
     before it (same norms, same scale; not the exact logits). ``qk_norm``: q and k are read
-    after a normalisation (``q_norm`` that is not ``nn.Identity``)."""
+    after a normalisation (``q_norm`` that is not ``nn.Identity``). ``q_heads``/``k_heads``:
+    the module's query and key heads, where it says (they tell a 4-D output's layout)."""
 
     name: str
     kind: str
@@ -57,10 +58,13 @@ class Site:
     head_dim: int
     rotary: bool = False
     qk_norm: bool = False
+    q_heads: int | None = None
+    k_heads: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "q": self.q, "k": self.k,
-                "head_dim": self.head_dim, "rotary": self.rotary, "qk_norm": self.qk_norm}
+                "head_dim": self.head_dim, "rotary": self.rotary, "qk_norm": self.qk_norm,
+                "q_heads": self.q_heads, "k_heads": self.k_heads}
 
 
 def _is_hf(module: nn.Module) -> bool:
@@ -122,6 +126,22 @@ def _head_dim(attn: nn.Module) -> int | None:
     return None
 
 
+def _heads(attn: nn.Module) -> tuple[int | None, int | None]:
+    """``(query heads, key heads)`` of an attention module (its attributes, else its config;
+    key heads default to the query heads), None where it does not say."""
+    cfg = getattr(attn, "config", None)
+
+    def first(names: tuple[str, ...]) -> int | None:
+        for src in (attn, cfg):
+            for n in names:
+                v = getattr(src, n, None)
+                if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                    return v
+        return None
+    q = first(("heads", "num_heads", "num_attention_heads"))
+    return q, first(("num_key_value_heads", "kv_heads")) or q
+
+
 def _rotary(attn: nn.Module) -> bool:
     cfg = getattr(attn, "config", None)
     return cfg is not None and any(getattr(cfg, k, None) is not None
@@ -137,7 +157,9 @@ def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
     ``query``/``key`` (BERT) or ``q_norm``/``k_norm`` children (QK-layernorm: read after the
     norm; ``nn.Identity`` ones, as in :class:`gradwell.nn.TinyTransformer` without
     ``qk_norm``, are read but are no QK-layernorm). A ``split`` site's q and k outputs are
-    batch-first, ``(B, T, H * d)`` or ``(B, T, H, d)``; GPT-2's fused ``c_attn`` (HF
+    batch-first, ``(B, T, H * d)`` or ``(B, T, H, d)``, or heads-first ``(B, H, T, d)``
+    (Gemma 3's and TinyTransformer's norms), told apart by the module's head count (when
+    ``T`` equals it, batch-first is assumed); GPT-2's fused ``c_attn`` (HF
     ``Conv1D`` holding q, k, v; in an HF attention module also when wrapped, e.g. by a module
     that normalises q and k)."""
     sites = []
@@ -155,8 +177,8 @@ def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
         for q, k in _SPLIT:
             if q in kids and k in kids:
                 sites.append(Site(name, "split", names[id(kids[q])], names[id(kids[k])], d,
-                                  _rotary(mod), qk_norm=q == "q_norm"
-                                  and not isinstance(kids[q], nn.Identity)))
+                                  _rotary(mod), q == "q_norm"
+                                  and not isinstance(kids[q], nn.Identity), *_heads(mod)))
                 break
         else:
             c = kids.get("c_attn")
@@ -171,6 +193,14 @@ def _positions(t: Tensor, dim: int, n: int = POSITIONS) -> Tensor:
     index: list[Any] = [slice(None)] * t.dim()
     index[dim] = slice(0, None, max(1, math.ceil(t.shape[dim] / n)))
     return t[tuple(index)]
+
+
+def _tokens_first(t: Tensor, heads: int | None) -> Tensor:
+    """A heads-first ``(B, H, T, d)`` query or key tensor as ``(B, T, H, d)`` (a view); any
+    other (batch-first, or ``T == H``) as it is."""
+    if t.dim() == 4 and heads is not None and t.shape[1] == heads != t.shape[2]:
+        return t.transpose(1, 2)
+    return t
 
 
 def _sample(t: Tensor) -> Tensor:
@@ -237,7 +267,8 @@ class LogitStats:
     def on_part(self, site: Site, part: str, t: Tensor) -> None:
         """One of q and k (``part``) of a ``"split"`` site; measured when both have come."""
         got = self._waiting.setdefault(site.name, {})
-        got[part] = _sample(t.detach())
+        got[part] = _sample(_tokens_first(t.detach(), site.q_heads if part == "q"
+                                          else site.k_heads))
         if "q" in got and "k" in got:
             self.on_qk(site, got.pop("q"), got.pop("k"))
 
