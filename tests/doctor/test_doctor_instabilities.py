@@ -164,6 +164,34 @@ def test_the_trainer_adds_the_z_loss_of_the_logits_module_to_the_gradient() -> N
         ZLoss(make(), "lm_head", 1e-4)
 
 
+def test_the_z_loss_reaches_a_hugging_face_llama_through_its_lm_head() -> None:
+    """Llama (built from a config, untied lm_head) fed dict batches: three steps of the
+    doctor's trainer with a z-loss on ``lm_head`` equal three torch steps on the task loss
+    plus ``c * logsumexp(out.logits, -1)^2 mean``."""
+    from models_zoo import ZOO, ids_batch
+
+    arch = ZOO["llama"]
+    batches = [({"input_ids": ids_batch(0, seed=s)["input_ids"]},
+                ids_batch(0, seed=s)["input_ids"]) for s in range(3)]
+
+    def task(out, y):
+        return CE(out.logits[:, :-1].flatten(0, 1), y[:, 1:].flatten())
+    kept: list[nn.Module] = []
+    setup = Setup(lambda: kept.append(arch.build()) or kept[-1], batches, task,
+                  lambda ps: torch.optim.SGD(ps, lr=0.5), None, 3, "relu")
+    train(setup, Candidate("z", z_loss=0.01, logits="lm_head"), 0, "k", monitor=False)
+    ref = arch.build()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.5)
+    for x, y in batches:
+        out = ref(**x)
+        opt.zero_grad()
+        (task(out, y) + 0.01 * torch.logsumexp(out.logits, -1).square().mean()).backward()
+        opt.step()
+    for a, b in zip(kept[-1].parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b)
+    assert not torch.equal(ref.lm_head.weight, arch.build().lm_head.weight)   # it trained
+
+
 # --------------------------------------------------------------------- attention_logits
 def _max_attention_logit(model: TinyTransformer, x: torch.Tensor) -> float:
     """max |q.k| / sqrt(d) over heads and causal pairs of a 1-block pre-LN model, by hand."""

@@ -1,5 +1,10 @@
 """Which candidates to try, from the findings (:data:`~.candidates.REMEDIES`), the model and
-the learning-rate range test."""
+the learning-rate range test.
+
+Families: ``init``, ``structure`` and ``qk_norm`` (:mod:`.structure`), ``lr`` and ``optimizer``
+(rates from ``lr_find``), ``clip``, ``warmup``; for the instabilities of transformers (Wortsman
+et al. 2023) ``z_loss`` (PaLM's z-loss on the logits module an ``output_logits`` finding names)
+and ``eps`` (Adam's epsilon lowered to 1e-15 for an Adam-family baseline)."""
 
 from __future__ import annotations
 
