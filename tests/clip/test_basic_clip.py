@@ -196,6 +196,27 @@ def test_two_norms_of_large_tensors_match_torch_vector_norm(dtype) -> None:
     assert math.isinf(float(grad_norms([huge])[0])) == math.isinf(float(huge.norm()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_square_sum_matches_torch_in_every_layout(dtype) -> None:
+    """``square_sum`` (the monitor's activation and output-gradient statistic): the dot path
+    and the norm path both equal ``sum(t**2)`` computed in float64, NaN/inf propagate."""
+    from gradwell.clip.base import _DOT_MIN_NUMEL, square_sum
+    g = torch.Generator().manual_seed(1)
+    big = (torch.randn(8, 64, _DOT_MIN_NUMEL // 256, generator=g) * 2).to(dtype)
+    cases = [big, big.transpose(0, 2), big[:, ::2], torch.randn(9, generator=g).to(dtype),
+             big.clone().requires_grad_(dtype.is_floating_point)]
+    tol = {torch.float64: 1e-12, torch.float32: 2e-5}.get(dtype, 1e-2)   # float32: ~sqrt(n) eps
+    for t in cases:
+        got, ref = square_sum(t), t.detach().double().square().sum()
+        assert not got.requires_grad and got.dtype in (torch.float32, torch.float64)
+        assert abs(float(got) - float(ref)) <= tol * float(ref)
+    bad = big.clone()
+    bad.view(-1)[3] = float("nan")
+    assert math.isnan(float(square_sum(bad)))
+    bad.view(-1)[3] = float("inf")
+    assert math.isinf(float(square_sum(bad)))
+
+
 def test_global_norm_on_large_layers_matches_clip_grad_norm() -> None:
     """A model whose layers take the dot path clips to torch's numbers."""
     torch.manual_seed(0)

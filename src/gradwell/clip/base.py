@@ -26,8 +26,8 @@ from torch import Tensor
 from .._checks import check_number, is_number
 from .._distributed import local, reducer_for
 
-__all__ = ["Clipper", "clip_", "grad_norms", "total_norm", "check_clipper", "nonfinite_flag",
-           "call_clipper"]
+__all__ = ["Clipper", "clip_", "grad_norms", "square_sum", "total_norm", "check_clipper",
+           "nonfinite_flag", "call_clipper"]
 
 
 class Clipper:
@@ -157,6 +157,20 @@ def _two_norms(grads: list[Tensor]) -> list[Tensor]:
     for i, n in zip(rest, torch._foreach_norm([grads[i] for i in rest], 2.0) if rest else []):
         out[i] = n
     return out  # type: ignore[return-value]
+
+
+def square_sum(t: Tensor) -> Tensor:
+    """``sum(t ** 2)`` as a 0-dim tensor, accumulated in float32 (float64 for float64 ``t``).
+
+    One BLAS dot ``t . t`` for a large contiguous float32/float64 CPU tensor (about 4x faster
+    than ``torch.linalg.vector_norm(t) ** 2`` for 0.5M float32 elements on 2 threads), else
+    ``vector_norm(t, dtype)`` squared; ``t`` is read without autograd (detached)."""
+    t = t.detach()
+    if _dot_norm_ok(t):
+        flat = t.view(-1)
+        return torch.dot(flat, flat)
+    acc = None if t.dtype in (torch.float32, torch.float64) else torch.float32
+    return torch.linalg.vector_norm(t, dtype=acc).square()
 
 
 def _real(dtype: torch.dtype) -> torch.dtype:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .._distributed import ShardReducer, local
-from ..clip.base import grad_norms
+from ..clip.base import grad_norms, square_sum
 from .layers import LayerIndex
 from .transformer import LogitStats
 
@@ -67,10 +67,12 @@ class ActivationStats:
         self.reset()
 
     def reset(self) -> None:
-        self.acc: dict[str, Tensor] = {}        # [sum, sum of squares(, saturated count)]
+        # per module: the 0-dim partial sums of each call, in call order (stacked once, when
+        # the step is recorded: no small op per call to keep a running total)
+        self.acc: dict[str, list[Tensor]] = {}  # [sum, sum of squares(, saturated count)]...
         self.count: dict[str, int] = {}
         self.alive: dict[str, dict[tuple[int, ...], Tensor]] = {}
-        self.out_grad: dict[str, Tensor] = {}   # sum of squares of d loss / d output
+        self.out_grad: dict[str, list[Tensor]] = {}   # sums of squares of d loss / d output
         self.out_grad_count: dict[str, int] = {}
         self.forward_order: list[str] = []
         self.backward_order: list[str] = []
@@ -80,22 +82,17 @@ class ActivationStats:
         """Add one output ``t`` of module ``name`` (activation ``kind`` or None) to the sums
         (``t`` is detached, so nothing is recorded for autograd: no ``no_grad`` needed)."""
         t = t.detach()
-        if kind == "tanh":
-            sat = torch.count_nonzero(t.abs() > TANH_SATURATED)
-        elif kind == "sigmoid":
-            sat = torch.count_nonzero((t - 0.5).abs() > SIGMOID_SATURATED)
-        else:
-            sat = None
         acc = None if t.dtype in (torch.float32, torch.float64) else torch.float32
-        parts = [t.sum(dtype=acc), torch.linalg.vector_norm(t, dtype=acc).square()]
-        if sat is not None:
-            parts.append(sat.to(parts[0].dtype))
-        vec = torch.stack(parts).to(torch.float64)    # float32 passes, float64 running sums
+        parts = [t.sum(dtype=acc), square_sum(t)]
+        if kind == "tanh":
+            parts.append(torch.count_nonzero(t.abs() > TANH_SATURATED).double())
+        elif kind == "sigmoid":
+            parts.append(torch.count_nonzero((t - 0.5).abs() > SIGMOID_SATURATED).double())
         if name in self.acc:
-            self.acc[name].add_(vec)
+            self.acc[name] += parts
             self.count[name] += t.numel()
         else:
-            self.acc[name], self.count[name] = vec, t.numel()
+            self.acc[name], self.count[name] = parts, t.numel()
             self.forward_order.append(name)
         if kind == "relu":
             self._add_alive(name, t)
@@ -113,15 +110,33 @@ class ActivationStats:
 
     def on_out_grad(self, name: str, g: Tensor) -> None:
         """Add the gradient ``g`` of the loss with respect to module ``name``'s output."""
-        g = g.detach()
-        acc = None if g.dtype in (torch.float32, torch.float64) else torch.float32
-        sq = torch.linalg.vector_norm(g, dtype=acc).square().to(torch.float64)
+        sq = square_sum(g)
         if name in self.out_grad:
-            self.out_grad[name].add_(sq)
+            self.out_grad[name].append(sq)
             self.out_grad_count[name] += g.numel()
         else:
-            self.out_grad[name], self.out_grad_count[name] = sq, g.numel()
+            self.out_grad[name], self.out_grad_count[name] = [sq], g.numel()
             self.backward_order.append(name)
+
+    def _totals(self, index: LayerIndex, zeros: Tensor, device: torch.device
+                ) -> tuple[Tensor, Tensor]:
+        """[sum, sum of squares, saturated count] per tracked module (float64, zeros where the
+        hook never fired) and the output gradients' sums of squares per layer, each one stack
+        of the calls' partial sums and one ``index_add_`` over the calls of a module."""
+        where, parts, saturating = [], [], set(index.saturating)
+        for i, n in enumerate(index.tracked):
+            got = self.acc.get(n, [])
+            width = 3 if n in saturating else 2
+            where += [3 * i + k % width for k in range(len(got))]
+            parts += got
+        acc = _gather(zeros.new_zeros(3 * len(index.tracked)), where, parts, device)
+        where, parts = [], []
+        for i, n in enumerate(index.layer_names):
+            got = self.out_grad.get(n, [])
+            where += [i] * len(got)
+            parts += got
+        og = _gather(zeros.new_zeros(len(index.layer_names)), where, parts, device)
+        return acc, og
 
     def sums(self, index: LayerIndex, device: torch.device
              ) -> tuple[dict[str, Tensor], tuple[tuple[int, int], ...]]:
@@ -131,10 +146,8 @@ class ActivationStats:
         gradient sums of squares per layer; ``counts`` / ``og_counts``: how many values each
         sum holds (0: the hook never fired this step); ``alive``: alive flags of ReLU units.
         """
-        z = index.zeros(device)
-        acc = [self._triple(self.acc.get(n), z).to(device) for n in index.tracked]
+        acc, og = self._totals(index, index.zeros(device), device)
         counts = [float(self.count.get(n, 0)) for n in index.tracked]
-        og = [self.out_grad.get(n, z[0]).to(device).reshape(1) for n in index.layer_names]
         og_counts = [float(self.out_grad_count.get(n, 0)) for n in index.layer_names]
         alive, segments = [], []
         for i, n in enumerate(index.rectified):
@@ -143,16 +156,21 @@ class ActivationStats:
                 segments.append((i, mask.numel()))
         host = torch.tensor(counts + og_counts, dtype=torch.float64).to(device)
         f64 = torch.zeros(0, dtype=torch.float64, device=device)
-        return {"acc": torch.cat(acc) if acc else f64, "og": torch.cat(og) if og else f64,
+        return {"acc": acc, "og": og,
                 "counts": host[:len(counts)], "og_counts": host[len(counts):],
                 "alive": torch.cat(alive) if alive else f64,
                 **self.logits.sums(index.logits, index.attention, device)}, tuple(segments)
 
-    @staticmethod
-    def _triple(vec: Tensor | None, zeros: Tensor) -> Tensor:
-        if vec is None:
-            return zeros
-        return vec if vec.numel() == 3 else torch.cat([vec, zeros[:1]])
+
+
+def _gather(out: Tensor, where: list[int], parts: list[Tensor], device: torch.device) -> Tensor:
+    """``out`` (float64) with each of ``parts`` (0-dim) added at its index in ``where``."""
+    if not parts:
+        return out
+    if any(v.device != device for v in parts):
+        parts = [v.to(device) for v in parts]
+    values = torch.stack(parts).to(torch.float64)      # one float32 -> float64 conversion
+    return out.index_add_(0, torch.tensor(where, device=device), values)
 
 
 def pack(parts: dict[str, Tensor]) -> tuple[Tensor, dict[str, slice]]:
