@@ -138,8 +138,9 @@ _DOT_MIN_NUMEL = 32768
 
 
 def _dot_norm_ok(g: Tensor) -> bool:
-    return (g.device.type == "cpu" and g.dtype in (torch.float32, torch.float64)
-            and g.numel() >= _DOT_MIN_NUMEL and g.is_contiguous() and g.layout == torch.strided)
+    # the size first: most tensors of a model (biases, norms) are small and stop there
+    return (g.numel() >= _DOT_MIN_NUMEL and g.dtype in (torch.float32, torch.float64)
+            and g.layout == torch.strided and g.is_cpu and g.is_contiguous())
 
 
 def _two_norms(grads: list[Tensor]) -> list[Tensor]:

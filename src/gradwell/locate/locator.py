@@ -28,10 +28,12 @@ from .taint import LossTracer, Tracer, all_finite, floats, kind_of
 __all__ = ["Locator", "locate"]
 
 
+_WRAPPERS = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """The module inside DistributedDataParallel / DataParallel (a replay must not sync)."""
-    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
-    return model.module if isinstance(model, wrappers) else model
+    return model.module if isinstance(model, _WRAPPERS) else model
 
 
 #: dtypes GradScaler's fused non-finite check takes
