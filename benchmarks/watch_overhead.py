@@ -131,52 +131,63 @@ def variants() -> list[Variant]:
     ]
 
 
-class Runner:
-    """One variant on its own copy of the model and its own optimizer, watched all along."""
+class Copy:
+    """One copy of the model with its own optimizer; each block, another variant drives it."""
 
-    def __init__(self, v: Variant, model: nn.Module, lr: float = 1e-4) -> None:
-        self.v, self.model = v, model
+    def __init__(self, model: nn.Module, lr: float = 1e-4) -> None:
+        self.model = model
         self.opt = torch.optim.Adam(model.parameters(), lr=lr)
-        self.state = v.start(model) if v.start else None
-        self.count = 0
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
+    def step(self, v: Variant, state: Any, count: int, x: torch.Tensor,
+             y: torch.Tensor) -> tuple[float, float, float]:
         t0, c0 = time.perf_counter(), time.process_time()
         self.opt.zero_grad(set_to_none=False)
         nn.functional.cross_entropy(self.model(x), y).backward()
         t1 = time.perf_counter()
-        if self.v.per_step is not None:
-            self.v.per_step(self.state, self.model, self.count)
+        if v.per_step is not None:
+            v.per_step(state, self.model, count)
         t2 = time.perf_counter()
         self.opt.step()
-        self.count += 1
         return time.perf_counter() - t0, time.process_time() - c0, t2 - t1
 
 
+def _block(pairs: list[tuple[Variant, Copy]], x: torch.Tensor, y: torch.Tensor,
+           order: random.Random) -> dict[str, list[float]]:
+    """One block: each variant starts on its copy, takes ``BLOCK`` steps interleaved with the
+    others' in a random order, and closes (the close, which records the pending step, is
+    timed as part of its last step). Returns per-step means of (wall, cpu, call) by name."""
+    states = {v.name: v.start(c.model) if v.start else None for v, c in pairs}
+    acc = {v.name: [0.0, 0.0, 0.0] for v, _ in pairs}
+    for i in range(BLOCK):
+        order.shuffle(pairs)            # what runs before a step matters (caches): mix it
+        for v, c in pairs:
+            w0, c0 = time.perf_counter(), time.process_time()
+            _, _, inside = c.step(v, states[v.name], i, x, y)
+            if i == BLOCK - 1 and states[v.name] is not None:
+                states[v.name].close()
+            for j, t in enumerate((time.perf_counter() - w0, time.process_time() - c0, inside)):
+                acc[v.name][j] += t / BLOCK
+    return acc
+
+
 def bench(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, args: Any) -> None:
-    """Every variant trains its own copy of ``model``; their steps alternate (bare, watch, ...,
-    bare, watch, ..., in a random order each time) so drift, a shared VM's slow phases and the
-    caches a previous step left hit all alike. Steps are summed in blocks of ``BLOCK`` (each
-    block holds exactly one recorded step of ``every=10`` and one update snapshot of the
-    default), and each block is compared with bare's same block."""
-    runners = [Runner(v, copy.deepcopy(model)) for v in variants()]
+    """The variants drive copies of ``model`` (one each, reassigned every block, so no variant
+    keeps a copy whose memory happens to be faster) and their steps alternate in a random
+    order, so drift, a shared VM's slow phases and the caches a previous step left hit all
+    alike. A block is ``BLOCK`` steps of each variant (one recorded step of ``every=10`` and
+    one update snapshot of the default, each monitor new at the block's start), and each
+    block is compared with bare's same block."""
+    vs = variants()
+    copies = [Copy(copy.deepcopy(model)) for _ in vs]
+    names, order = [v.name for v in vs], random.Random(0)
     for _ in range(args.warmup):
-        for r in runners:
-            r.step(x, y)
-    blocks: dict[str, list[tuple[float, float, float]]] = {r.v.name: [] for r in runners}
-    names, order = [r.v.name for r in runners], random.Random(0)
-    for _ in range(args.rounds * max(1, args.steps // BLOCK)):
-        acc = {r.v.name: [0.0, 0.0, 0.0] for r in runners}
-        for _ in range(BLOCK):
-            order.shuffle(runners)          # what runs before a step matters (caches): mix it
-            for r in runners:
-                for i, t in enumerate(r.step(x, y)):
-                    acc[r.v.name][i] += t / BLOCK
-        for k, a in acc.items():
+        for c in copies:
+            c.step(vs[0], None, 0, x, y)
+    blocks: dict[str, list[tuple[float, ...]]] = {n: [] for n in names}
+    for b in range(args.rounds * max(1, args.steps // BLOCK)):
+        pairs = [(v, copies[(i + b) % len(copies)]) for i, v in enumerate(vs)]
+        for k, a in _block(pairs, x, y, order).items():
             blocks[k].append(tuple(a))
-    for r in runners:
-        if r.state is not None:
-            r.state.close()
     med = {k: tuple(statistics.median(col) for col in zip(*blocks[k])) for k in names}
     # the ratio is paired: each block's time over bare's time in the same block, then the median
     ratio = {k: [statistics.median(v[i] / b[i] for v, b in zip(blocks[k], blocks["bare"]))
