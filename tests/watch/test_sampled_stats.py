@@ -15,11 +15,11 @@ from gradwell.watch.collect import SAMPLE, sample
 
 
 def test_sample_is_every_kth_row_view_and_leaves_small_or_strided_tensors_whole() -> None:
-    t = torch.randn(16, 64, 256)                          # 262,144 values: k = 4
+    t = torch.randn(64, 64, 1024)                         # 4 * 2**20 values: k = 4
     s = sample(t)
-    rows = t.view(-1, 256)
+    rows = t.view(-1, 1024)
     assert s.numel() <= SAMPLE and s.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
-    assert torch.equal(s, rows[::4]) and s.shape == (256, 256)
+    assert torch.equal(s, rows[::4]) and s.shape == (1024, 1024)
     small = torch.randn(SAMPLE)
     assert sample(small) is small
     strided = t.transpose(0, 2)
@@ -31,7 +31,7 @@ def test_sample_is_every_kth_row_view_and_leaves_small_or_strided_tensors_whole(
 def test_sampled_statistics_estimate_the_whole_output_and_dead_units_stay_exact() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 1024), nn.Tanh(), nn.Linear(1024, 1024), nn.ReLU(),
-                          nn.Linear(1024, 10))
+                          nn.Linear(1024, 10))        # batch 2304: outputs of 2.25 * 2**20
     with torch.no_grad():
         model[0].weight.mul_(8.0)                          # a good share saturates
         model[2].bias[:100] = -1e3                         # 100 of 1024 ReLU units dead
@@ -39,7 +39,7 @@ def test_sampled_statistics_estimate_the_whole_output_and_dead_units_stay_exact(
     def alive_on_row_7_only(m: nn.Module, a: tuple, o: torch.Tensor) -> torch.Tensor:
         o = o.clone()                                      # row 7 is not in the sample
         o[:, 100] = -1.0
-        o[7, 100] = 5.0
+        o[7, 100] = 5.0                                    # rows 0, 3, 6, ... are sampled
         return o
 
     model[2].register_forward_hook(alive_on_row_7_only)
@@ -47,7 +47,7 @@ def test_sampled_statistics_estimate_the_whole_output_and_dead_units_stay_exact(
     for i in (1, 3):
         model[i].register_forward_hook(lambda m, a, o, i=i: outs.__setitem__(str(i), o))
     model[2].register_forward_hook(lambda m, a, o: o.retain_grad() or outs.__setitem__("2", o))
-    x, y = torch.randn(256, 32) * 3, torch.randint(0, 10, (256,))
+    x, y = torch.randn(2304, 32) * 3, torch.randint(0, 10, (2304,))
     mon = gradwell.watch(model)
     nn.functional.cross_entropy(model(x), y).backward()
     mon.step()
@@ -55,16 +55,16 @@ def test_sampled_statistics_estimate_the_whole_output_and_dead_units_stay_exact(
     steps, names, mean = mon.history.series("out_mean")
     col = {n: i for i, n in enumerate(names)}
     tanh, relu = outs["1"].detach(), outs["3"].detach()
-    assert tanh.numel() == 256 * 1024 > 2 * SAMPLE         # sampled: 1 row in 4
-    se = float(tanh.std()) / math.sqrt(SAMPLE)            # standard error of the sampled mean
+    assert tanh.numel() == 2304 * 1024 > 2 * SAMPLE        # sampled: 1 row in 3
+    n = math.ceil(2304 / 3) * 1024                         # values in the sample
+    se = float(tanh.std()) / math.sqrt(n)                  # standard error of the sampled mean
     assert abs(mean[0, col["1"]] - float(tanh.mean())) < 4 * se
     _, _, std = mon.history.series("out_std")
     assert abs(std[0, col["1"]] - float(tanh.std(unbiased=False))) < 0.02 * float(tanh.std())
     _, snames, sat = mon.history.series("saturated")
     share = float((tanh.abs() > 0.97).float().mean())
     assert 0.2 < share < 0.95
-    assert abs(sat[0, list(snames).index("1")] - share) < 4 * math.sqrt(share * (1 - share)
-                                                                      / SAMPLE)
+    assert abs(sat[0, list(snames).index("1")] - share) < 4 * math.sqrt(share * (1 - share) / n)
     _, dnames, dead = mon.history.series("dead")
     exact = float((relu == 0).all(dim=0).float().mean())   # unit 100 is alive (row 7)
     assert exact == 100 / 1024 and dead[0, list(dnames).index("3")] == exact

@@ -24,8 +24,8 @@ unclipped. With ``optimizer=``, in order of preference:
    not seen.
 
 Cost per recorded step: a norm pass over the gradients and one over the weights (every ratio
-uses the weights of its own step), a few reductions per watched activation (on at most about
-65,536 evenly spaced values of a larger output, ``collect.sample``; logits and attention: on a
+uses the weights of its own step), a few reductions per watched activation (on about 2**20
+evenly spaced values of a larger output, ``collect.sample``; logits and attention: on a
 subsample, transformer.py), one device-to-host transfer. On one recorded step
 in ``update_every`` (default ``max(1, 10 // every)``: about one training step in 10) a copy
 and a subtraction of the parameters for the update ratio (and Adam's statistics, adam.py).
