@@ -49,6 +49,21 @@ def test_fused_check_leaves_tensors_that_require_grad_untouched() -> None:
     assert _finite([complex_]) and not _finite([complex_ * float("inf")])
 
 
+def test_sparse_embedding_gradients_are_checked_by_their_values() -> None:
+    model = nn.Sequential(nn.Embedding(10, 4, sparse=True), nn.Flatten(), nn.Linear(8, 2))
+    x = torch.randint(0, 10, (3, 2))
+    with gradwell.locate(model) as loc:
+        model(x).sum().backward()
+    assert model[0].weight.grad.is_sparse and loc.origin is None
+    with torch.no_grad():
+        model[0].weight[x[0, 0]] = float("nan")
+    model.zero_grad()
+    with gradwell.locate(model) as loc:
+        model(x).sum().backward()
+    assert loc.origin is not None and loc.origin.kind == "nan"
+    assert loc.origin.phase == "input" and "0.weight" in str(loc.origin)
+
+
 def test_gradient_walk_is_parameters_once_each_on_tied_gpt2() -> None:
     model, ids = gpt2(), torch.randint(0, 64, (2, 16))
     model(ids, labels=ids).loss.backward()

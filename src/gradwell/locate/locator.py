@@ -52,12 +52,17 @@ def _finite(tensors: list[Tensor]) -> bool:
     Plain dense float tensors go through GradScaler's non-finite check
     (``torch._amp_foreach_non_finite_check_and_unscale_``) with an unscale factor of 1, which
     the kernel returns unchanged: every value is written back bit for bit. It flags any NaN or
-    Inf element in one pass, with no norm that could overflow. Anything else (DTensor shards,
-    complex or sparse tensors, tensors that require grad) is checked element-wise.
+    Inf element in one pass, with no norm that could overflow; a sparse tensor is checked by
+    its stored values. Anything else (DTensor shards, complex tensors, tensors that require
+    grad) is checked element-wise.
     """
     fused: dict[torch.device, list[Tensor]] = {}
     with torch.no_grad():
         for t in tensors:
+            if t.is_sparse:                  # nn.Embedding(sparse=True): its stored values
+                t = t.coalesce().values()
+            elif t.layout != torch.strided:
+                t = t.to_dense()
             if not t.numel():
                 continue
             if _fusable(t):
