@@ -152,8 +152,7 @@ def _two_norms(grads: list[Tensor]) -> list[Tensor]:
         return list(torch._foreach_norm(grads, 2.0))
     out: list[Tensor | None] = [None] * len(grads)
     for i in big:
-        flat = grads[i].detach().view(-1)
-        out[i] = torch.dot(flat, flat).sqrt_()
+        out[i] = square_sum(grads[i]).sqrt_()            # the dot path: one BLAS dot
     rest = [i for i, o in enumerate(out) if o is None]
     for i, n in zip(rest, torch._foreach_norm([grads[i] for i in rest], 2.0) if rest else []):
         out[i] = n
