@@ -4,9 +4,10 @@
   module norms are ``sqrt(sum of squares)`` of their parameters' norms (one ``index_add_``);
 * activation statistics are accumulated by forward hooks as running sums (so gradient
   accumulation over several micro-batches is summarised as one step), and the norm of the
-  gradient that flows back into each layer's output by a tensor hook; outputs of more than
-  :data:`SAMPLE` values are summarised on an evenly spaced sample of rows (:func:`sample`;
-  dead units always on the whole output);
+  gradient that flows back into each layer's output by a tensor hook; the spread (std,
+  saturated share) of outputs and output gradients of more than :data:`SAMPLE` values is
+  estimated on an evenly spaced sample of rows (:func:`sample`); the mean and dead units
+  always read the whole output;
 * :func:`finalize` assembles one flat vector, all-reduces what differs between ranks under
   ``torch.distributed`` (activation sums, loss), and reads it back once.
 """
@@ -34,12 +35,14 @@ __all__ = ["ActivationStats", "Pending", "norms", "first_tensor", "finalize", "p
 TANH_SATURATED = 0.97
 SIGMOID_SATURATED = 0.485
 
-#: Mean, std, saturated share and output-gradient RMS of a larger output are estimated on an
-#: evenly spaced sample of about this many values (every k-th row of its last dimension): the
-#: standard error of a share estimated from 2**20 values is at most 0.05 percentage points,
-#: and a wide layer's statistics no longer read every value. Below it every value is read:
-#: there the fixed cost of each op inside a training step, not the bytes, dominates, and the
-#: view and slice a sample needs would cost more than they save.
+#: The spread statistics of a larger output (its sum of squares, hence the std, and the
+#: saturated share) and the RMS of a larger output gradient are estimated on an evenly spaced
+#: sample of about this many values (every k-th row of its last dimension): the standard error
+#: of a share estimated from 2**20 values is at most 0.05 percentage points, and a wide layer's
+#: spread no longer reads every value. The mean is always exact: its sum reads every value, so
+#: one non-finite value anywhere in an output is seen (``nonfinite`` names the first module
+#: whose mean is not finite). Below the limit every value is read: there the fixed cost of
+#: each op inside a training step, not the bytes, dominates (docs/benchmarks.md).
 SAMPLE = 2 ** 20
 
 
@@ -92,6 +95,7 @@ class ActivationStats:
         # the step is recorded: no small op per call to keep a running total)
         self.acc: dict[str, list[Tensor]] = {}  # [sum, sum of squares(, saturated count)]...
         self.count: dict[str, int] = {}
+        self.scale: dict[str, list[float]] = {}  # per partial sum: numel / sampled numel
         self.alive: dict[str, dict[tuple[int, ...], Tensor]] = {}
         self.out_grad: dict[str, list[Tensor]] = {}   # sums of squares of d loss / d output
         self.out_grad_count: dict[str, int] = {}
@@ -100,21 +104,26 @@ class ActivationStats:
         self.logits = LogitStats()            # log Z and attention logits (transformer.py)
 
     def on_output(self, name: str, kind: str | None, t: Tensor) -> None:
-        """Add one output ``t`` of module ``name`` (activation ``kind`` or None) to the sums
-        (``t`` is detached, so nothing is recorded for autograd: no ``no_grad`` needed)."""
+        """Add one output ``t`` of module ``name`` (activation ``kind`` or None) to the sums:
+        the sum of every value; the sum of squares and the saturated count of its
+        :func:`sample`, weighted by ``numel / sample numel`` when the step is gathered (``t`` is
+        detached, so nothing is recorded for autograd: no ``no_grad`` needed)."""
         t = t.detach()
         s = sample(t)
         acc = None if t.dtype in (torch.float32, torch.float64) else torch.float32
-        parts = [s.sum(dtype=acc), square_sum(s)]
+        parts = [t.sum(dtype=acc), square_sum(s)]
         if kind == "tanh":
-            parts.append(torch.count_nonzero(s.abs() > TANH_SATURATED).double())
+            parts.append(torch.count_nonzero(s.abs() > TANH_SATURATED))
         elif kind == "sigmoid":
-            parts.append(torch.count_nonzero((s - 0.5).abs() > SIGMOID_SATURATED).double())
+            parts.append(torch.count_nonzero((s - 0.5).abs() > SIGMOID_SATURATED))
+        scale = t.numel() / s.numel()
         if name in self.acc:
             self.acc[name] += parts
-            self.count[name] += s.numel()
+            self.scale[name] += [1.0] + [scale] * (len(parts) - 1)
+            self.count[name] += t.numel()
         else:
-            self.acc[name], self.count[name] = parts, s.numel()
+            self.acc[name], self.count[name] = parts, t.numel()
+            self.scale[name] = [1.0] + [scale] * (len(parts) - 1)
             self.forward_order.append(name)
         if kind == "relu":
             self._add_alive(name, t)          # a unit is dead only if it is 0 in every row
@@ -145,15 +154,17 @@ class ActivationStats:
     def _totals(self, index: LayerIndex, zeros: Tensor, device: torch.device
                 ) -> tuple[Tensor, Tensor]:
         """[sum, sum of squares, saturated count] per tracked module (float64, zeros where the
-        hook never fired) and the output gradients' sums of squares per layer, each one stack
-        of the calls' partial sums and one ``index_add_`` over the calls of a module."""
-        where, parts, saturating = [], [], set(index.saturating)
+        hook never fired; sampled sums scaled up to the whole output) and the output gradients'
+        sums of squares per layer, each one stack of the calls' partial sums and one
+        ``index_add_`` over the calls of a module."""
+        where, parts, scale, saturating = [], [], [], set(index.saturating)
         for i, n in enumerate(index.tracked):
             got = self.acc.get(n, [])
             width = 3 if n in saturating else 2
             where += [3 * i + k % width for k in range(len(got))]
             parts += got
-        acc = _gather(zeros.new_zeros(3 * len(index.tracked)), where, parts, device)
+            scale += self.scale.get(n, [])
+        acc = _gather(zeros.new_zeros(3 * len(index.tracked)), where, parts, device, scale)
         where, parts = [], []
         for i, n in enumerate(index.layer_names):
             got = self.out_grad.get(n, [])
@@ -187,13 +198,17 @@ class ActivationStats:
 
 
 
-def _gather(out: Tensor, where: list[int], parts: list[Tensor], device: torch.device) -> Tensor:
-    """``out`` (float64) with each of ``parts`` (0-dim) added at its index in ``where``."""
+def _gather(out: Tensor, where: list[int], parts: list[Tensor], device: torch.device,
+            scale: list[float] | None = None) -> Tensor:
+    """``out`` (float64) with each of ``parts`` (0-dim), times its ``scale`` if given, added at
+    its index in ``where``."""
     if not parts:
         return out
     if any(v.device != device for v in parts):
         parts = [v.to(device) for v in parts]
     values = torch.stack(parts).to(torch.float64)      # one float32 -> float64 conversion
+    if scale is not None and any(w != 1.0 for w in scale):
+        values = values * torch.tensor(scale, dtype=torch.float64).to(device)
     return out.index_add_(0, torch.tensor(where, device=device), values)
 
 
