@@ -3,6 +3,7 @@
     python benchmarks/locate_overhead.py                 # digits MLP + a GPT-2-shaped fixture
     python benchmarks/locate_overhead.py --gpt2-small    # the real GPT-2 small shape (slow on CPU)
     python benchmarks/locate_overhead.py --quick         # a short run to check it works
+    python benchmarks/locate_overhead.py --floor         # plus the floor of any Python arming
 
 Each training step (forward, loss, backward, ``torch.optim.Adam`` step) runs in three ways,
 alternating step by step so machine drift hits all alike:
@@ -16,6 +17,12 @@ Models: the digits MLP of the examples (64-64-64-10, ReLU, batch 64) and a Huggi
 vocabulary 2000, 8 sequences of 128 tokens (``--gpt2-small``: 12 layers, 768, 12 heads, 50257,
 4 x 128). Prints the median milliseconds per step and the ratio to ``bare``, by wall clock and
 by process CPU time. Results belong in docs/benchmarks.md.
+
+``--floor`` adds two variants built from torch's public API only, the least that any armed
+locator written in Python does on every step: ``two no-op hooks`` (a forward pre-hook and a
+forward hook on the model, registered and removed around the step, doing nothing) and ``+ end
+check`` (the same, then one fused non-finite check of the loss and the gradients, GradScaler's
+``torch._amp_foreach_non_finite_check_and_unscale_``, and one host read).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
 import gradwell
 
@@ -54,10 +62,44 @@ def gpt2(small: bool) -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
     return model, lambda m: m(ids, labels=ids).loss
 
 
-def variants(model: nn.Module) -> dict[str, Callable[[], Any]]:
-    return {"bare": contextlib.nullcontext,
-            "gradwell.locate(model)": lambda: gradwell.locate(model),
-            "detect_anomaly(check_nan=True)": lambda: torch.autograd.detect_anomaly(check_nan=True)}
+class Floor:
+    """Two no-op hooks on ``model`` while armed and, with ``check``, one fused non-finite check of
+    the loss and the gradients at exit: a lower bound for any armed locator in Python."""
+
+    def __init__(self, model: nn.Module, check: bool) -> None:
+        self.model, self.check, self.loss = model, check, None
+
+    def __enter__(self) -> "Floor":
+        self.handles = [
+            self.model.register_forward_pre_hook(lambda m, a, k: None, with_kwargs=True),
+            self.model.register_forward_hook(lambda m, a, o: self._keep(o), always_call=True)]
+        return self
+
+    def _keep(self, out: Any) -> None:
+        self.out = out
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handles:
+            h.remove()
+        if self.check:
+            out = next(t for t in tree_leaves(self.out)
+                       if isinstance(t, torch.Tensor) and t.is_floating_point())
+            ts = [out.detach().clone()] + [p.grad for p in self.model.parameters()
+                                           if p.grad is not None]
+            found = torch.zeros(1)
+            torch._amp_foreach_non_finite_check_and_unscale_(ts, found, torch.ones(1))
+            found.item()
+        self.out = None
+
+
+def variants(model: nn.Module, floor: bool = False) -> dict[str, Callable[[], Any]]:
+    out = {"bare": contextlib.nullcontext,
+           "gradwell.locate(model)": lambda: gradwell.locate(model),
+           "detect_anomaly(check_nan=True)": lambda: torch.autograd.detect_anomaly(check_nan=True)}
+    if floor:
+        out["floor: two no-op hooks"] = lambda: Floor(model, check=False)
+        out["floor: + end check"] = lambda: Floor(model, check=True)
+    return out
 
 
 def one_step(model: nn.Module, loss_of: Callable, opt: torch.optim.Optimizer,
@@ -70,12 +112,13 @@ def one_step(model: nn.Module, loss_of: Callable, opt: torch.optim.Optimizer,
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bench(name: str, model: nn.Module, loss_of: Callable, steps: int, rounds: int) -> dict:
+def bench(name: str, model: nn.Module, loss_of: Callable, steps: int, rounds: int,
+          floor: bool = False) -> dict:
     """Alternate the variants step by step (bare, locate, anomaly, bare, ...), so that machine
     drift and the slow phases of a shared VM hit all of them alike; the median step of each
     variant is robust to the odd step a garbage collection or another process lengthens."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-5)
-    arms = variants(model)
+    arms = variants(model, floor)
     for _ in range(max(2, steps // 5)):          # warm-up
         for arm in arms.values():
             one_step(model, loss_of, opt, arm)
@@ -99,14 +142,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p.add_argument("--gpt2-small", action="store_true", help="the real GPT-2 small shape")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--floor", action="store_true", help="add the floor of any Python arming")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     rounds = 1 if a.quick else a.rounds
     out = {"digits MLP": bench("digits MLP (64-64-64-10, batch 64)", *digits_mlp(),
-                               steps=20 if a.quick else 400, rounds=rounds)}
+                               steps=20 if a.quick else 400, rounds=rounds, floor=a.floor)}
     if not a.quick:
         out["GPT-2"] = bench("GPT-2 (HF GPT2LMHeadModel from a config)", *gpt2(a.gpt2_small),
-                             steps=2 if a.gpt2_small else 6, rounds=rounds)
+                             steps=2 if a.gpt2_small else 6, rounds=rounds, floor=a.floor)
     return out
 
 
