@@ -46,7 +46,7 @@ def test_divergence_texts_name_criterion_number_and_threshold():
 
 
 @pytest.mark.parametrize("name,kind,texts,remedy", [
-    ("attention_logit_growth", "attention_logits", ("max |q.k|/sqrt(d)", "(threshold 100)"),
+    ("attention_logit_growth", "attention_logits", ("max |q.k| x scale", "(threshold 100)"),
      "QK-layernorm"),
     ("output_logit_divergence", "output_logits", ("RMS of log Z", "(threshold 50)"), "z-loss"),
     ("post_ln_no_warmup", "vanishing", ("relative gradient", "below 0.001 x"), "warm-up")])

@@ -63,8 +63,9 @@ def test_log_z_rms_matches_torch_logsumexp_at_the_sampled_positions():
     assert hist.series("log_z_rms")[2][0, 0] == pytest.approx(float(ref), rel=1e-5)
 
 
-def _gpt2_reference(model, ids):
-    """max |q.k|/sqrt(d) per block from the hidden states, by hand (first 2 sequences)."""
+def _gpt2_reference(model, ids, scales=None):
+    """max |q.k|/sqrt(d) (or times ``scales[i]`` at block i) per block from the hidden states,
+    by hand (first 2 sequences)."""
     out = []
     with torch.no_grad():
         hs = model(input_ids=ids, output_hidden_states=True).hidden_states
@@ -73,7 +74,8 @@ def _gpt2_reference(model, ids):
             d = model.config.n_embd // model.config.n_head
             qh = q.reshape(2, -1, model.config.n_head, d).transpose(1, 2)
             kh = k.reshape(2, -1, model.config.n_head, d).transpose(1, 2)
-            out.append(float((qh @ kh.transpose(-1, -2)).abs().max() / math.sqrt(d)))
+            scale = 1 / math.sqrt(d) if scales is None else scales[len(out)]
+            out.append(float((qh @ kh.transpose(-1, -2)).abs().max() * scale))
     return out
 
 
@@ -84,6 +86,59 @@ def test_attention_logits_of_gpt2_fused_c_attn_match_a_hand_computation():
     assert names == ["transformer.h.0.attn", "transformer.h.1.attn"]
     ref = _gpt2_reference(model, arch.batch(0)["input_ids"])
     assert vals[0].tolist() == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("scale_weights, by_layer", [(True, True), (False, False)])
+def test_attention_logits_use_the_scaling_the_model_applies(scale_weights, by_layer):
+    """GPT-2's config can drop the 1/sqrt(d) (``scale_attn_weights=False``) or divide block i's
+    logits by i + 1 (``scale_attn_by_inverse_layer_idx``, as in Mistral's GPT-2 runs): the
+    statistic is the logit the softmax sees, by the config's own formula."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=3, n_head=4,
+                     scale_attn_weights=scale_weights, scale_attn_by_inverse_layer_idx=by_layer,
+                     embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(cfg)
+    ids = ids_batch(0)["input_ids"]
+    mon = gradwell.watch(model)
+    model(input_ids=ids, labels=ids).loss.backward()
+    mon.step()
+    mon.close()
+    d = 32 // 4
+    scales = [(1 / math.sqrt(d) if scale_weights else 1.0) / (i + 1 if by_layer else 1)
+              for i in range(3)]
+    vals = mon.history.series("attention_logit_max")[2][0]
+    assert vals.tolist() == pytest.approx(_gpt2_reference(model, ids, scales), rel=1e-5)
+    assert [s["scale"] for s in mon.history.meta["attention_sites"]] == pytest.approx(scales)
+
+
+def test_attention_logits_of_gemma2_use_its_query_pre_attn_scalar():
+    """Gemma 2 scales q.k by query_pre_attn_scalar ** -0.5, not 1/sqrt(head_dim): with
+    head_dim 8 and the default scalar 256 the softmax's logits are 5.7x smaller than
+    q.k/sqrt(8), and reading them as q.k/sqrt(8) would raise a false alarm on healthy runs."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    cfg = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                       max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = Gemma2ForCausalLM(cfg)
+    ids = torch.randint(0, 64, (4, 16))
+    mon = gradwell.watch(model)
+    model(input_ids=ids, labels=ids).loss.backward()
+    mon.step()
+    mon.close()
+    attn = model.model.layers[0].self_attn
+    with torch.no_grad():
+        h = model(input_ids=ids[:2], output_hidden_states=True).hidden_states[0]
+        x = model.model.layers[0].input_layernorm(h)
+        q = attn.q_proj(x).view(2, 16, 4, 8)                 # read before the rotary embedding
+        k = attn.k_proj(x).view(2, 16, 2, 8).repeat_interleave(2, dim=2)
+        qk = torch.einsum("bthd,buhd->bhtu", q, k).abs().max()
+    got = mon.history.series("attention_logit_max")[2][0, 0]
+    assert cfg.query_pre_attn_scalar == 256
+    assert got == pytest.approx(float(qk) * 256 ** -0.5, rel=1e-5)
 
 
 def test_attention_logits_of_llama_gqa_match_repeat_kv():
@@ -176,7 +231,7 @@ def test_attention_logits_of_gemma3_read_after_its_heads_first_qk_norm():
         x = model.model.layers[0].input_layernorm(h)
         q = attn.q_norm(attn.q_proj(x).view(2, 16, 4, 8))
         k = attn.k_norm(attn.k_proj(x).view(2, 16, 2, 8)).repeat_interleave(2, dim=2)
-        ref = torch.einsum("bthd,buhd->bhtu", q, k).abs().max() / math.sqrt(8)
+        ref = torch.einsum("bthd,buhd->bhtu", q, k).abs().max() * cfg.query_pre_attn_scalar ** -0.5
     got = mon.history.series("attention_logit_max")[2][0, 0]
     assert got == pytest.approx(float(ref), rel=1e-5)
 

@@ -3,8 +3,9 @@
 * ``output_logits`` - the RMS of ``log Z = logsumexp(logits)`` (``log_z_rms``, measured at the
   logits module) rose above ``Thresholds.output_log_z`` during training and stays there on
   most measured steps: output-logit divergence; remedy z-loss (PaLM, Chowdhery et al. 2022).
-* ``attention_logits`` - ``max |q.k| / sqrt(d)`` (``attention_logit_max``) of an attention
-  module above ``Thresholds.attention_logit``: attention-logit growth toward one-hot softmax
+* ``attention_logits`` - ``max |q.k| * scale`` (``attention_logit_max``; ``scale`` the module's
+  softmax scaling, ``1 / sqrt(d)`` by default) of an attention module above
+  ``Thresholds.attention_logit``: attention-logit growth toward one-hot softmax
   weights (Dehghani et al. 2023; entropy collapse, Zhai et al. 2023); remedy QK-layernorm.
 * ``adam_epsilon`` - with an Adam-family ``optimizer=``: more than ``Thresholds.adam_eps_share``
   of the weight-matrix coordinates have ``sqrt(v_hat) < eps``, so their updates are damped by
@@ -78,9 +79,11 @@ def attention_logits(v: Any) -> Finding | None:
     ev = {"attention_logit_max": affected, "attention_modules": len(names),
           "rotary": bool(sites.get(worst, {}).get("rotary")),
           "qk_norm": any(s.get("qk_norm") for s in sites.values()),
-          "summary": f"max |q.k|/sqrt(d) over sampled positions up to {_fmt(affected[worst])} "
-                     f"at {worst} (threshold {th:g}) in {len(affected)} of {len(names)} "
-                     "attention modules: the softmax turns one-hot"}
+          "scale": sites.get(worst, {}).get("scale"),
+          "summary": f"max |q.k| x scale (the softmax's logit) over sampled positions up to "
+                     f"{_fmt(affected[worst])} at {worst} (threshold {th:g}) in "
+                     f"{len(affected)} of {len(names)} attention modules: the softmax turns "
+                     "one-hot"}
     if ev["rotary"]:
         ev["summary"] += " (q and k read before the rotary embedding, which keeps their norms)"
     return Finding("attention_logits", worst, int(steps[np.argmax(cond)]), "warning", ev,

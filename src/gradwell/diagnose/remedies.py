@@ -212,7 +212,7 @@ def for_attention_logits(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     out = [] if ev.get("qk_norm") else [QK_NORM]
     out += ["lower the learning rate and warm it up: attention-logit growth appears at high "
             "learning rates and goes away below them (Wortsman et al. 2023)",
-            "or cap the logits: rescale W_q and W_k when max |q.k|/sqrt(d) passes 100 "
+            "or cap the logits: rescale W_q and W_k when the largest logit passes 100 "
             "(QK-Clip, Kimi Team 2025), or reparametrise the weights by their spectral norm "
             "(sigma-Reparam against attention entropy collapse, Zhai et al. 2023)"]
     return out

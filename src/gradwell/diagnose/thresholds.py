@@ -46,7 +46,8 @@ class Thresholds:
             is *output-logit divergence* (Wortsman et al. 2023; PaLM's z-loss keeps log Z near
             0): at |log Z| = 50 bfloat16 resolves a logit only to 0.25 (8 significant bits),
             and a z-loss of 1e-4 log^2 Z would weigh 0.25 nats.
-        attention_logit: ``max |q.k| / sqrt(d)`` of an attention module above this is
+        attention_logit: ``max |q.k| * scale`` (the softmax's logit; ``scale`` = ``1/sqrt(d)``
+            unless the module sets its own) of an attention module above this is
             *attention-logit growth* (Dehghani et al. 2023): two logits 20 apart already give
             softmax weights e^-20 = 2e-9 apart; 100 is the cap of Kimi K2's QK-Clip (Kimi
             Team 2025).

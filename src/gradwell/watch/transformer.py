@@ -9,10 +9,13 @@ Transformer training instabilities*) are seen in the forward pass:
   the batch, at the *logits module* (:func:`find_logits`);
 * **attention-logit growth** — ``q.k / sqrt(d)`` grows until the softmax is one-hot
   (Dehghani et al. 2023; entropy collapse, Zhai et al. 2023). Recorded as
-  ``attention_logit_max``: ``max |q.k| / sqrt(d_head)`` over all heads and all pairs of up to
-  :data:`ATTN_POSITIONS` positions of the first :data:`SEQUENCES` sequences (the causal mask is
-  ignored: masked pairs have logits of the same scale), per attention module
-  (:func:`find_attention`); averaged over micro-batches and ranks.
+  ``attention_logit_max``: ``max |q.k| * scale`` (the logit the softmax sees: ``scale`` is the
+  module's own softmax scaling, Hugging Face's ``scaling`` attribute, e.g. Gemma 2's
+  ``query_pre_attn_scalar ** -0.5`` or GPT-2's ``1 / (sqrt(d) (layer + 1))`` with
+  ``scale_attn_by_inverse_layer_idx``; else ``1 / sqrt(d_head)``) over all heads and all
+  pairs of up to :data:`ATTN_POSITIONS` positions of the first :data:`SEQUENCES` sequences
+  (the causal mask is ignored: masked pairs have logits of the same scale), per attention
+  module (:func:`find_attention`); averaged over micro-batches and ranks.
 
 Both are measured by forward hooks on recorded steps only, on a subsample, so they cost a few
 small kernels per step whatever the batch.
@@ -49,7 +52,9 @@ class Site:
     ``rotary``: the model applies a rotary embedding after the projection, so q and k are read
     before it (same norms, same scale; not the exact logits). ``qk_norm``: q and k are read
     after a normalisation (``q_norm`` that is not ``nn.Identity``). ``q_heads``/``k_heads``:
-    the module's query and key heads, where it says (they tell a 4-D output's layout)."""
+    the module's query and key heads, where it says (they tell a 4-D output's layout).
+    ``scale``: what the module multiplies ``q.k`` by before the softmax, where it says (Hugging
+    Face attention modules' ``scaling``); :attr:`logit_scale` falls back to ``1 / sqrt(d)``."""
 
     name: str
     kind: str
@@ -60,11 +65,17 @@ class Site:
     qk_norm: bool = False
     q_heads: int | None = None
     k_heads: int | None = None
+    scale: float | None = None
+
+    @property
+    def logit_scale(self) -> float:
+        """The factor between ``q.k`` and the softmax's logit."""
+        return self.scale if self.scale is not None else 1.0 / math.sqrt(self.head_dim)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "q": self.q, "k": self.k,
                 "head_dim": self.head_dim, "rotary": self.rotary, "qk_norm": self.qk_norm,
-                "q_heads": self.q_heads, "k_heads": self.k_heads}
+                "q_heads": self.q_heads, "k_heads": self.k_heads, "scale": self.logit_scale}
 
 
 def _is_hf(module: nn.Module) -> bool:
@@ -142,6 +153,14 @@ def _heads(attn: nn.Module) -> tuple[int | None, int | None]:
     return q, first(("num_key_value_heads", "kv_heads")) or q
 
 
+def _scaling(attn: nn.Module) -> float | None:
+    """The softmax scaling an attention module declares (Hugging Face's ``scaling``), if any."""
+    s = getattr(attn, "scaling", None)
+    if isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s > 0:
+        return float(s)
+    return None
+
+
 def _rotary(attn: nn.Module) -> bool:
     cfg = getattr(attn, "config", None)
     return cfg is not None and any(getattr(cfg, k, None) is not None
@@ -178,13 +197,15 @@ def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
             if q in kids and k in kids:
                 sites.append(Site(name, "split", names[id(kids[q])], names[id(kids[k])], d,
                                   _rotary(mod), q == "q_norm"
-                                  and not isinstance(kids[q], nn.Identity), *_heads(mod)))
+                                  and not isinstance(kids[q], nn.Identity), *_heads(mod),
+                                  _scaling(mod)))
                 break
         else:
             c = kids.get("c_attn")
             if (c is not None and (type(_base(c)).__name__ == "Conv1D" or _is_hf(mod))
                     and not getattr(mod, "is_cross_attention", False)):
-                sites.append(Site(name, "fused", names[id(c)], names[id(c)], d))
+                sites.append(Site(name, "fused", names[id(c)], names[id(c)], d,
+                                  scale=_scaling(mod)))
     return sites
 
 
@@ -210,8 +231,8 @@ def _sample(t: Tensor) -> Tensor:
     return _positions(t, 1, ATTN_POSITIONS).reshape(t.shape[0], -1, math.prod(t.shape[2:]))
 
 
-def max_qk(q: Tensor, k: Tensor, head_dim: int) -> Tensor:
-    """``max |q.k| / sqrt(head_dim)`` over heads and position pairs, as a float64 scalar.
+def max_qk(q: Tensor, k: Tensor, head_dim: int, scale: float) -> Tensor:
+    """``max |q.k| * scale`` over heads and position pairs, as a float64 scalar.
 
     ``q``: ``(S, P, Hq * d)``, ``k``: ``(S, P, Hk * d)``; grouped-query attention (``Hk``
     divides ``Hq``): query head ``h`` meets key head ``h // (Hq / Hk)``, as in Llama."""
@@ -221,7 +242,7 @@ def max_qk(q: Tensor, k: Tensor, head_dim: int) -> Tensor:
     qh = q.float().reshape(s, p, hk, -1, head_dim)                 # (S, P, Hk, G, d)
     qh = qh.permute(0, 2, 3, 1, 4).reshape(s, hk, -1, head_dim)    # (S, Hk, G*P, d)
     logits = qh @ kh.permute(0, 2, 3, 1)                           # (S, Hk, G*P, Pk)
-    return (logits.abs().amax() / math.sqrt(head_dim)).to(torch.float64)
+    return (logits.abs().amax() * scale).to(torch.float64)
 
 
 @torch.no_grad()
@@ -262,7 +283,8 @@ class LogitStats:
              lz.numel())
 
     def on_qk(self, site: Site, q: Tensor, k: Tensor) -> None:
-        _add(self.attn, self.attn_count, site.name, max_qk(q, k, site.head_dim), 1)
+        value = max_qk(q, k, site.head_dim, site.logit_scale)
+        _add(self.attn, self.attn_count, site.name, value, 1)
 
     def on_part(self, site: Site, part: str, t: Tensor) -> None:
         """One of q and k (``part``) of a ``"split"`` site; measured when both have come."""
