@@ -57,7 +57,7 @@ def watch(model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None, e
         logits: the module whose output is the logits, for ``log_z_rms`` (the z-loss quantity,
             with ``activations``): None finds it (a Hugging Face model's
             ``get_output_embeddings()``, else the last ``nn.Linear``/``Conv1D`` with >= 2
-            outputs: see :func:`gradwell.watch.transformer.find_logits`), a qualified module
+            outputs: see :func:`gradwell.watch.sites.find_logits`), a qualified module
             name picks it, False records none (a regression output is no logits).
 
     With ``activations`` the attention modules that expose queries and keys

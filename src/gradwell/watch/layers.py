@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .._checks import invalid, one_of
 
-from .transformer import Site, find_attention, find_logits
+from .sites import Site, find_attention, find_logits
 
 __all__ = ["LayerInfo", "LayerIndex", "activation_kind", "is_compiled", "ROW"]
 
@@ -160,9 +160,9 @@ class LayerIndex:
 
     def _transformer_parts(self, logits: str | bool | None) -> None:
         names = {id(m): _clean(n) for n, m in self.model.named_modules() if not is_compiled(m)}
-        #: the module whose output is the logits (0 or 1 name), see transformer.find_logits
+        #: the module whose output is the logits (0 or 1 name), see sites.find_logits
         self.logits = _logits_module(self.model, names, logits)
-        #: the attention modules whose queries and keys are read (transformer.find_attention)
+        #: the attention modules whose queries and keys are read (sites.find_attention)
         self.attention: list[Site] = find_attention(self.model, names)
         #: every module by its clean qualified name (where the logit hooks go)
         self.by_name = {names[id(m)]: m for m in self.model.modules() if id(m) in names}

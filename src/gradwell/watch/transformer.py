@@ -1,4 +1,4 @@
-"""Where a model's logits and attention logits come from, and their statistics, cheaply.
+"""The statistics of a model's logits and attention logits, cheaply.
 
 Two failures of modern networks (Wortsman et al. 2023, *Small-scale proxies for large-scale
 Transformer training instabilities*) are seen in the forward pass:
@@ -6,7 +6,7 @@ Transformer training instabilities*) are seen in the forward pass:
 * **output-logit divergence** — ``log Z = logsumexp(logits)`` drifts far from 0 (PaLM's
   z-loss, Chowdhery et al. 2022, adds ``1e-4 log^2 Z`` to keep it there). Recorded as
   ``log_z_rms``: the RMS of ``log Z`` over up to :data:`POSITIONS` evenly spaced positions of
-  the batch, at the *logits module* (:func:`find_logits`);
+  the batch, at the *logits module* (:func:`gradwell.watch.sites.find_logits`);
 * **attention-logit growth** — ``q.k / sqrt(d)`` grows until the softmax is one-hot
   (Dehghani et al. 2023; entropy collapse, Zhai et al. 2023). Recorded as
   ``attention_logit_max``: ``max |q.k| * scale`` (the logit the softmax sees: ``scale`` is the
@@ -15,7 +15,8 @@ Transformer training instabilities*) are seen in the forward pass:
   ``scale_attn_by_inverse_layer_idx``; else ``1 / sqrt(d_head)``) over all heads and all
   pairs of up to :data:`ATTN_POSITIONS` positions of the first :data:`SEQUENCES` sequences
   (the causal mask is ignored: masked pairs have logits of the same scale), per attention
-  module (:func:`find_attention`); averaged over micro-batches and ranks.
+  module (:func:`gradwell.watch.sites.find_attention`); averaged over micro-batches and
+  ranks.
 
 Both are measured by forward hooks on recorded steps only, on a subsample, so they cost a few
 small kernels per step whatever the batch.
@@ -24,13 +25,14 @@ small kernels per step whatever the batch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Site", "find_logits", "find_attention", "LogitStats", "POSITIONS",
+from .sites import Site
+
+__all__ = ["LogitStats", "max_qk", "mha_qk", "register_hooks", "POSITIONS",
            "ATTN_POSITIONS", "SEQUENCES"]
 
 #: positions (tokens) of the batch whose log Z is measured, evenly spaced
@@ -39,174 +41,6 @@ POSITIONS = 64
 ATTN_POSITIONS = 32
 #: sequences of the batch whose attention logits are measured
 SEQUENCES = 2
-
-
-@dataclass(frozen=True)
-class Site:
-    """An attention module whose queries and keys the monitor can read.
-
-    ``kind``: ``"mha"`` (``nn.MultiheadAttention``: q and k are projected again from its
-    inputs, on the subsample), ``"fused"`` (GPT-2's ``c_attn``: one output holding q, k, v),
-    ``"split"`` (separate ``q_proj``/``k_proj``, ``query``/``key``, or ``q_norm``/``k_norm``
-    where the model normalises them). ``q``/``k``: the modules whose outputs are read.
-    ``rotary``: the model applies a rotary embedding after the projection, so q and k are read
-    before it (same norms, same scale; not the exact logits). ``qk_norm``: q and k are read
-    after a normalisation (``q_norm`` that is not ``nn.Identity``). ``q_heads``/``k_heads``:
-    the module's query and key heads, where it says (they tell a 4-D output's layout).
-    ``scale``: what the module multiplies ``q.k`` by before the softmax, where it says (Hugging
-    Face attention modules' ``scaling``); :attr:`logit_scale` falls back to ``1 / sqrt(d)``."""
-
-    name: str
-    kind: str
-    q: str
-    k: str
-    head_dim: int
-    rotary: bool = False
-    qk_norm: bool = False
-    q_heads: int | None = None
-    k_heads: int | None = None
-    scale: float | None = None
-
-    @property
-    def logit_scale(self) -> float:
-        """The factor between ``q.k`` and the softmax's logit."""
-        return self.scale if self.scale is not None else 1.0 / math.sqrt(self.head_dim)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "q": self.q, "k": self.k,
-                "head_dim": self.head_dim, "rotary": self.rotary, "qk_norm": self.qk_norm,
-                "q_heads": self.q_heads, "k_heads": self.k_heads, "scale": self.logit_scale}
-
-
-def _is_hf(module: nn.Module) -> bool:
-    return type(module).__module__.startswith(("transformers.", "peft."))
-
-
-def _base(module: nn.Module) -> nn.Module:
-    """peft's LoRA wrappers keep the wrapped layer as ``base_layer``."""
-    return getattr(module, "base_layer", module)
-
-
-def _out_features(module: nn.Module) -> int | None:
-    base = _base(module)
-    if isinstance(base, nn.Linear):
-        return base.out_features
-    if type(base).__name__ == "Conv1D" and _is_hf(base):      # HF Conv1D: weight (in, out)
-        return int(base.nf)
-    return None
-
-
-def find_logits(model: nn.Module, names: dict[int, str]) -> str | None:
-    """The qualified name (as in ``names``: module id -> clean name) of the module whose output
-    is the model's logits, or None.
-
-    1. a Hugging Face model's ``get_output_embeddings()`` (``lm_head`` of a language model);
-    2. otherwise the *last* projection in registration order (``nn.Linear``, HF ``Conv1D``)
-       with at least 2 outputs: ``nn.Sequential``'s final ``Linear``, a classifier's ``head``
-       or ``classifier``, HF ``...ForSequenceClassification``'s ``classifier``/``score``
-       (a peft LoRA wrapper counts as the layer it wraps; its adapters are not candidates).
-
-    Override with ``gradwell.watch(model, logits="name")`` (or ``logits=False``)."""
-    get = getattr(model, "get_output_embeddings", None)
-    if callable(get):
-        head = get()
-        if isinstance(head, nn.Module) and id(head) in names:
-            return names[id(head)]
-    last, wrappers = None, []
-    for mod in model.modules():
-        name = names.get(id(mod))
-        if name is None or any(name.startswith(w + ".") for w in wrappers):
-            continue
-        if getattr(mod, "base_layer", None) is not None:
-            wrappers.append(name)
-        n = _out_features(mod)
-        if n is not None and n >= 2:
-            last = name
-    return last
-
-
-def _head_dim(attn: nn.Module) -> int | None:
-    for attr in ("head_dim", "attention_head_size"):
-        d = getattr(attn, attr, None)
-        if isinstance(d, int) and d > 0:
-            return d
-    cfg = getattr(attn, "config", None)
-    hidden, heads = getattr(cfg, "hidden_size", None), getattr(cfg, "num_attention_heads", None)
-    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
-        return hidden // heads
-    return None
-
-
-def _heads(attn: nn.Module) -> tuple[int | None, int | None]:
-    """``(query heads, key heads)`` of an attention module (its attributes, else its config;
-    key heads default to the query heads), None where it does not say."""
-    cfg = getattr(attn, "config", None)
-
-    def first(names: tuple[str, ...]) -> int | None:
-        for src in (attn, cfg):
-            for n in names:
-                v = getattr(src, n, None)
-                if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-                    return v
-        return None
-    q = first(("heads", "num_heads", "num_attention_heads"))
-    return q, first(("num_key_value_heads", "kv_heads")) or q
-
-
-def _scaling(attn: nn.Module) -> float | None:
-    """The softmax scaling an attention module declares (Hugging Face's ``scaling``), if any."""
-    s = getattr(attn, "scaling", None)
-    if isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s > 0:
-        return float(s)
-    return None
-
-
-def _rotary(attn: nn.Module) -> bool:
-    cfg = getattr(attn, "config", None)
-    return cfg is not None and any(getattr(cfg, k, None) is not None
-                                   for k in ("rope_theta", "rope_parameters", "rotary_dim"))
-
-
-_SPLIT = (("q_norm", "k_norm"), ("q_proj", "k_proj"), ("query", "key"))
-
-
-def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
-    """Attention modules whose queries and keys are exposed, in registration order:
-    ``nn.MultiheadAttention``; modules with ``q_proj``/``k_proj`` (Llama, Mistral, ...),
-    ``query``/``key`` (BERT) or ``q_norm``/``k_norm`` children (QK-layernorm: read after the
-    norm; ``nn.Identity`` ones, as in :class:`gradwell.nn.TinyTransformer` without
-    ``qk_norm``, are read but are no QK-layernorm). A ``split`` site's q and k outputs are
-    batch-first, ``(B, T, H * d)`` or ``(B, T, H, d)``, or heads-first ``(B, H, T, d)``
-    (Gemma 3's and TinyTransformer's norms), told apart by the module's head count (when
-    ``T`` equals it, batch-first is assumed); GPT-2's fused ``c_attn`` (HF
-    ``Conv1D`` holding q, k, v; in an HF attention module also when wrapped, e.g. by a module
-    that normalises q and k)."""
-    sites = []
-    for mod in model.modules():
-        name = names.get(id(mod))
-        if name is None:
-            continue
-        if isinstance(mod, nn.MultiheadAttention):
-            sites.append(Site(name, "mha", name, name, mod.head_dim))
-            continue
-        kids = dict(mod.named_children())
-        d = _head_dim(mod)
-        if d is None:
-            continue
-        for q, k in _SPLIT:
-            if q in kids and k in kids:
-                sites.append(Site(name, "split", names[id(kids[q])], names[id(kids[k])], d,
-                                  _rotary(mod), q == "q_norm"
-                                  and not isinstance(kids[q], nn.Identity), *_heads(mod),
-                                  _scaling(mod)))
-                break
-        else:
-            c = kids.get("c_attn")
-            if (c is not None and (type(_base(c)).__name__ == "Conv1D" or _is_hf(mod))
-                    and not getattr(mod, "is_cross_attention", False)):
-                sites.append(Site(name, "fused", names[id(c)], names[id(c)], d,
-                                  scale=_scaling(mod)))
-    return sites
 
 
 def _positions(t: Tensor, dim: int, n: int = POSITIONS) -> Tensor:
