@@ -25,6 +25,7 @@ class Site:
 
     ``kind``: ``"mha"`` (``nn.MultiheadAttention``: q and k are projected again from its
     inputs, on the subsample), ``"fused"`` (GPT-2's ``c_attn``: one output holding q, k, v),
+    ``"fused_heads"`` (GPT-NeoX's ``query_key_value``: each head's q, k, v side by side),
     ``"split"`` (separate ``q_proj``/``k_proj``, ``query``/``key``, or ``q_norm``/``k_norm``
     where the model normalises them). ``q``/``k``: the modules whose outputs are read.
     ``rotary``: the model applies a rotary embedding after the projection, so q and k are read
@@ -104,7 +105,7 @@ def find_logits(model: nn.Module, names: dict[int, str]) -> str | None:
 
 
 def _head_dim(attn: nn.Module) -> int | None:
-    for attr in ("head_dim", "attention_head_size"):
+    for attr in ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim"):
         d = getattr(attn, attr, None)
         if isinstance(d, int) and d > 0:
             return d
@@ -127,12 +128,25 @@ def _heads(attn: nn.Module) -> tuple[int | None, int | None]:
                 if isinstance(v, int) and not isinstance(v, bool) and v > 0:
                     return v
         return None
-    q = first(("heads", "num_heads", "num_attention_heads"))
+    q = first(("heads", "num_heads", "n_heads", "num_attention_heads"))
     return q, first(("num_key_value_heads", "kv_heads")) or q
 
 
+#: Hugging Face attention classes that do not scale ``q.k`` at all (T5 folds the ``1/sqrt(d)``
+#: into its initialisation, Raffel et al. 2020, section 3.1)
+_UNSCALED = frozenset(["T5Attention", "MT5Attention", "UMT5Attention", "LongT5Attention",
+                       "SwitchTransformersAttention"])
+#: Hugging Face attention classes whose fused ``query_key_value`` output holds, per head, that
+#: head's q, k and v side by side: ``(B, T, H, 3, d)`` (GPT-NeoX/Pythia, BLOOM, Falcon when
+#: every head has its own keys; its output then has 3 x heads x d features)
+_FUSED_HEADS = frozenset(["GPTNeoXAttention", "BloomAttention", "FalconAttention"])
+
+
 def _scaling(attn: nn.Module) -> float | None:
-    """The softmax scaling an attention module declares (Hugging Face's ``scaling``), if any."""
+    """The softmax scaling an attention module declares (Hugging Face's ``scaling``; 1 for the
+    T5 family), if any."""
+    if _is_hf(attn) and type(attn).__name__ in _UNSCALED:
+        return 1.0
     s = getattr(attn, "scaling", None)
     if isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s > 0:
         return float(s)
@@ -145,7 +159,9 @@ def _rotary(attn: nn.Module) -> bool:
                                    for k in ("rope_theta", "rope_parameters", "rotary_dim"))
 
 
-_SPLIT = (("q_norm", "k_norm"), ("q_proj", "k_proj"), ("query", "key"))
+_SPLIT = (("q_norm", "k_norm"), ("q_proj", "k_proj"), ("query", "key"), ("q_lin", "k_lin"))
+#: child names read as q and k only in Hugging Face modules (T5's ``q``/``k``: too generic)
+_HF_SPLIT = (("q", "k"),)
 
 
 def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
@@ -153,12 +169,15 @@ def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
     ``nn.MultiheadAttention``; modules with ``q_proj``/``k_proj`` (Llama, Mistral, ...),
     ``query``/``key`` (BERT) or ``q_norm``/``k_norm`` children (QK-layernorm: read after the
     norm; ``nn.Identity`` ones, as in :class:`gradwell.nn.TinyTransformer` without
-    ``qk_norm``, are read but are no QK-layernorm). A ``split`` site's q and k outputs are
+    ``qk_norm``, are read but are no QK-layernorm), ``q_lin``/``k_lin`` (DistilBERT) and, in a
+    Hugging Face module, ``q``/``k`` (T5, whose softmax takes ``q.k`` unscaled; its relative
+    position bias is not included). A ``split`` site's q and k outputs are
     batch-first, ``(B, T, H * d)`` or ``(B, T, H, d)``, or heads-first ``(B, H, T, d)``
     (Gemma 3's and TinyTransformer's norms), told apart by the module's head count (when
     ``T`` equals it, batch-first is assumed); GPT-2's fused ``c_attn`` (HF
     ``Conv1D`` holding q, k, v; in an HF attention module also when wrapped, e.g. by a module
-    that normalises q and k)."""
+    that normalises q and k); ``query_key_value`` of the classes in :data:`_FUSED_HEADS`
+    (``"fused_heads"``: q, k, v side by side per head)."""
     sites = []
     for mod in model.modules():
         name = names.get(id(mod))
@@ -171,17 +190,34 @@ def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
         d = _head_dim(mod)
         if d is None:
             continue
-        for q, k in _SPLIT:
-            if q in kids and k in kids:
-                sites.append(Site(name, "split", names[id(kids[q])], names[id(kids[k])], d,
-                                  _rotary(mod), q == "q_norm"
-                                  and not isinstance(kids[q], nn.Identity), *_heads(mod),
-                                  _scaling(mod)))
-                break
-        else:
-            c = kids.get("c_attn")
-            if (c is not None and (type(_base(c)).__name__ == "Conv1D" or _is_hf(mod))
-                    and not getattr(mod, "is_cross_attention", False)):
-                sites.append(Site(name, "fused", names[id(c)], names[id(c)], d,
-                                  scale=_scaling(mod)))
+        site = (_split_site(mod, name, kids, names, d)
+                or _fused_site(mod, name, kids, names, d))
+        if site is not None:
+            sites.append(site)
     return sites
+
+
+def _split_site(mod: nn.Module, name: str, kids: dict[str, nn.Module], names: dict[int, str],
+                d: int) -> Site | None:
+    """A site with separate q and k modules (:data:`_SPLIT`; :data:`_HF_SPLIT` in HF modules)."""
+    for q, k in _SPLIT + (_HF_SPLIT if _is_hf(mod) else ()):
+        if q in kids and k in kids:
+            return Site(name, "split", names[id(kids[q])], names[id(kids[k])], d, _rotary(mod),
+                        q == "q_norm" and not isinstance(kids[q], nn.Identity), *_heads(mod),
+                        _scaling(mod))
+    return None
+
+
+def _fused_site(mod: nn.Module, name: str, kids: dict[str, nn.Module], names: dict[int, str],
+                d: int) -> Site | None:
+    """GPT-2's ``c_attn`` (``"fused"``) or a per-head ``query_key_value`` (``"fused_heads"``)."""
+    c = kids.get("c_attn")
+    if (c is not None and (type(_base(c)).__name__ == "Conv1D" or _is_hf(mod))
+            and not getattr(mod, "is_cross_attention", False)):
+        return Site(name, "fused", names[id(c)], names[id(c)], d, scale=_scaling(mod))
+    qkv, (heads, _) = kids.get("query_key_value"), _heads(mod)
+    if (qkv is not None and _is_hf(mod) and type(mod).__name__ in _FUSED_HEADS
+            and heads is not None and _out_features(qkv) == 3 * heads * d):
+        return Site(name, "fused_heads", names[id(qkv)], names[id(qkv)], d, _rotary(mod),
+                    q_heads=heads, k_heads=heads, scale=_scaling(mod))
+    return None

@@ -129,8 +129,14 @@ class LogitStats:
             self.on_qk(site, got.pop("q"), got.pop("k"))
 
     def on_fused(self, site: Site, t: Tensor) -> None:
-        """GPT-2's ``c_attn`` output ``(B, T, 3E)``: q, k, v side by side."""
+        """One output holding q, k and v: GPT-2's ``c_attn``, ``(B, T, 3E)`` as ``[q | k | v]``,
+        or (``"fused_heads"``) GPT-NeoX's ``query_key_value``, ``(B, T, H * 3 * d)`` as each
+        head's ``[q | k | v]``."""
         s = _sample(t.detach())
+        if site.kind == "fused_heads":
+            heads = s.reshape(*s.shape[:-1], -1, 3, site.head_dim)        # (S, P, H, 3, d)
+            self.on_qk(site, heads[..., 0, :].flatten(-2), heads[..., 1, :].flatten(-2))
+            return
         e = s.shape[-1] // 3
         self.on_qk(site, s[..., :e], s[..., e:2 * e])
 
@@ -188,7 +194,7 @@ def register_hooks(index: Any, stats: Callable[[], LogitStats], armed: Callable[
             on(index.by_name[site.name],
                lambda args, kwargs, out, s=site, m=index.by_name[site.name]:
                stats().on_qk(s, *mha_qk(m, args, kwargs)), kwargs=True)
-        elif site.kind == "fused":
+        elif site.kind in ("fused", "fused_heads"):
             on(index.by_name[site.q], lambda i, out, s=site: _if_float(
                 out, lambda t: stats().on_fused(s, t)))
         else:
