@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import gradwell
+from models_zoo import ZOO
 
 
 class _TwoHeads(nn.Module):
@@ -46,3 +47,57 @@ def test_multihead_attention_out_proj_used_functionally_is_not_unobserved():
     # torch-only evidence: out_proj's weight was used (it has a gradient) though its hook never ran
     assert model[1].layers[0].self_attn.out_proj.weight.grad.abs().sum() > 0
     assert found == []
+
+
+class _TiedStacks(nn.Module):
+    """T5's layout: ``shared`` holds the embedding; each stack calls its own ``embed_tokens``
+    module, a different module object holding the same weight, so ``shared`` never runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = nn.Embedding(10, 8)
+        self.enc_embed, self.dec_embed = nn.Embedding(10, 8), nn.Embedding(10, 8)
+        self.enc_embed.weight = self.dec_embed.weight = self.shared.weight
+        self.head = nn.Linear(8, 3)
+        self.unused = nn.Linear(8, 3)
+
+    def forward(self, ids):
+        return self.head(self.enc_embed(ids) + self.dec_embed(ids))
+
+
+def test_a_layer_used_only_through_modules_that_hold_its_tied_weight_is_not_unobserved():
+    torch.manual_seed(0)
+    model = _TiedStacks()
+    mon = gradwell.watch(model)
+    layers = {x["name"]: x for x in mon.history.meta["layers"]}
+    mon.close()
+    assert layers["shared"]["tied"] == ["enc_embed", "dec_embed"] and "enc_embed" not in layers
+    called = []
+    model.shared.register_forward_hook(lambda *a: called.append(1))
+    found = _run(model, torch.randint(0, 10, (4, 5)))
+    assert not called and model.shared.weight.grad is not None   # torch: used, never called
+    assert [f.evidence["modules"] for f in found] == [["unused"]]
+
+
+def test_hugging_face_t5_tied_embeddings_raise_no_unobserved_finding():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32,
+                                                num_layers=1, num_heads=4,
+                                                decoder_start_token_id=0))
+    ids = torch.randint(1, 64, (2, 8))
+    mon = gradwell.watch(model)
+    for _ in range(2):
+        loss = model(input_ids=ids, labels=ids).loss
+        model.zero_grad()
+        loss.backward()
+        mon.step(loss)
+    mon.close()
+    assert [f for f in mon.findings() if f.kind == "unobserved"] == []
+    tied = {x["name"]: x["tied"] for x in mon.history.meta["layers"] if x["tied"]}
+    assert tied == {"shared": ["encoder.embed_tokens", "decoder.embed_tokens", "lm_head"]}
+    gpt2 = gradwell.watch(ZOO["gpt2"].build())
+    assert {x["name"]: x["tied"] for x in gpt2.history.meta["layers"] if x["tied"]} == {
+        "transformer.wte": ["lm_head"]}
+    gpt2.close()

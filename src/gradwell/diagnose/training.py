@@ -120,7 +120,10 @@ def unobserved(v: Any) -> Finding | None:
     # a child whose parent ran and used its weights functionally (nn.MultiheadAttention calls
     # out_proj's weight inside F.multi_head_attention_forward) is not unobserved
     fired = set(names) - set(silent)
-    silent = [n for n in silent if not _has_fired_ancestor(n, fired)]
+    # a layer whose weights other modules hold (T5's ``shared``, called as each stack's
+    # ``embed_tokens``) is used through them: its own forward need not run
+    tied = {x["name"] for x in v.meta.get("layers", []) if x.get("tied")}
+    silent = [n for n in silent if not _has_fired_ancestor(n, fired) and n not in tied]
     if not silent or v.history.first_nonfinite() is not None and len(silent) < len(names):
         return None
     ev = {"modules": silent, "watched": len(names),

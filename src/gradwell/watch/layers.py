@@ -97,10 +97,14 @@ class LayerInfo:
     numel: int = 0
     weight_ndim: int = 0      # largest ndim among its parameters (2+ = a weight matrix/kernel)
     activation: str | None = None
+    #: other modules that hold one of its parameters (tied weights: T5's ``shared`` and each
+    #: stack's ``embed_tokens``, GPT-2's ``wte`` and ``lm_head``); their calls are not its calls
+    tied: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type, "params": self.params, "numel": self.numel,
-                "weight_ndim": self.weight_ndim, "activation": self.activation}
+                "weight_ndim": self.weight_ndim, "activation": self.activation,
+                "tied": self.tied}
 
 
 class LayerIndex:
@@ -117,30 +121,7 @@ class LayerIndex:
         self.modules: dict[str, nn.Module] = {}
         self.params: list[Tensor] = []
         self.param_names: list[str] = []
-        owner: list[int] = []
-        seen: set[int] = set()
-        for name, mod in self.model.named_modules():
-            if is_compiled(mod):
-                continue                  # its _orig_mod is listed next, with the same params
-            name = _clean(name)
-            own = [(n, p) for n, p in mod.named_parameters(recurse=False)
-                   if p.requires_grad and id(p) not in seen]
-            kind = activation_kind(mod)
-            if own:
-                info = LayerInfo(name, type(mod).__name__, activation=kind)
-                for n, p in own:
-                    seen.add(id(p))
-                    info.params.append(f"{name}.{n}" if name != "(model)" else n)
-                    info.numel += p.numel()
-                    info.weight_ndim = max(info.weight_ndim, p.dim())
-                    owner.append(len(self.layers))
-                    self.params.append(p)
-                self.param_names.extend(info.params)
-                self.layers.append(info)
-                self.modules[name] = mod
-            if kind is not None:
-                self.activations.append(LayerInfo(name, type(mod).__name__, activation=kind))
-                self.modules[name] = mod
+        owner = self._collect()
         if not self.params:
             raise ValueError("model has no parameters that require gradients, so there are no "
                              "gradients to watch; pass a model with trainable parameters")
@@ -157,6 +138,38 @@ class LayerIndex:
                       "saturating_pos": torch.tensor([pos[n] for n in self.saturating],
                                                      dtype=torch.long)}
         self._cache: dict[Any, Tensor] = {}
+
+    def _collect(self) -> list[int]:
+        """Fill the layers (first owners of trainable parameters; a tied one counts once, for
+        the first module holding it, which lists the others in ``tied``), the activations and
+        the parameters, in registration order; returns each parameter's layer index."""
+        owner: list[int] = []
+        seen: dict[int, LayerInfo] = {}
+        for name, mod in self.model.named_modules():
+            if is_compiled(mod):
+                continue                  # its _orig_mod is listed next, with the same params
+            name = _clean(name)
+            mine = [(n, p) for n, p in mod.named_parameters(recurse=False) if p.requires_grad]
+            for first in {id(seen[id(p)]): seen[id(p)] for _, p in mine if id(p) in seen}.values():
+                first.tied.append(name)
+            own = [(n, p) for n, p in mine if id(p) not in seen]
+            kind = activation_kind(mod)
+            if own:
+                info = LayerInfo(name, type(mod).__name__, activation=kind)
+                for n, p in own:
+                    seen[id(p)] = info
+                    info.params.append(f"{name}.{n}" if name != "(model)" else n)
+                    info.numel += p.numel()
+                    info.weight_ndim = max(info.weight_ndim, p.dim())
+                    owner.append(len(self.layers))
+                    self.params.append(p)
+                self.param_names.extend(info.params)
+                self.layers.append(info)
+                self.modules[name] = mod
+            if kind is not None:
+                self.activations.append(LayerInfo(name, type(mod).__name__, activation=kind))
+                self.modules[name] = mod
+        return owner
 
     def _transformer_parts(self, logits: str | bool | None) -> None:
         names = {id(m): _clean(n) for n, m in self.model.named_modules() if not is_compiled(m)}
