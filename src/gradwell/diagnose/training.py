@@ -25,9 +25,11 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _loss_divergence(v: Any) -> tuple[int, float, float, float] | None:
-    """``(step, loss, running minimum before it, first loss)`` of the first finite step whose
-    loss is ``divergence_factor`` x its running minimum and above the first loss."""
+def _loss_divergence(v: Any) -> tuple[int, float, float, float, bool] | None:
+    """``(step, loss, running minimum before it, first loss, died)`` of the first finite step
+    whose loss is ``divergence_factor`` x its running minimum and above the first loss; ``died``:
+    the loss came back only because every gradient became exactly 0 (a dead model, at chance
+    loss, which no longer learns), which is no recovery."""
     _, _, loss = v.history.series("loss")
     loss = loss[:, 0]
     ok = np.isfinite(loss)
@@ -42,9 +44,12 @@ def _loss_divergence(v: Any) -> tuple[int, float, float, float] | None:
     # from is not divergence); reported from the start of that last excursion
     n = min(v.th.divergence_steps, hit.size)
     broke = v.history.first_nonfinite() is not None and not v.finite[-1]
+    total = v.total[v.finite]
+    died = bool(hit.any() and total.size > n and (total[-n:] == 0).all() and (total > 0).any())
     low = float(run_min[-1])
     tail = float(np.median(later[-n:]))
-    if not (tail > v.th.divergence_factor * low and tail > loss[0] or broke and hit[-1]):
+    if not (tail > v.th.divergence_factor * low and tail > loss[0] or broke and hit[-1]
+            or died):
         return None
     hits = np.flatnonzero(hit)
     if hits.size == 0:
@@ -54,7 +59,7 @@ def _loss_divergence(v: Any) -> tuple[int, float, float, float] | None:
         if k - j > n:
             break
         k = int(j)
-    return int(steps[k + 1]), float(later[k]), float(run_min[k]), float(loss[0])
+    return int(steps[k + 1]), float(later[k]), float(run_min[k]), float(loss[0]), died
 
 
 def _update_too_large(v: Any) -> tuple[int, float] | None:
@@ -85,11 +90,14 @@ def divergence(v: Any) -> Finding | None:
         return None
     th, ev, texts, steps = v.th, {}, [], []
     if by_loss is not None:
-        step, loss, low, first = by_loss
-        ev.update(loss=loss, loss_running_min=low, loss_first=first, loss_step=step)
+        step, loss, low, first, died = by_loss
+        ev.update(loss=loss, loss_running_min=low, loss_first=first, loss_step=step,
+                  died=died)
         texts.append(f"loss {_fmt(loss)} at step {step} is {_fmt(loss / low)} x its running "
                      f"minimum {_fmt(low)} (threshold {th.divergence_factor:g} x) and above "
-                     f"its first value {_fmt(first)}")
+                     f"its first value {_fmt(first)}" + (
+                         "; it came back only because every gradient then became exactly 0: "
+                         "the model died, it did not recover" if died else ""))
         steps.append(step)
     if by_update is not None:
         step, typical = by_update
