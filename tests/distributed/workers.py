@@ -88,3 +88,23 @@ def tensor_parallel_refused(rank: int, world: int, out: str) -> None:
         messages.append(str(err))
     if rank == 0:
         torch.save(messages, out)
+
+
+def locate(rank: int, world: int, out: str) -> None:
+    """A NaN in rank 0's batch under DDP: each rank's ``gradwell.locate`` origin, and the
+    torch-only evidence of what each rank's own step held."""
+    import gradwell
+    model = torch.nn.parallel.DistributedDataParallel(harness.make_model(dtype=torch.float32))
+    torch.manual_seed(rank)
+    x, y = torch.randn(4, 6), torch.randn(4, 3)
+    if rank == 0:
+        x[1, 2] = float("nan")
+    with gradwell.locate(model) as loc:
+        out_t = model(x)
+        loss = torch.nn.functional.mse_loss(out_t, y)
+        loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    torch.save({"origin": loc.origin.to_dict() if loc.origin else None,
+                "text": str(loc.origin), "outputs_finite": bool(torch.isfinite(out_t).all()),
+                "grads_finite": all(bool(torch.isfinite(g).all()) for g in grads)},
+               f"{out}.{rank}")

@@ -18,22 +18,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from .._checks import check_bool
+from .._modules import unwrap
 from .origin import Origin, input_stats
 from .replay import Call, autocast_state, replay, rng_state
 from .taint import LossTracer, Tracer, all_finite, floats, kind_of
 
 __all__ = ["Locator", "locate"]
-
-
-_WRAPPERS = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel (a replay must not sync)."""
-    return model.module if isinstance(model, _WRAPPERS) else model
 
 
 #: dtypes GradScaler's fused non-finite check takes
@@ -104,7 +98,9 @@ class Locator:
     """Armed by ``with``; afterwards :attr:`origin` says where a NaN/Inf was born (or ``None``).
 
     Args:
-        model: the module whose forward is called in the block (DDP is unwrapped for replays).
+        model: the module whose forward is called in the block (DDP, ``DataParallel`` and
+            ``torch.compile`` are unwrapped for replays, which run the model's own modules
+            eagerly, so module names are the model's, without ``module.`` or ``_orig_mod.``).
         replay: replay the forward/backward op by op when the step ends non-finite (the
             default). ``False``: only the loss ops and the phase are known.
     """
@@ -209,7 +205,7 @@ class Locator:
 
     # ------------------------------------------------------------------------- the verdict
     def _conclude(self) -> Origin | None:
-        model = _unwrap(self.model)
+        model = unwrap(self.model)   # DDP (a replay must not sync), torch.compile (op by op)
         # the losses are copied: the fused check writes to what it checks, and a loss may be
         # saved by a graph that is still alive
         losses = [t.detach().clone() for t in self.losses]
@@ -242,6 +238,8 @@ class Locator:
             found, _ = replay(model, call, backward)
             if found is not None:
                 return found
+            if backward and _ddp_ranks(self.model) > 1:
+                return _from_other_rank(model)
         bad = call.outputs if phase == "forward" else list(call.grads.values())
         dtype = str(bad[0].dtype) if bad else "unknown"
         return Origin(phase, None, None, "nan" if any(bool(t.isnan().any()) for t in bad)
@@ -258,6 +256,23 @@ class Locator:
     def __repr__(self) -> str:
         state = "armed" if self._handles else "disarmed"
         return f"Locator({state}, origin={self.origin!r})"
+
+
+def _ddp_ranks(model: nn.Module) -> int:
+    """How many ranks ``model``'s DistributedDataParallel all-reduces gradients over (1: none)."""
+    if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return 1
+    return dist.get_world_size(model.process_group) if dist.is_initialized() else 1
+
+
+def _from_other_rank(model: nn.Module) -> Origin:
+    """This rank's own step, replayed, stayed finite, yet its gradients are not: they came
+    through DDP's gradient all-reduce from another rank."""
+    bad = [g for g in _grads(model) if not all_finite(g)]
+    return Origin("backward", None, "all_reduce", kind_of(bad) if bad else "nan",
+                  str(bad[0].dtype) if bad else "unknown", node="DDP all-reduce",
+                  nonfinite=sum(int((~torch.isfinite(g)).sum()) for g in bad),
+                  numel=sum(g.numel() for g in bad))
 
 
 def locate(model: nn.Module, *, replay: bool = True) -> Locator:

@@ -57,6 +57,9 @@ def remedy_for(origin: "Origin") -> str:
     """The one change most likely to help, from the phase, the op and the inputs."""
     op, dt = _base(origin.op if origin.node is None else origin.node), origin.dtype
     low = dt in ("torch.float16", "float16")
+    if origin.op == "all_reduce":
+        return ("find the rank it came from: arm gradwell.locate on every rank (that rank's "
+                "origin names the op); gradwell.guard skips the step on all ranks alike")
     if origin.phase == "input":
         if origin.op in ("parameter", "buffer"):
             return ("the weight was already non-finite before this step: an earlier update "
@@ -101,8 +104,10 @@ class Origin:
         module: qualified name of the module running the op (``""``: the model's own forward;
             ``None``: outside the model).
         op: the aten op (``"aten.exp.default"``), the torch function of the loss
-            (``"cross_entropy"``), or for ``phase="input"``: ``"input"``, ``"target"``,
-            ``"parameter"`` or ``"buffer"``.
+            (``"cross_entropy"``), for ``phase="input"``: ``"input"``, ``"target"``,
+            ``"parameter"`` or ``"buffer"``, and ``"all_reduce"`` under
+            DistributedDataParallel when this rank's own step, replayed, stays finite and the
+            non-finite gradients came from another rank.
         kind: ``"nan"`` or ``"inf"`` (NaN wins when both appear).
         dtype: the dtype of the non-finite output.
         node: the autograd node name in the backward pass (``"ExpBackward0"``), else ``None``.
@@ -148,6 +153,10 @@ class Origin:
             return (f"{what} was already in {place.format(self.tensor or '')} "
                     f"({self.nonfinite} of {self.numel} values) before the step computed "
                     f"anything; fix: {self.remedy}")
+        if self.op == "all_reduce":
+            return (f"{what} arrived through DDP's gradient all-reduce ({self.dtype}, "
+                    f"{self.nonfinite} of {self.numel} gradient values): this rank's own step, "
+                    f"replayed, stayed finite, so another rank produced it; fix: {self.remedy}")
         where = {"": " in the model's own forward", None: ""}.get(
             self.module, f" in module '{self.module}'")
         op = f"{self.node} ({self.op})" if self.node and self.node != self.op else f"{self.op}"

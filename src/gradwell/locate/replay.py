@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
+from .._modules import clean_name, is_compiled
 from .origin import Origin
 from .taint import DispatchTracer, Tracer, floats
 
@@ -97,6 +98,9 @@ class _Modules:
         self.nodes: dict[Any, str] = {}
         self.handles = []
         for name, m in model.named_modules():
+            if is_compiled(m):            # a compiled submodule: its _orig_mod is listed next
+                continue
+            name = clean_name(name) if name else name
             self.handles.append(m.register_forward_pre_hook(self._enter(name), with_kwargs=True))
             self.handles.append(m.register_forward_hook(self._leave, always_call=True))
 

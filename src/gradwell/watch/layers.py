@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import invalid, one_of
+from .._modules import clean_name, is_compiled, unwrap
 
 from .sites import Site, find_attention, find_logits
 
@@ -115,7 +116,7 @@ class LayerIndex:
             raise TypeError("model must be a torch.nn.Module, got "
                             f"{type(model).__module__}.{type(model).__qualname__}")
         self.compiled = is_compiled(model) or any(is_compiled(m) for m in model.modules())
-        self.model = _unwrap(model)
+        self.model = unwrap(model)
         self.layers: list[LayerInfo] = []          # modules with parameters
         self.activations: list[LayerInfo] = []     # activation modules
         self.modules: dict[str, nn.Module] = {}
@@ -148,7 +149,7 @@ class LayerIndex:
         for name, mod in self.model.named_modules():
             if is_compiled(mod):
                 continue                  # its _orig_mod is listed next, with the same params
-            name = _clean(name)
+            name = clean_name(name)
             mine = [(n, p) for n, p in mod.named_parameters(recurse=False) if p.requires_grad]
             for first in {id(seen[id(p)]): seen[id(p)] for _, p in mine if id(p) in seen}.values():
                 first.tied.append(name)
@@ -172,7 +173,8 @@ class LayerIndex:
         return owner
 
     def _transformer_parts(self, logits: str | bool | None) -> None:
-        names = {id(m): _clean(n) for n, m in self.model.named_modules() if not is_compiled(m)}
+        names = {id(m): clean_name(n) for n, m in self.model.named_modules()
+                 if not is_compiled(m)}
         #: the module whose output is the logits (0 or 1 name), see sites.find_logits
         self.logits = _logits_module(self.model, names, logits)
         #: the attention modules whose queries and keys are read (sites.find_attention)
@@ -261,27 +263,3 @@ def _residual(module: nn.Module) -> bool:
     return (type(module).__module__.startswith("transformers.")
             and name.endswith(("Block", "DecoderLayer", "EncoderLayer", "Layer"))
             and not name.endswith(("Norm", "Embedding")))
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` -> the wrapped module
-    (names without ``module.`` or ``_orig_mod.``, so every rank, a compiled and a plain run see
-    the same names)."""
-    while True:
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        elif is_compiled(model):
-            model = model._orig_mod
-        else:
-            return model
-
-
-def is_compiled(module: nn.Module) -> bool:
-    """True for the ``OptimizedModule`` that ``torch.compile(module)`` returns."""
-    return type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod")
-
-
-def _clean(name: str) -> str:
-    """A qualified name without the ``_orig_mod`` of compiled submodules."""
-    parts = [p for p in name.split(".") if p != "_orig_mod"]
-    return ".".join(parts) or "(model)"
