@@ -1,9 +1,11 @@
-"""gradwell.locate under DistributedDataParallel (gloo, 2 CPU ranks): the rank whose batch
-holds the NaN names it as an input; the other rank, whose own step is finite but whose
-gradients arrive non-finite through DDP's all-reduce, says so instead of "transient"."""
+"""gradwell.locate and the Guard's replay triage under DistributedDataParallel and FSDP2
+(gloo, 2 CPU ranks): the rank whose batch holds the NaN names it as an input; under DDP the
+other rank, whose own step is finite but whose gradients arrive non-finite through the
+all-reduce, says so instead of "transient"."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import harness
@@ -24,3 +26,22 @@ def test_each_rank_names_where_its_nan_came_from(tmp_path):
     assert (o1["phase"], o1["op"], o1["kind"], o1["reproduced"]) == ("backward", "all_reduce",
                                                                       "nan", True)
     assert o1["nonfinite"] > 0 and "another rank produced it" in r1["text"]
+
+
+@pytest.mark.parametrize("how", ["ddp", "fsdp"])
+def test_guard_replay_triage_under_ddp_and_fsdp2_neither_crashes_nor_hangs(tmp_path, how):
+    """The Guard's ``replay=`` on a NaN in the last rank's share: that rank's triage is "data"
+    (its input), the other rank's "reproducible". Under FSDP2 the op-by-op replay is not run (it
+    would gather parameters on some ranks only: a hang); the origin then says so."""
+    out = str(tmp_path / "guard")
+    harness.run_ranks(workers.guard_replay, 2, out, how, timeout=120)
+    r0, r1 = (torch.load(f"{out}.{r}", weights_only=True) for r in range(2))
+    assert [(e["step"], e["action"]) for e in r0] == [(1, "skipped")] == [
+        (e["step"], e["action"]) for e in r1]
+    assert (r1[0]["triage"], r1[0]["origin"]["op"], r1[0]["origin"]["tensor"]) == (
+        "data", "input", "input[0]")
+    assert r0[0]["triage"] == "reproducible"
+    if how == "ddp":
+        assert r0[0]["origin"]["op"] == "all_reduce"
+    else:
+        assert r0[0]["origin"]["reproduced"] is None and "not replayed" in r0[0]["origin"]["text"]

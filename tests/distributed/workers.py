@@ -108,3 +108,25 @@ def locate(rank: int, world: int, out: str) -> None:
                 "text": str(loc.origin), "outputs_finite": bool(torch.isfinite(out_t).all()),
                 "grads_finite": all(bool(torch.isfinite(g).all()) for g in grads)},
                f"{out}.{rank}")
+
+
+def guard_replay(rank: int, world: int, out: str, how: str) -> None:
+    """The Guard with ``replay=`` under DDP or FSDP2: a NaN in the last rank's share of one
+    batch; every rank's triage and origin of that step."""
+    import gradwell
+    import watch_cases
+    model = watch_cases.wrap(harness.make_model(), how, world)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    guard = gradwell.guard.Guard(model, opt, spike_z=None)
+    x, y = harness.data(3)
+    x[1, -1, 0] = float("nan")
+    loss_fn = torch.nn.functional.mse_loss
+    for s in range(3):
+        xs, ys = harness.part(x[s], rank, world), harness.part(y[s], rank, world)
+        opt.zero_grad()
+        loss = loss_fn(model(xs), ys)
+        loss.backward()
+        guard.step(loss, replay=gradwell.guard.Batch(xs, ys, loss_fn))
+    torch.save([{"step": e.step, "action": e.action, "reason": e.reason,
+                 "triage": e.detail.get("triage"), "origin": e.detail.get("origin")}
+                for e in guard.events], f"{out}.{rank}")

@@ -35,3 +35,23 @@ def test_a_compiled_model_names_the_module_without_orig_mod(wrap):
     assert first == ["1"]
     o = loc.origin
     assert (o.phase, o.module, o.op, o.kind) == ("forward", "1", "aten.log.default", "nan")
+
+
+def test_without_a_replay_an_input_is_still_named_and_the_op_is_said_to_be_unknown():
+    """``locate(model, replay=False)`` (what FSDP2 gets): a NaN already in the batch is found
+    from the recorded call's inputs; a NaN born inside says "not replayed", never "transient"."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    x = torch.randn(16, 4)
+    x[3, 1] = float("nan")
+    with gradwell.locate(model, replay=False) as loc:
+        model(x).square().mean().backward()
+    o = loc.origin
+    assert (o.phase, o.op, o.tensor, o.nonfinite, o.numel) == ("input", "input", "input[0]", 1, 64)
+    model = _model()
+    with gradwell.locate(model, replay=False) as loc:
+        out = model(torch.randn(16, 4))
+        out.square().mean().backward()
+    assert torch.isnan(out).any()                       # torch: the forward made a NaN
+    o = loc.origin
+    assert (o.phase, o.kind, o.reproduced, o.op) == ("forward", "nan", None, None)
+    assert "not replayed op by op" in str(o) and "transient" not in str(o)

@@ -22,9 +22,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .._checks import check_bool
+from .._distributed import is_dtensor, local
 from .._modules import unwrap
 from .origin import Origin, input_stats
-from .replay import Call, autocast_state, replay, rng_state
+from .replay import Call, autocast_state, leaves_of, replay, rng_state
 from .taint import LossTracer, Tracer, all_finite, floats, kind_of
 
 __all__ = ["Locator", "locate"]
@@ -234,16 +235,17 @@ class Locator:
         return Origin("backward", None, None, "nan", "unknown", reproduced=False)
 
     def _replayed(self, model: nn.Module, call: Call, phase: str, backward: bool) -> Origin:
-        if self.replay:
-            found, _ = replay(model, call, backward)
-            if found is not None:
-                return found
-            if backward and _ddp_ranks(self.model) > 1:
-                return _from_other_rank(model)
-        bad = call.outputs if phase == "forward" else list(call.grads.values())
-        dtype = str(bad[0].dtype) if bad else "unknown"
-        return Origin(phase, None, None, "nan" if any(bool(t.isnan().any()) for t in bad)
-                      else "inf", dtype, reproduced=False)
+        """The op-by-op replay's origin; without one (``replay=False``, or FSDP2, whose replay
+        would gather parameters on this rank alone) what the call's inputs and parameters
+        say, else the phase (``reproduced=None``: not replayed)."""
+        if not self.replay or _sharded(model):
+            return _unreplayed(model, call, phase, reproduced=None)
+        found, _ = replay(model, call, backward)
+        if found is not None:
+            return found
+        if backward and _ddp_ranks(self.model) > 1:
+            return _from_other_rank(model)
+        return _unreplayed(model, call, phase, reproduced=False)
 
     def _backward_of_loss(self, call: Call) -> Origin:
         """The loss's own backward made the outputs' gradients non-finite."""
@@ -263,6 +265,25 @@ def _ddp_ranks(model: nn.Module) -> int:
     if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return 1
     return dist.get_world_size(model.process_group) if dist.is_initialized() else 1
+
+
+def _sharded(model: nn.Module) -> bool:
+    """FSDP2: parameters are DTensor shards, gathered by hooks around each forward."""
+    return any(is_dtensor(p) for p in model.parameters())
+
+
+def _unreplayed(model: nn.Module, call: Call, phase: str, reproduced: bool | None) -> Origin:
+    """What is known without an op-by-op replay: a non-finite input, parameter or buffer
+    (this rank's shard of it), else the phase and the kind of the non-finite values."""
+    for t, kind, module, name in leaves_of(model, call).values():
+        v = local(t).detach()
+        if v.is_floating_point() and not all_finite(v):
+            return Origin("input", module, kind, kind_of([v]), str(v.dtype), tensor=name,
+                          nonfinite=int((~torch.isfinite(v)).sum()), numel=v.numel())
+    bad = [t for t in (call.outputs if phase == "forward" else _grads(model))
+           if not all_finite(local(t))]
+    return Origin(phase, None, None, kind_of([local(t) for t in bad]) if bad else "nan",
+                  str(bad[0].dtype) if bad else "unknown", reproduced=reproduced)
 
 
 def _from_other_rank(model: nn.Module) -> Origin:

@@ -116,7 +116,8 @@ class Origin:
             ``absmax`` of its finite values - the magnitudes that explain the birth.
         nonfinite: how many output values are NaN/Inf, of ``numel``.
         reproduced: ``True`` when a replay of the step found this origin op by op; ``False``
-            when the replay stayed finite (then only the phase is known).
+            when the replay stayed finite (then only the phase is known); ``None`` when the
+            step was not replayed (``replay=False``, or FSDP2).
     """
 
     phase: str
@@ -129,7 +130,7 @@ class Origin:
     inputs: tuple[dict[str, Any], ...] = ()
     nonfinite: int = 0
     numel: int = 0
-    reproduced: bool = True
+    reproduced: bool | None = True
     index: int = field(default=0, compare=False, repr=False)
 
     @property
@@ -161,6 +162,10 @@ class Origin:
             self.module, f" in module '{self.module}'")
         op = f"{self.node} ({self.op})" if self.node and self.node != self.op else f"{self.op}"
         during = {"loss": "while computing the loss"}.get(self.phase, f"in the {self.phase} pass")
+        if self.reproduced is None:
+            return (f"{what} appeared in the {self.phase} pass ({self.dtype}); the step was not "
+                    "replayed op by op (replay=False, or FSDP2, whose replay would gather "
+                    f"parameters on one rank alone), so the op is not known; fix: {self.remedy}")
         if not self.reproduced:
             return (f"{what} appeared in the {self.phase} pass, but a replay of the step stayed "
                     f"finite (transient: a race, a hardware fault or changed inputs); fix: "
