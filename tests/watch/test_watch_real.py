@@ -106,3 +106,34 @@ def test_bert_layer_names_stay_distinct_at_80_columns():
         assert len(line) <= 80
     assert "\u2026.1.\u2026.self.query" in text
     mon.close()
+
+
+def test_encoder_decoder_names_stay_distinct_at_80_columns():
+    """T5: the encoder's and the decoder's blocks share every part but the first; the shortened
+    names keep it (or its initial), and every shown name is one layer's."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from gradwell.watch.display import short_names
+
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32,
+                                                num_layers=2, num_heads=4,
+                                                decoder_start_token_id=0))
+    mon = gradwell.watch(model)
+    ids = torch.randint(1, 64, (2, 8))
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    mon.step(loss)
+    mon.close()
+    names = mon.history.columns["out_mean"]
+    for width in (20, 28):
+        shown = short_names(names, width)
+        assert len(set(shown.values())) == len(names)
+        assert max(len(v) for v in shown.values()) <= width
+    shown = short_names(names, 20)
+    assert shown["encoder.block.0.layer.0.SelfAttention.q"] == "encoder.\u2026.0.\u2026.0.\u2026.q"
+    assert shown["decoder.block.0.layer.0.SelfAttention.q"] == "decoder.\u2026.0.\u2026.0.\u2026.q"
+    assert shown["encoder.block.1.layer.0.layer_norm"] == "e.b.1.l.0.layer_norm"
+    text = str(Summary(mon.history, mon.findings(), width=80))
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "decoder.\u2026.1.\u2026.0.\u2026.q" in text and "encoder.\u2026.1.\u2026.0.\u2026.q" in text

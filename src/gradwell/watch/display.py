@@ -10,28 +10,57 @@ import numpy as np
 
 from .history import History
 
-__all__ = ["Summary", "plot", "short_name"]
+__all__ = ["Summary", "plot", "short_name", "short_names"]
 
 ELLIPSIS = "\u2026"
 
 
-def short_name(name: str, width: int) -> str:
-    """``name`` in at most ``width`` characters, still telling layers apart: the dotted parts
-    nearest the root go first (each run of them becomes one "\u2026"); block indices and the
-    last part stay (``bert.encoder.layer.0.attention.self.query`` -> ``\u2026.0.\u2026.query``)."""
+def short_name(name: str, width: int, keep: frozenset[int] = frozenset()) -> str:
+    """``name`` in at most ``width`` characters, still telling layers apart. In turn, until it
+    fits: the dotted parts nearest the root go first (each run of them becomes one "\u2026"),
+    but block indices, the last part and the parts at positions ``keep`` stay
+    (``bert.encoder.layer.0.attention.self.query`` -> ``\u2026.0.\u2026.self.query``); then
+    every part but the indices and the last is cut to its initial (kept ones last:
+    ``encoder.block.0.layer.0.layer_norm`` -> ``e.b.0.l.0.layer_norm``); then the end is kept,
+    after the first part's initial."""
     if len(name) <= width:
         return name
     parts = name.split(".")
     dropped: set[int] = set()
     text = name
     for i, part in enumerate(parts[:-1]):
-        if part.isdigit():
+        if part.isdigit() or i in keep:
             continue
         dropped.add(i)
         text = _join(parts, dropped)
         if len(text) <= width:
             return text
-    return text if len(text) <= width else ELLIPSIS + text[len(text) - width + 1:]
+    for spare in (keep, frozenset()):
+        initials = ".".join(p if p.isdigit() or i in spare or i == len(parts) - 1 else p[:1]
+                            for i, p in enumerate(parts))
+        if len(initials) <= width:
+            return initials
+    return parts[0][:1] + ELLIPSIS + initials[len(initials) - width + 2:]
+
+
+def short_names(names: list[str], width: int) -> dict[str, str]:
+    """:func:`short_name` of each of ``names``, where two would read the same keeping the parts
+    that tell them apart (T5's ``encoder.block.0...q`` and ``decoder.block.0...q`` ->
+    ``encoder.\u2026.0.\u2026.0.\u2026.q`` and ``decoder.\u2026.0.\u2026.0.\u2026.q``)."""
+    out = {n: short_name(n, width) for n in names}
+    seen: dict[str, list[str]] = {}
+    for n, shown in out.items():
+        seen.setdefault(shown, []).append(n)
+    for group in seen.values():
+        if len(group) < 2:
+            continue
+        split = {n: n.split(".") for n in group}
+        for n, parts in split.items():
+            keep = frozenset(i for i, p in enumerate(parts[:-1])
+                             if any(i >= len(q) - 1 or q[i] != p
+                                    for m, q in split.items() if m != n))
+            out[n] = short_name(n, width, keep)
+    return out
 
 
 def _join(parts: list[str], dropped: set[int]) -> str:
@@ -171,8 +200,9 @@ def _table(title: str, name_w: int, headers: tuple[str, ...],
     t.add_column("type", overflow="fold")
     for h in headers:
         t.add_column(h, justify="right", no_wrap=True)
+    shown = short_names([r["layer"] for r, _ in rows], name_w)
     for r, cells in rows:
-        t.add_row(Text(short_name(r["layer"], name_w)), Text(r["type"]), *cells)
+        t.add_row(Text(shown[r["layer"]]), Text(r["type"]), *cells)
     return t
 
 
@@ -215,7 +245,8 @@ def _heatmap(ax: Any, steps: np.ndarray, names: list[str], grad: np.ndarray) -> 
         img = np.log10(np.where(grad > 0, grad, np.nan)).T
     im = ax.imshow(img, aspect="auto", interpolation="nearest", cmap="viridis",
                    extent=(float(steps[0]) - 0.5, float(steps[-1]) + 0.5, len(names) - 0.5, -0.5))
-    ax.set_yticks(range(len(names)), [_plain(short_name(n, 28)) for n in names], fontsize=6)
+    shown = short_names(names, 28)
+    ax.set_yticks(range(len(names)), [_plain(shown[n]) for n in names], fontsize=6)
     ax.set_xlabel("step")
     ax.set_title("log10 gradient norm per layer (input at top)")
     ax.figure.colorbar(im, ax=ax)
@@ -233,7 +264,8 @@ def _bars(ax: Any, history: History, names: list[str]) -> None:
     ax.bar(x - 0.2, gw, 0.4, label="log10 grad/weight")
     ax.bar(x + 0.2, uw, 0.4, label="log10 update/weight")
     ax.axhline(-3, color="grey", ls="--", lw=0.8, label="update/weight 1e-3 (Karpathy)")
-    ax.set_xticks(x, [_plain(short_name(n, 20)) for n in names], rotation=90, fontsize=6)
+    shown = short_names(names, 20)
+    ax.set_xticks(x, [_plain(shown[n]) for n in names], rotation=90, fontsize=6)
     ax.set_title(f"per layer at step {rec['step']}")
     ax.legend(fontsize=7)
 
@@ -243,8 +275,9 @@ def _activation_panel(ax: Any, history: History) -> None:
     for stat, label in (("saturated", "saturated share"), ("dead", "dead share")):
         if history.columns.get(stat):
             steps, names, vals = history.series(stat)
+            shown = short_names(names, 20)
             for j, n in enumerate(names):
-                ax.plot(steps, vals[:, j], lw=0.9, label=_plain(f"{label}: {short_name(n, 20)}"))
+                ax.plot(steps, vals[:, j], lw=0.9, label=_plain(f"{label}: {shown[n]}"))
             drawn = True
     ax.set_title("activation saturation / dead units")
     ax.set_xlabel("step")
