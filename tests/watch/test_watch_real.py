@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 import gradwell
@@ -137,3 +138,18 @@ def test_encoder_decoder_names_stay_distinct_at_80_columns():
     text = str(Summary(mon.history, mon.findings(), width=80))
     assert all(len(line) <= 80 for line in text.splitlines())
     assert "decoder.\u2026.1.\u2026.0.\u2026.q" in text and "encoder.\u2026.1.\u2026.0.\u2026.q" in text
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_zoo_architecture_shows_each_watched_module_under_its_own_name(name):
+    """At the widths of the summary (20) and of the heatmap (28) no two watched modules read the
+    same, LoRA's ``...c_attn.lora_A.default`` / ``...c_proj.lora_B.default`` included."""
+    from gradwell.watch.display import short_names
+
+    mon = gradwell.watch(ZOO[name].build())
+    names = list(dict.fromkeys(mon.layers + mon.history.columns["out_mean"]))
+    mon.close()
+    for width in (20, 28):
+        shown = short_names(names, width)
+        assert len(set(shown.values())) == len(names), width
+        assert max(len(v) for v in shown.values()) <= width

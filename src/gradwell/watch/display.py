@@ -21,8 +21,9 @@ def short_name(name: str, width: int, keep: frozenset[int] = frozenset()) -> str
     but block indices, the last part and the parts at positions ``keep`` stay
     (``bert.encoder.layer.0.attention.self.query`` -> ``\u2026.0.\u2026.self.query``); then
     every part but the indices and the last is cut to its initial (kept ones last:
-    ``encoder.block.0.layer.0.layer_norm`` -> ``e.b.0.l.0.layer_norm``); then the end is kept,
-    after the first part's initial."""
+    ``encoder.block.0.layer.0.layer_norm`` -> ``e.b.0.l.0.layer_norm``); then the last part is
+    shortened in its middle (``m.l.0.post_at\u2026ernorm``); then only the end is kept, after
+    the first part's initial."""
     if len(name) <= width:
         return name
     parts = name.split(".")
@@ -40,27 +41,44 @@ def short_name(name: str, width: int, keep: frozenset[int] = frozenset()) -> str
                             for i, p in enumerate(parts))
         if len(initials) <= width:
             return initials
+    prefix, last = initials[:len(initials) - len(parts[-1])], parts[-1]
+    room = width - len(prefix) - 1                     # characters of the last part shown
+    if room >= 6:
+        head = (room + 1) // 2
+        return prefix + last[:head] + ELLIPSIS + last[len(last) - (room - head):]
     return parts[0][:1] + ELLIPSIS + initials[len(initials) - width + 2:]
 
 
 def short_names(names: list[str], width: int) -> dict[str, str]:
-    """:func:`short_name` of each of ``names``, where two would read the same keeping the parts
-    that tell them apart (T5's ``encoder.block.0...q`` and ``decoder.block.0...q`` ->
-    ``encoder.\u2026.0.\u2026.0.\u2026.q`` and ``decoder.\u2026.0.\u2026.0.\u2026.q``)."""
+    """:func:`short_name` of each of ``names``; where some would read the same, each keeps the
+    parts that tell it from the others (T5's ``encoder.block.0...q`` and
+    ``decoder.block.0...q`` -> ``encoder.\u2026.0.\u2026.0.\u2026.q`` and
+    ``decoder.\u2026.0.\u2026.0.\u2026.q``), and if they still do, leaves out a last part they
+    share (peft's adapter name: ``...h.0.attn.c_attn.lora_A.default`` ->
+    ``\u2026.0.\u2026.c_attn.lora_A``). A change is taken only if it tells more names apart."""
     out = {n: short_name(n, width) for n in names}
-    seen: dict[str, list[str]] = {}
-    for n, shown in out.items():
-        seen.setdefault(shown, []).append(n)
-    for group in seen.values():
-        if len(group) < 2:
-            continue
-        split = {n: n.split(".") for n in group}
-        for n, parts in split.items():
-            keep = frozenset(i for i, p in enumerate(parts[:-1])
-                             if any(i >= len(q) - 1 or q[i] != p
-                                    for m, q in split.items() if m != n))
-            out[n] = short_name(n, width, keep)
+    for drop_last in (False, True, False, True):
+        alike: dict[str, list[str]] = {}
+        for n, shown in out.items():
+            alike.setdefault(shown, []).append(n)
+        for group in (g for g in alike.values() if len(g) > 1):
+            split = {n: n.split(".") for n in group}
+            if drop_last:
+                if len({q[-1] for q in split.values()}) > 1 or min(map(len, split.values())) < 3:
+                    continue
+                split = {n: q[:-1] for n, q in split.items()}
+            new = {**out, **{n: short_name(".".join(q), width, _telling(n, split))
+                             for n, q in split.items()}}
+            if len(set(new.values())) > len(set(out.values())):
+                out = new
     return out
+
+
+def _telling(name: str, split: dict[str, list[str]]) -> frozenset[int]:
+    """The positions where ``name``'s parts differ from another name's in ``split``."""
+    parts = split[name]
+    return frozenset(i for i, p in enumerate(parts[:-1])
+                     if any(i >= len(q) - 1 or q[i] != p for m, q in split.items() if m != name))
 
 
 def _join(parts: list[str], dropped: set[int]) -> str:
