@@ -113,9 +113,11 @@ def check_clipper(clip: Any, name: str = "clip") -> Clipper | None:
 
 
 def grad_norms(grads: list[Tensor], norm_type: float = 2.0,
-               dtype: torch.dtype | None = None) -> list[Tensor]:
+               dtype: torch.dtype | None = None, wide_half: bool = False) -> list[Tensor]:
     """Per-tensor ``norm_type``-norms of ``grads`` in one foreach pass (0-dim tensors, no sync);
-    ``dtype``: accumulate and return in it."""
+    ``dtype``: accumulate and return in it (default: each tensor's own). ``wide_half``: float16
+    2-norms in float32 (:func:`_two_norms`); the monitor and the guard judge with them, while
+    clipping keeps torch's ``clip_grad_norm_`` arithmetic."""
     if not grads:
         return []
     grads = _values(grads)
@@ -127,7 +129,7 @@ def grad_norms(grads: list[Tensor], norm_type: float = 2.0,
         return [next(found) if g.numel() else g.new_zeros((), dtype=dtype or _real(g.dtype))
                 for g in grads]
     if norm_type == 2.0 and dtype is None:
-        return _two_norms(grads)
+        return _two_norms(grads, wide_half)
     return list(torch._foreach_norm(grads, norm_type, dtype=dtype))
 
 
@@ -143,19 +145,25 @@ def _dot_norm_ok(g: Tensor) -> bool:
             and g.layout == torch.strided and g.is_cpu and g.is_contiguous())
 
 
-def _two_norms(grads: list[Tensor]) -> list[Tensor]:
+def _two_norms(grads: list[Tensor], wide_half: bool = False) -> list[Tensor]:
     """2-norms: ``sqrt(g . g)`` (one BLAS dot) for large contiguous float32/float64 CPU tensors,
-    one ``torch._foreach_norm`` pass for the rest. Same overflow/underflow as torch's norm
-    (neither rescales: a float32 gradient with norm above ~1.8e19 gives inf in both)."""
-    big = [i for i, g in enumerate(grads) if _dot_norm_ok(g)]
-    if not big:
-        return list(torch._foreach_norm(grads, 2.0))
+    one ``torch._foreach_norm`` pass for the rest; with ``wide_half`` float16 ones are
+    accumulated and returned in float32 (a float16 gradient whose every value is finite can
+    have a norm above its largest value, 65504: 1e5 values of 300). Otherwise the same
+    overflow/underflow as torch's norm (neither rescales: a float32 gradient with norm above
+    ~1.8e19 gives inf in both)."""
     out: list[Tensor | None] = [None] * len(grads)
-    for i in big:
-        out[i] = square_sum(grads[i]).sqrt_()            # the dot path: one BLAS dot
-    rest = [i for i, o in enumerate(out) if o is None]
-    for i, n in zip(rest, torch._foreach_norm([grads[i] for i in rest], 2.0) if rest else []):
-        out[i] = n
+    for i, g in enumerate(grads):
+        if _dot_norm_ok(g):
+            out[i] = square_sum(g).sqrt_()                # the dot path: one BLAS dot
+    for half in (False, True):
+        rest = [i for i, o in enumerate(out) if o is None
+                and (wide_half and grads[i].dtype == torch.float16) == half]
+        if rest:
+            found = torch._foreach_norm([grads[i] for i in rest], 2.0,
+                                        dtype=torch.float32 if half else None)
+            for i, n in zip(rest, found):
+                out[i] = n
     return out  # type: ignore[return-value]
 
 

@@ -179,7 +179,8 @@ class Guard:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        loss, norms = self._agree(loss, params, grad_norms([local(p.grad) for p in params]))
+        norms = grad_norms([local(p.grad) for p in params], wide_half=True)  # float16: exact
+        loss, norms = self._agree(loss, params, norms)
         loss_v, norm_v = self._read(loss, total_norm(norms) if norms else None)
         reason, detail = self._judge(loss_v, norm_v, params, norms)
         if reason is None:
@@ -214,7 +215,8 @@ class Guard:
             self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         given, loss = loss is not None, 0.0 if loss is None else loss
-        loss, norms = self._agree(loss, params, grad_norms([local(p.grad) for p in params]))
+        norms = grad_norms([local(p.grad) for p in params], wide_half=True)  # float16: exact
+        loss, norms = self._agree(loss, params, norms)
         loss_v, norm_v = self._read(loss, total_norm(norms) if norms else None)
         loss_v = loss_v if given else None
         reason, detail = self._judge(loss_v, norm_v, params, norms)

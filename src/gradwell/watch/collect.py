@@ -58,12 +58,13 @@ def sample(t: Tensor) -> Tensor:
 
 def norms(tensors: list[Tensor], device: torch.device) -> Tensor:
     """L2 norms of ``tensors`` as one float32 vector on ``device`` (one foreach pass, no sync;
-    a sparse gradient counts by its stored values, as in clipping).
+    a sparse gradient counts by its stored values, as in clipping; float16 accumulated in
+    float32, so finite values never give an infinite norm).
 
     DTensors (FSDP2) give the norms of their local shards; :func:`finalize` reduces them."""
     if not tensors:
         return torch.zeros(0, device=device)
-    out = grad_norms([local(t) for t in tensors])
+    out = grad_norms([local(t) for t in tensors], wide_half=True)
     if any(n.device != device or n.dtype != torch.float32 for n in out):
         out = [n.to(device, torch.float32) for n in out]
     return torch.stack(out)
