@@ -63,6 +63,15 @@ def test_log_z_rms_matches_torch_logsumexp_at_the_sampled_positions():
     assert hist.series("log_z_rms")[2][0, 0] == pytest.approx(float(ref), rel=1e-5)
 
 
+def _hf_step(model, ids):
+    """One recorded training step of a Hugging Face causal LM on ``ids`` (its own loss)."""
+    mon = gradwell.watch(model)
+    model(input_ids=ids, labels=ids).loss.backward()
+    mon.step()
+    mon.close()
+    return mon
+
+
 def _gpt2_reference(model, ids, scales=None):
     """max |q.k|/sqrt(d) (or times ``scales[i]`` at block i) per block from the hidden states,
     by hand (first 2 sequences)."""
@@ -101,10 +110,7 @@ def test_attention_logits_use_the_scaling_the_model_applies(scale_weights, by_la
     torch.manual_seed(0)
     model = GPT2LMHeadModel(cfg)
     ids = ids_batch(0)["input_ids"]
-    mon = gradwell.watch(model)
-    model(input_ids=ids, labels=ids).loss.backward()
-    mon.step()
-    mon.close()
+    mon = _hf_step(model, ids)
     d = 32 // 4
     scales = [(1 / math.sqrt(d) if scale_weights else 1.0) / (i + 1 if by_layer else 1)
               for i in range(3)]
@@ -125,10 +131,7 @@ def test_attention_logits_of_gemma2_use_its_query_pre_attn_scalar():
     torch.manual_seed(0)
     model = Gemma2ForCausalLM(cfg)
     ids = torch.randint(0, 64, (4, 16))
-    mon = gradwell.watch(model)
-    model(input_ids=ids, labels=ids).loss.backward()
-    mon.step()
-    mon.close()
+    mon = _hf_step(model, ids)
     attn = model.model.layers[0].self_attn
     with torch.no_grad():
         h = model(input_ids=ids[:2], output_hidden_states=True).hidden_states[0]
@@ -218,10 +221,7 @@ def test_attention_logits_of_gemma3_read_after_its_heads_first_qk_norm():
     torch.manual_seed(0)
     model = Gemma3ForCausalLM(cfg)
     ids = torch.randint(0, 64, (4, 16))
-    mon = gradwell.watch(model)
-    model(input_ids=ids, labels=ids).loss.backward()
-    mon.step()
-    mon.close()
+    mon = _hf_step(model, ids)
     (site,) = mon.history.meta["attention_sites"]
     assert (site["q"], site["qk_norm"], site["q_heads"], site["k_heads"]) == (
         "model.layers.0.self_attn.q_norm", True, 4, 2)
