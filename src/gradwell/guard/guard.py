@@ -34,12 +34,12 @@ from torch import Tensor, nn
 from .._distributed import agree, local, world
 from ..clip.base import Clipper, check_clipper, clip_, grad_norms, total_norm
 from .._checks import check_bool, check_int, check_number
-from .checks import check_models
+from .checks import check_models, check_monitor
 from .events import GuardEvent, to_finding, to_record
 from .flagged import Flagged
 from .sharded import snapshot_store
 from .snapshot import SnapshotError, capture, restore, state_bytes
-from .spike import RobustZ
+from .spike import LOG_NORM_FLOOR, LOSS_FLOOR, RobustZ
 
 __all__ = ["Guard"]
 
@@ -78,6 +78,8 @@ class Guard:
         on_event: called with every :class:`~gradwell.guard.events.GuardEvent`.
         monitor: a ``gradwell.watch`` monitor: skips and rollbacks are added to its event log
             (``mon.history.events``, saved with it) as ``{"kind": "guard", ...}`` records.
+            With ``scaler=`` it becomes the monitor's too (if it has none), so the monitor
+            divides the loss scale out (``gradwell.watch(model, scaler=...)``).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
@@ -106,13 +108,9 @@ class Guard:
             raise TypeError("on_event must be a function taking a GuardEvent, or None; got "
                             f"{on_event!r}")
         self.on_event = on_event
-        if monitor is not None and not callable(getattr(getattr(monitor, "history", None),
-                                                        "add_event", None)):
-            raise TypeError("monitor must be a gradwell.watch monitor (mon = "
-                            f"gradwell.watch(model)), got {type(monitor).__qualname__}")
-        self.monitor = monitor
-        self._loss_z = RobustZ(spike_window, spike_warmup, rel_floor=0.05)
-        self._norm_z = RobustZ(spike_window, spike_warmup, rel_floor=0.05, log=True)
+        self.monitor = check_monitor(monitor, scaler)
+        self._loss_z = RobustZ(spike_window, spike_warmup, rel_floor=LOSS_FLOOR)
+        self._norm_z = RobustZ(spike_window, spike_warmup, rel_floor=LOG_NORM_FLOOR, log=True)
         self.events: list[GuardEvent] = []
         self.steps = 0          #: calls of :meth:`step`
         self.good_steps = 0     #: steps applied since the start (rolled-back ones included)

@@ -27,9 +27,18 @@ from collections import deque
 from statistics import median
 from typing import Any
 
-__all__ = ["RobustZ"]
+__all__ = ["RobustZ", "LOSS_FLOOR", "LOG_NORM_FLOOR"]
 
 MAD_TO_STD = 1.4826
+
+#: The guard's floors. The loss: 5 % of its largest median. The gradient norm, in log space:
+#: 0.15, so on a flat history a norm must reach exp(6 * 0.15) = 2.5x its median to score
+#: z = 6. Healthy runs that repeat one batch (full-batch training, overfitting a batch) can
+#: double their gradient norm within a few steps while the loss keeps falling (Hugging Face
+#: Llama from a config, AdamW 1e-3: 0.91 -> 1.79 at step 27, tests/guard/test_spike_floor.py);
+#: with a 0.05 floor that read as z = 13 and the guard skipped and rolled back a healthy run.
+LOSS_FLOOR = 0.05
+LOG_NORM_FLOOR = 0.15
 
 
 class RobustZ:
