@@ -139,6 +139,28 @@ def test_healthy_zoo_models_have_no_findings(name, tmp_path):
     assert all("gradwell/grad_norm" in e for e in trainer.state.log_history if "loss" in e)
 
 
+def test_an_fp16_trainers_grad_scaler_reaches_the_monitor(tmp_path):
+    """With ``fp16=True`` on a GPU, accelerate wraps the optimizer with its GradScaler
+    (``AcceleratedOptimizer.scaler``); the callback hands it to the monitor, which then treats
+    the scaler's overflow steps as events (tests/watch/test_amp_scaler.py). On the CPU
+    accelerate uses no scaler, so the wrapper is built here as the Trainer builds it."""
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+    from transformers import TrainerControl, TrainerState
+    from models_zoo import ZOO
+    Accelerator(cpu=True)
+    model = ZOO["llama"].build()
+    scaler = torch.amp.GradScaler("cpu")
+    opt = AcceleratedOptimizer(torch.optim.AdamW(model.parameters()), scaler=scaler)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    cb = GradwellCallback(verbose=False)
+    cb.on_train_begin(args, TrainerState(), TrainerControl(), model=model, optimizer=opt)
+    try:
+        assert cb.session.monitor.scaler is scaler
+    finally:
+        cb.on_train_end(args, TrainerState(), TrainerControl())
+
+
 # --------------------------------------------------------------------------- bad input
 def _fails_at_start(model, callbacks, tmp_path, match, error=ValueError, **kwargs):
     with pytest.raises(error, match=match):

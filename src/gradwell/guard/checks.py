@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["check_models"]
+__all__ = ["check_models", "check_monitor"]
 
 
 def check_models(model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> dict[int, str]:
@@ -36,3 +36,16 @@ def check_models(model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> dic
     if scheduler is not None and getattr(scheduler, "optimizer", optimizer) is not optimizer:
         raise ValueError("scheduler drives a different optimizer than the one given to Guard")
     return names
+
+
+def check_monitor(monitor: Any, scaler: Any) -> Any:
+    """``monitor`` (None or a ``gradwell.watch`` monitor); the guard's ``scaler`` becomes the
+    monitor's if it has none, so a float16 run's monitor reads unscaled gradients."""
+    if monitor is None:
+        return None
+    if not callable(getattr(getattr(monitor, "history", None), "add_event", None)):
+        raise TypeError("monitor must be a gradwell.watch monitor (mon = "
+                        f"gradwell.watch(model)), got {type(monitor).__qualname__}")
+    if scaler is not None and getattr(monitor, "scaler", None) is None:
+        monitor.scaler = scaler
+    return monitor

@@ -76,13 +76,16 @@ class Session:
         scheduler: the per-step LR scheduler the guard restores on rollback, or None.
         watch, guard: keyword arguments for :func:`gradwell.watch` / :class:`Guard`, or None.
         every: record one optimizer step in ``every``.
+        scaler: the framework's ``torch.amp.GradScaler`` (float16 mixed precision), for the
+            monitor: its overflow steps are events, not findings.
     """
 
     def __init__(self, model: nn.Module, optimizer: Any, scheduler: Any,
-                 watch: dict | None, guard: dict | None, every: int) -> None:
+                 watch: dict | None, guard: dict | None, every: int, scaler: Any = None) -> None:
         from ..watch import watch as start_watch
         self.every = every
-        self.monitor = None if watch is None else start_watch(model, every=every, **watch)
+        self.monitor = (None if watch is None
+                        else start_watch(model, every=every, **{"scaler": scaler, **watch}))
         self.guard = None
         if guard is not None:
             from ..guard import Guard

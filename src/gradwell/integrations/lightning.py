@@ -78,7 +78,8 @@ class GradwellCallback(CallbackBase, pl.Callback):
         self._findings, self._loss, self._logged = None, None, -1
         self.session = Session(pl_module, optimizer,
                                self._schedulers[0] if self._schedulers else None,
-                               self._watch, self._guard, self.every)
+                               self._watch, self._guard, self.every,
+                               scaler=getattr(trainer.precision_plugin, "scaler", None))
 
     def _check(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         mine = [c for c in trainer.callbacks if isinstance(c, GradwellCallback)]

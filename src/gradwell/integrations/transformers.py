@@ -90,7 +90,7 @@ class GradwellCallback(CallbackBase, TrainerCallback):
         self._findings = None
         try:
             self.session = Session(model, inner, lr_scheduler, self._watch, self._guard,
-                                   self.every)
+                                   self.every, scaler=getattr(optimizer, "scaler", None))
         except BaseException:
             _ACTIVE.pop(id(model), None)
             raise

@@ -28,7 +28,8 @@ __all__ = ["watch", "Monitor", "History", "load", "JsonlSink", "TensorBoardSink"
 def watch(model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None, every: int = 1,
           activations: bool | None = None, updates: bool = True, update_every: int | None = None,
           max_records: int = 1024, log: str | Path | None = None,
-          sinks: Iterable[Sink] = (), logits: str | bool | None = None) -> Monitor:
+          sinks: Iterable[Sink] = (), logits: str | bool | None = None,
+          scaler: Any = None) -> Monitor:
     """Start watching ``model``; returns a :class:`Monitor` (also a context manager).
 
     Args:
@@ -59,6 +60,11 @@ def watch(model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None, e
             ``get_output_embeddings()``, else the last ``nn.Linear``/``Conv1D`` with >= 2
             outputs: see :func:`gradwell.watch.sites.find_logits`), a qualified module
             name picks it, False records none (a regression output is no logits).
+        scaler: the ``torch.amp.GradScaler`` of a float16 run (``scaler.scale(loss).backward()``):
+            gradients still scaled when recorded are divided by the loss scale, and a step
+            whose gradients overflow while the scale is above 1 (the scaler skips it) is an
+            ``amp_overflow`` event, not a ``nonfinite`` finding. Without it, a float16 run's
+            gradients read 65536x too large (:mod:`gradwell.watch.handover`).
 
     With ``activations`` the attention modules that expose queries and keys
     (``nn.MultiheadAttention``, ``q_proj``/``k_proj``, GPT-2's ``c_attn``) also get
@@ -67,7 +73,7 @@ def watch(model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None, e
     """
     return Monitor(model, optimizer=optimizer, every=every, activations=activations,
                    updates=updates, update_every=update_every, max_records=max_records,
-                   log=log, sinks=sinks, logits=logits)
+                   log=log, sinks=sinks, logits=logits, scaler=scaler)
 
 
 class _CallableModule(types.ModuleType):

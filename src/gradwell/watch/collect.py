@@ -243,6 +243,7 @@ class Pending:
         self.snapped = False      # True when the parameters were copied to measure the update
         self.grad_full = False    # True when ``grad`` holds full-tensor norms (FSDP2: reduced)
         self.adam: dict[str, Tensor] | None = None   # adam.adam_parts of the measured step
+        self.scale: Tensor | None = None  # the loss scale of a GradScaler backward (handover.py)
 
 
 def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch.device,
@@ -256,6 +257,9 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
 
     ``adam``: the row has the Adam columns (``adam_eps_share``, ``update_cosine``), from
     ``p.adam`` where the step was measured, else NaN.
+
+    With a loss scale ``p.scale`` (a GradScaler's backward) the output-gradient sums of squares
+    are divided by ``scale**2``, and ``extra["loss_scale"]`` holds it.
 
     Returns the row and the host-side extras (which modules ran, forward and backward order).
     """
@@ -290,16 +294,21 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
         stats.update(_adam_stats(p.adam, update, owner, n_layers, device))
     extra: dict[str, Any] = {}
     if p.acts is not None:
+        if p.scale is not None:    # output gradients were taken in the scaled backward
+            shared["og"] = shared["og"] / p.scale.square()
         stats.update(_activation_stats(shared, segments, index, device))
         stats["ran"] = shared["counts"]
         extra = {"forward_order": p.acts.forward_order, "backward_order": p.acts.backward_order}
-    flat, slices = pack({k: stats[k] for k in [*columns, *(["ran"] if p.acts else [])]})
+    if p.scale is not None:
+        stats["loss_scale"] = p.scale.reshape(1)
+    extras = [k for k in ("ran", "loss_scale") if k in stats]
+    flat, slices = pack({k: stats[k] for k in [*columns, *extras]})
     row = flat.cpu().numpy()                                     # the one transfer
-    if p.acts is not None:
-        ran = slices["ran"]
-        extra["ran"] = {n: bool(c > 0) for n, c in zip(index.tracked, row[ran])}
-        row = row[:ran.start]
-    return row, extra
+    if "ran" in slices:
+        extra["ran"] = {n: bool(c > 0) for n, c in zip(index.tracked, row[slices["ran"]])}
+    if "loss_scale" in slices:
+        extra["loss_scale"] = float(row[slices["loss_scale"]][0])
+    return (row[:slices[extras[0]].start] if extras else row), extra
 
 
 def _local_squares(p: Pending, update: Tensor | None, shards: ShardReducer | None,

@@ -23,6 +23,12 @@ unclipped. With ``optimizer=``, in order of preference:
    ``torch.nn.utils.clip_grad_norm_`` in between, so a spike that your clipping removed is
    not seen.
 
+float16 with a ``torch.amp.GradScaler``: pass ``scaler=`` (:mod:`gradwell.watch.handover`);
+gradients read before ``scaler.unscale_`` are divided by the loss scale, and overflow steps
+are ``amp_overflow`` events. With ``optimizer=`` too, call ``mon.step(loss)`` once per step
+after the last backward: the activations it hands over belong to that step, so a step the
+scaler skips (no ``opt.step()``) leaves nothing in the next.
+
 Cost per recorded step: a norm pass over the gradients and one over the weights (every ratio
 uses the weights of its own step), a few reductions per watched activation (on about 2**20
 evenly spaced values of a larger output, ``collect.sample``; logits and attention: on a
@@ -54,6 +60,8 @@ from .._checks import check_bool, check_int
 from . import collect
 from .adam import adam_parts, is_adam
 from .collect import ActivationStats, Pending, first_tensor, norms
+from .handover import (check_optimizer, check_scaler, handed_over_norms, loss_scale,
+                       overflowed, reuses_norms, still_scaled)
 from .nonfinite import Screen, nonfinite_event
 from .history import History
 from .layers import LayerIndex
@@ -73,7 +81,7 @@ class Monitor:
                  every: int = 1, activations: bool | None = None, updates: bool = True,
                  update_every: int | None = None, max_records: int = 1024,
                  log: str | Path | None = None, sinks: Iterable[Sink] = (),
-                 logits: str | bool | None = None) -> None:
+                 logits: str | bool | None = None, scaler: Any = None) -> None:
         if update_every is None and isinstance(every, int) and not isinstance(every, bool):
             update_every = max(1, UPDATE_PERIOD // max(every, 1))
         for name, value in (("every", every), ("update_every", update_every)):
@@ -86,7 +94,9 @@ class Monitor:
                                     "torch.compile'd)")
         self.every, self.activations, self.updates = every, activations, updates
         self.update_every = update_every
-        self.optimizer = _check_optimizer(optimizer, self.index)
+        self.optimizer = check_optimizer(optimizer, self.index)
+        #: the ``torch.amp.GradScaler`` of a float16 run (handover.py); settable
+        self.scaler = check_scaler(scaler)
         self.adam = self.optimizer is not None and is_adam(self.optimizer)   # adam.py stats
         self._device = self.index.params[0].device
         rank, self._world = _distributed.world()
@@ -109,6 +119,7 @@ class Monitor:
         self._snap: list[Tensor] | None = None
         self._loss: Tensor | None = None
         self._acts = ActivationStats()
+        self._frozen: ActivationStats | None = None   # acts handed over by mon.step(loss)
         self._armed = True
         self._register_hooks()
         for s in self._sinks:
@@ -172,6 +183,8 @@ class Monitor:
             if self._step % self.every == 0 and any(p.grad is not None
                                                     for p in self.index.params):
                 self._early = self._grad_norms()
+            if self.scaler is not None:   # a step the scaler skips never reaches _pre_step:
+                self._frozen, self._acts = self._acts, ActivationStats()   # drop it next call
             return
         if all(p.grad is None for p in self.index.params):
             raise RuntimeError("mon.step() found no gradients: call loss.backward() before "
@@ -186,7 +199,7 @@ class Monitor:
         if self._closed or self._step % self.every:
             return
         grad, self._early = self._early, None
-        if grad is None and not _reuses_norms(optimizer):
+        if grad is None and not reuses_norms(optimizer):
             grad = self._grad_norms()
         self._begin(self._loss, grad)
         self._loss = None
@@ -213,11 +226,15 @@ class Monitor:
         params = self.index.params
         present = [i for i, p in enumerate(params) if p.grad is not None]
         if len(present) == len(params):
-            return norms([p.grad for p in params], self._device)
-        out = torch.zeros(len(params), device=self._device)
-        if present:
-            idx = torch.tensor(present, device=self._device)
-            out[idx] = norms([params[i].grad for i in present], self._device)
+            out = norms([p.grad for p in params], self._device)
+        else:
+            out = torch.zeros(len(params), device=self._device)
+            if present:
+                idx = torch.tensor(present, device=self._device)
+                out[idx] = norms([params[i].grad for i in present], self._device)
+        scale = loss_scale(self.scaler, self._device)
+        if scale is not None and still_scaled(self.scaler, self.optimizer):
+            out = (out / scale).float()         # the true gradients' norms (handover.py)
         return out
 
     @torch.no_grad()
@@ -231,9 +248,11 @@ class Monitor:
                 self._snap = [p.detach().clone() for p in shards]
             else:
                 torch._foreach_copy_(self._snap, shards)
-        acts = self._acts if self.activations else None
+        acts = (self._frozen or self._acts) if self.activations else None
+        self._frozen = None
         self._pending = Pending(self._step, grad, norms(params, self._device), loss, acts)
         self._pending.snapped = snapped
+        self._pending.scale = loss_scale(self.scaler, self._device)
         self._acts = ActivationStats()
 
     @torch.no_grad()
@@ -257,7 +276,9 @@ class Monitor:
 
     def _store(self, step: int, row: np.ndarray, extra: dict[str, Any]) -> None:
         self._history.append(step, row)
-        event = None
+        event = self._overflow(step, row, extra)
+        if event is not None:
+            return self._write(step, row, event)
         if (self._screen.suspect(row, extra.get("loss_given", False))
                 and self._history.first_nonfinite() is None):
             event = nonfinite_event(self._history, step, row, extra)
@@ -266,6 +287,25 @@ class Monitor:
                 self._history.add_event(event)
         if event is None and self._history.first_nonfinite() is None:
             self._last_finite = step
+        self._write(step, row, event)
+
+    def _overflow(self, step: int, row: np.ndarray, extra: dict[str, Any]
+                  ) -> dict[str, Any] | None:
+        """The ``amp_overflow`` event of a loss-scale overflow (handover.py), logged, or None."""
+        if extra.get("loss_scale") is None:
+            return None
+        rec = self._history.as_record(step, row)
+        if not overflowed(extra["loss_scale"], rec["total_grad_norm"]["total"],
+                          rec["loss"]["loss"], extra.get("loss_given", False)):
+            return None
+        event = {"kind": "amp_overflow", "step": int(step), "loss_scale": extra["loss_scale"],
+                 "summary": "the gradients overflowed float16 at loss scale "
+                            f"{extra['loss_scale']:g}; the GradScaler skips the step and "
+                            "lowers the scale"}
+        self._history.add_event(event)
+        return event
+
+    def _write(self, step: int, row: np.ndarray, event: dict[str, Any] | None) -> None:
         if self._sinks:
             record = self._history.as_record(step, row)
             for s in self._sinks:
@@ -348,53 +388,3 @@ class Monitor:
         state = "closed" if self._closed else f"step {self._step}"
         return (f"Monitor({len(self.index.layers)} layers, every={self.every}, "
                 f"activations={self.activations}, {state})")
-
-
-def _check_optimizer(optimizer: Any, index: LayerIndex) -> torch.optim.Optimizer | None:
-    if optimizer is None:
-        return None
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError("optimizer must be a torch.optim.Optimizer (torch's or gradwell's), got "
-                        f"{type(optimizer).__module__}.{type(optimizer).__qualname__}")
-    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    if not any(id(p) in held for p in index.params):
-        raise ValueError("optimizer holds none of the model's parameters: pass the optimizer "
-                         "that trains this model")
-    return optimizer
-
-
-def _reuses_norms(optimizer: Any) -> bool:
-    """True if the gradwell optimizer computes all L2 gradient norms itself this step."""
-    try:
-        from ..optim.optimizer import Optimizer as GradwellOptimizer
-    except ImportError:    # pragma: no cover - optim is part of the package
-        return False
-    if not isinstance(optimizer, GradwellOptimizer):
-        return False
-    clip = getattr(optimizer, "clip", None)
-    if clip is not None:
-        return float(getattr(clip, "norm_type", 2.0)) == 2.0
-    return bool(getattr(optimizer, "skip_nonfinite", False))
-
-
-def handed_over_norms(optimizer: Any, params: list[Tensor],
-                      device: torch.device) -> Tensor | None:
-    """The optimizer's pre-clip gradient norms of this step, one per tensor of ``params``
-    (float32 on ``device``), or None when it hands none over.
-
-    The hand-over: after ``step()`` the optimizer holds ``last_grad_norms = (params,
-    per_tensor_norms, total)``, the L2 norm of every gradient it was given, computed before
-    clipping (gradwell's optimizers do when they clip or skip non-finite steps). Parameters
-    the optimizer does not hold get a zero norm.
-    """
-    last = getattr(optimizer, "last_grad_norms", None)
-    if last is None:
-        return None
-    held, per_tensor = last[0], last[1]
-    if len(held) != len(per_tensor):
-        raise ValueError(f"optimizer.last_grad_norms holds {len(held)} parameters but "
-                         f"{len(per_tensor)} norms; expected (params, per_tensor_norms, total)")
-    pos = {id(p): i for i, p in enumerate(held)}
-    zero = torch.zeros((), device=device)
-    picked = [per_tensor[pos[id(p)]] if id(p) in pos else zero for p in params]
-    return torch.stack([n.to(device, torch.float32) for n in picked])
