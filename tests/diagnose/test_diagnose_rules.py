@@ -14,8 +14,10 @@ from gradwell.watch import History
 LAYERS = ["a", "b", "c"]
 
 
-def _history(rel: list[list[float]], total: list[float] | None = None) -> History:
-    """Weight-matrix layers a, b, c with ||W|| = 1 and relative gradients ``rel[step]``."""
+def _history(rel: list[list[float]], total: list[float] | None = None,
+             update: list[list[float]] | None = None) -> History:
+    """Weight-matrix layers a, b, c with ||W|| = 1 and relative gradients ``rel[step]``; the
+    update ratios are SGD's at lr 1e-3 (``1e-3 x rel``) unless ``update[step]`` is given."""
     cols = {"loss": ["loss"], "total_grad_norm": ["total"], "grad_norm": LAYERS,
             "weight_norm": LAYERS, "update_ratio": LAYERS, "param_grad_norm": LAYERS}
     meta = {"layers": [{"name": n, "type": "Linear", "params": [n], "numel": 4,
@@ -24,7 +26,8 @@ def _history(rel: list[list[float]], total: list[float] | None = None) -> Histor
     h = History(cols, meta, max_records=64)
     for s, r in enumerate(rel):
         t = total[s] if total is not None else math.sqrt(sum(x * x for x in r))
-        h.append(s, np.array([1.0, t, *r, 1.0, 1.0, 1.0, *([1e-3] * 3), *r]))
+        u = update[s] if update is not None else [1e-3 * x for x in r]
+        h.append(s, np.array([1.0, t, *r, 1.0, 1.0, 1.0, *u, *r]))
     return h
 
 
@@ -38,6 +41,21 @@ def test_vanishing_threshold_is_three_orders_below_the_reference() -> None:
     assert "0.001 x the median of the 2 weight layers nearest the output" in f.message
     (f,) = diagnose(_history([[1e-8, 1e-4, 1.0]] * 10))
     assert f.severity == "error" and set(f.evidence["relative_grad_vs_reference"]) == {"a", "b"}
+
+
+def test_a_small_gradient_layer_that_still_moves_is_not_vanishing() -> None:
+    # Adam-like: layer a's relative gradient is 1e-6 of the reference's, but it moves by 1e-3
+    # of itself per step like the others (>= vanishing_update = 1e-2 of their median, <= 0.1)
+    rows = [[5e-7, 0.1, 1.0]] * 10
+    assert diagnose(_history(rows, update=[[1e-3, 1e-3, 1e-3]] * 10)) == []
+    (f,) = diagnose(_history(rows, update=[[5e-6, 1e-3, 1e-3]] * 10))     # 5e-3 of theirs
+    assert (f.kind, f.layer) == ("vanishing", "a")
+    # moving by 0.5 of itself per step is thrashing, not learning: still reported
+    found = diagnose(_history(rows, update=[[0.5, 1e-3, 1e-3]] * 10))
+    assert [g.layer for g in found if g.kind == "vanishing"] == ["a"]
+    # b below the reference too, a still learning: a is named as such in the evidence
+    (f,) = diagnose(_history([[5e-7, 1e-4, 1.0]] * 10, update=[[1e-3, 1e-7, 1e-3]] * 10))
+    assert f.layer == "b" and f.evidence["still_learning"] == ["a"]
 
 
 def test_a_condition_must_persist() -> None:

@@ -91,6 +91,24 @@ def reference(v: View, rel: np.ndarray) -> tuple[np.ndarray, str]:
             f"the median of the {n} weight layers nearest the output")
 
 
+def still_learning(v: View, idx: list[int], flagged: np.ndarray) -> np.ndarray:
+    """Per weight layer of ``idx``: whether, over the finite steps where it is ``flagged``
+    (steps x layers), its median measured update/weight ratio is at least ``vanishing_update``
+    x the median of the upper half's (the reference layers of :func:`reference`) and at most
+    ``update_ratio_high``. Such a layer learns at a healthy rate although its gradient is
+    small: Adam's step is invariant to the gradient's scale (Kingma & Ba 2015). One that moves
+    by more than ``update_ratio_high`` per step is not learning but thrashing (a post-LN
+    transformer under Adam at lr 0.03: ~0.8 per step). False where no update was measured."""
+    upd = v.update[v.finite][:, idx]
+    out = np.zeros(len(idx), dtype=bool)
+    upper = upd[:, len(idx) // 2:]
+    for j in np.flatnonzero(flagged.any(axis=0)):
+        rows = flagged[:, j]
+        own, ref = _quiet(np.nanmedian, upd[rows, j]), _quiet(np.nanmedian, upper[rows])
+        out[j] = bool(ref > 0 and v.th.vanishing_update * ref <= own <= v.th.update_ratio_high)
+    return out
+
+
 def vanishing(v: View) -> Finding | None:
     """Relative gradients ``vanishing_ratio`` below the reference layer's (:func:`reference`),
     or the back-propagated gradient shrinking by ``depth_trend`` from the last to the first
@@ -102,6 +120,8 @@ def vanishing(v: View) -> Finding | None:
     ref, ref_text = reference(v, rel)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = rel / ref
+    learning = still_learning(v, idx, ratio < th.vanishing_ratio)
+    ratio[:, learning] = np.nan            # moved by the optimizer although their gradient is small
     by_ratio = (ratio < th.vanishing_ratio).any(axis=1)
     og = v.og_ratio[v.finite] if v.og_ratio is not None else None
     by_depth = og < 1.0 / th.depth_trend if og is not None else np.zeros_like(by_ratio)
@@ -110,7 +130,7 @@ def vanishing(v: View) -> Finding | None:
         return None
     med = _quiet(np.nanmedian, ratio, axis=0)
     affected = {v.layers[i]: float(r) for i, r in zip(idx, med) if r < th.vanishing_ratio}
-    worst = v.layers[idx[int(_quiet(np.nanargmin, med))]]
+    worst = v.layers[idx[int(np.nanargmin(np.where(np.isnan(med), np.inf, med)))]]
     ev: dict[str, Any] = {
         "reference": ref_text,
         "relative_grad_vs_reference": affected,
@@ -118,6 +138,8 @@ def vanishing(v: View) -> Finding | None:
         "relative_grad": {v.layers[i]: float(x)
                           for i, x in zip(idx, _quiet(np.nanmedian, rel, axis=0))},
         "weight_layers": len(idx)}
+    if learning.any():
+        ev["still_learning"] = [v.layers[i] for i, k in zip(idx, learning) if k]
     criteria = []
     if v.persists(by_ratio):
         criteria.append(f"relative gradient ||g||/||w|| of {len(affected)} of {len(idx)} weight "

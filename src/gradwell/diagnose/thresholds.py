@@ -19,6 +19,14 @@ class Thresholds:
             update/weight ratio of 1e-3 for the top layers such a layer moves by ~1e-6 per
             step: it is frozen in practice.
         vanishing_error: below this fraction the finding is an error.
+        vanishing_update: a layer below ``vanishing_ratio`` is still learning, and not
+            reported, when its measured update/weight ratio is at least this fraction of the
+            reference layers' median (and at most ``update_ratio_high``: more is thrashing,
+            not learning): the optimizer moves it anyway. Adam divides each
+            coordinate by ``sqrt(v)``, so its step is invariant to the gradient's scale
+            (Kingma & Ba 2015, section 2.1): Mamba's ``dt_proj`` (large weights, small
+            gradient) moves at ~1e-3 per step under Adam. Under SGD the update is ``lr x
+            gradient``, so a vanishing layer's update ratio is as small as its gradient.
         exploding_relative_grad: a weight layer with ``||dL/dW|| / ||W||`` above this is
             *exploding*: with learning rates of 1e-3..1e-1 the step would change the layer by
             1e-2..1 of its size, 10 to 1000 times Karpathy's healthy 1e-3 (Pascanu et al. 2013).
@@ -61,6 +69,7 @@ class Thresholds:
 
     vanishing_ratio: float = 1e-3
     vanishing_error: float = 1e-6
+    vanishing_update: float = 1e-2
     exploding_relative_grad: float = 10.0
     depth_trend: float = 1e3
     spike_factor: float = 100.0
@@ -86,7 +95,8 @@ class Thresholds:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"Thresholds.{f.name} must be a positive number, got {value!r}")
         for name in ("saturation_share", "saturation_error", "dead_share", "dead_error",
-                     "persist_share", "vanishing_ratio", "vanishing_error", "adam_eps_share"):
+                     "persist_share", "vanishing_ratio", "vanishing_error", "vanishing_update",
+                     "adam_eps_share"):
             if getattr(self, name) > 1:
                 raise ValueError(f"Thresholds.{name} is a share/ratio and must be <= 1, got "
                                  f"{getattr(self, name)!r}")
