@@ -293,8 +293,10 @@ def clip_(parameters: Tensor | Iterable[Tensor], clipper: Clipper) -> tuple[Tens
 def effective_factor(factor: Tensor | None) -> Tensor | None:
     """``factor``, or None when it is a CPU tensor equal to 1: multiplying by 1 changes no bit,
     and on the CPU reading the value costs no synchronisation, so the pass can be left out.
-    Factors on accelerators are never read (that would stall the stream)."""
-    if factor is not None and factor.device.type == "cpu" and factor.item() == 1.0:
+    Factors on accelerators are never read (that would stall the stream), nor any factor while
+    ``torch.compile`` traces the step (a read is a graph break; multiplying by 1 is exact)."""
+    if (factor is not None and factor.device.type == "cpu"
+            and not torch.compiler.is_compiling() and factor.item() == 1.0):
         return None
     return factor
 
