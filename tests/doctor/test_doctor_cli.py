@@ -53,6 +53,25 @@ def test_cli_bad_files_are_usage_errors(tmp_path, capsys, source, match) -> None
     assert match in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("source, expected", [
+    ("def make_model(:\n", ["has a syntax error at line 1"]),
+    ("import torch\nx = undefined_name\n",
+     ["loading", "raised NameError: name 'undefined_name' is not defined",
+      "net.py, line 2, in <module>: x = undefined_name"]),
+    ("def make_model():\n    pass\n\ndef make_data():\n    return 1 / 0\n",
+     ["make_data() in", "raised ZeroDivisionError",
+      "net.py, line 5, in make_data: return 1 / 0"]),
+])
+def test_cli_errors_in_the_users_file_are_reported_without_gradwell_frames(
+        tmp_path, capsys, source, expected) -> None:
+    (tmp_path / "net.py").write_text(source)
+    assert main(["doctor", str(tmp_path / "net.py"), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert all(e in err for e in expected), err
+    assert "Traceback" not in err and "gradwell/doctor" not in err
+
+
 def test_cli_refuses_fewer_than_three_seeds(tmp_path, capsys) -> None:
     (tmp_path / "net.py").write_text(HEALTHY)
     assert main(["doctor", str(tmp_path / "net.py"), "--seeds", "2"]) == 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,17 @@ class _Bad(Exception):
     pass
 
 
+def _user_error(what: str, file: Path, e: BaseException) -> _Bad:
+    """A usage error for an exception raised by the user's file: what failed, the exception,
+    and the traceback lines inside that file only (gradwell's own frames are noise here)."""
+    if isinstance(e, SyntaxError):
+        return _Bad(f"{file} has a syntax error at line {e.lineno}: {e.msg}")
+    mine = [f for f in traceback.extract_tb(e.__traceback__)
+            if Path(f.filename).resolve() == file.resolve()]
+    where = "".join(f"\n  {file.name}, line {f.lineno}, in {f.name}: {f.line}" for f in mine)
+    return _Bad(f"{what} raised {type(e).__name__}: {e}{where}")
+
+
 def _load(path: str) -> Any:
     file = Path(path)
     if not file.is_file() or file.suffix != ".py":
@@ -60,6 +72,8 @@ def _load(path: str) -> Any:
     sys.path.insert(0, str(file.resolve().parent))
     try:
         spec.loader.exec_module(module)
+    except Exception as e:           # the user's code: report it, not a gradwell traceback
+        raise _user_error(f"loading {path}", file, e) from None
     finally:
         sys.path.pop(0)
     for name in ("make_model", "make_data"):
@@ -85,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
             from rich.console import Console
 
             from .session import doctor
-            data = module.make_data()
+            try:
+                data = module.make_data()
+            except Exception as e:
+                raise _user_error(f"make_data() in {args.file}", Path(args.file), e) from None
     except _Bad as e:
         print(f"gradwell: error: {e}", file=sys.stderr)
         return 2
