@@ -49,11 +49,15 @@ class View:
         Only for plain stacks (Glorot & Bengio's setting): in a residual or attention network a
         layer's output gradient does not pass through the layers above it in series (a query
         projection's goes through the softmax), so the ratio says nothing about depth."""
-        if ("out_grad_rms" not in history.columns or len(self.matrix) < 3
+        # a layer that holds other layers (the model's own parameters, "(model)"; a container
+        # with a parameter of its own) outputs what its children compute: no point of the chain
+        chain = [i for i in self.matrix if self.layers[i] != "(model)"
+                 and not any(n.startswith(self.layers[i] + ".") for n in self.layers)]
+        if ("out_grad_rms" not in history.columns or len(chain) < 3
                 or self.meta.get("residual") or self.meta.get("attention")):
             return None
         og = history.series("out_grad_rms")[2]
-        first, last_hidden = self.matrix[0], self.matrix[-2]
+        first, last_hidden = chain[0], chain[-2]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = og[:, first] / og[:, last_hidden]
         return ratio
