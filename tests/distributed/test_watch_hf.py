@@ -1,0 +1,47 @@
+"""The monitor on a model we did not write (Hugging Face GPT-2) under DDP and FSDP2, 2 ranks:
+every column is the one-process value on the whole batch (2e-4), except the ones
+docs/distributed.md names - the subsampled log Z and attention logits (within 20 %), and the
+output gradient of the batch-shared position embedding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import harness
+import hf_cases
+
+pytest.importorskip("transformers")
+
+SAMPLED = {"log_z_rms", "attention_logit_max"}
+SHARED = ("out_grad_rms", "transformer.wpe")
+
+
+def _load(out: str, how: str, rank: int) -> dict:
+    return torch.load(f"{out}.{how}.{rank}", weights_only=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ddp", "fsdp"])
+def test_gpt2_records_match_one_process(tmp_path, how):
+    out = str(tmp_path / "r")
+    hf_cases.run(0, 1, "single", out)
+    harness.run_ranks(hf_cases.run, 2, how, out)
+    want = _load(out, "single", 0)
+    assert len(want["records"]) == hf_cases.STEPS and want["findings"] == []
+    bad = []
+    for rank in range(2):
+        got = _load(out, how, rank)
+        assert got["findings"] == want["findings"]
+        for g, w in zip(got["records"], want["records"], strict=True):
+            for stat, cols in w.items():
+                for col, v in (cols.items() if stat != "step" else ()):
+                    x = g[stat][col]
+                    if (stat, col) == SHARED or (math.isnan(x) and math.isnan(v)):
+                        continue
+                    tol = 0.2 * abs(v) if stat in SAMPLED else 2e-4 * max(1.0, abs(v))
+                    if not abs(x - v) <= tol:
+                        bad.append(f"rank {rank} step {w['step']} {stat}[{col}]: {x} != {v}")
+    assert not bad, "\n".join(bad[:20])
