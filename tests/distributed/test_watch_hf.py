@@ -1,7 +1,7 @@
-"""The monitor on a model we did not write (Hugging Face GPT-2) under DDP and FSDP2, 2 ranks:
-every column is the one-process value on the whole batch (2e-4), except the ones
-docs/distributed.md names - the subsampled log Z and attention logits (within 20 %), and the
-output gradient of the batch-shared position embedding."""
+"""The monitor on a model we did not write (Hugging Face GPT-2) under DDP (2 ranks) and FSDP2
+(2 and 4 ranks): every column is the one-process value on the whole batch (2e-4), except the
+ones docs/distributed.md names - the subsampled log Z and attention logits (within 2x: each rank
+samples its own sequences) and the output gradient of the batch-shared position embedding."""
 
 from __future__ import annotations
 
@@ -24,15 +24,15 @@ def _load(out: str, how: str, rank: int) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["ddp", "fsdp"])
-def test_gpt2_records_match_one_process(tmp_path, how):
+@pytest.mark.parametrize("how, world", [("ddp", 2), ("fsdp", 2), ("fsdp", 4)])
+def test_gpt2_records_match_one_process(tmp_path, how, world):
     out = str(tmp_path / "r")
     hf_cases.run(0, 1, "single", out)
-    harness.run_ranks(hf_cases.run, 2, how, out)
+    harness.run_ranks(hf_cases.run, world, how, out)
     want = _load(out, "single", 0)
     assert len(want["records"]) == hf_cases.STEPS and want["findings"] == []
     bad = []
-    for rank in range(2):
+    for rank in range(world):
         got = _load(out, how, rank)
         assert got["findings"] == want["findings"]
         for g, w in zip(got["records"], want["records"], strict=True):
@@ -41,7 +41,10 @@ def test_gpt2_records_match_one_process(tmp_path, how):
                     x = g[stat][col]
                     if (stat, col) == SHARED or (math.isnan(x) and math.isnan(v)):
                         continue
-                    tol = 0.2 * abs(v) if stat in SAMPLED else 2e-4 * max(1.0, abs(v))
-                    if not abs(x - v) <= tol:
+                    if stat in SAMPLED:       # other samples of the batch: the same scale
+                        ok = 0.5 * v <= x <= 2.0 * v
+                    else:
+                        ok = abs(x - v) <= 2e-4 * max(1.0, abs(v))
+                    if not ok:
                         bad.append(f"rank {rank} step {w['step']} {stat}[{col}]: {x} != {v}")
     assert not bad, "\n".join(bad[:20])
