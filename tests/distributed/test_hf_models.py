@@ -1,7 +1,10 @@
-"""The monitor on a model we did not write (Hugging Face GPT-2) under DDP (2 ranks) and FSDP2
-(2 and 4 ranks): every column is the one-process value on the whole batch (2e-4), except the
-ones docs/distributed.md names - the subsampled log Z and attention logits (within 2x: each rank
-samples its own sequences) and the output gradient of the batch-shared position embedding."""
+"""A model we did not write (Hugging Face GPT-2, tied embeddings) under DDP and FSDP2.
+
+The monitor (DDP 2 ranks, FSDP2 2 and 4): every column is the one-process value on the whole
+batch (2e-4), except the ones docs/distributed.md names - the subsampled log Z and attention
+logits (within 2x: each rank samples its own sequences) and the output gradient of the
+batch-shared position embedding. The guard: a NaN loss on one rank skips and rolls back every
+rank as one process would."""
 
 from __future__ import annotations
 
@@ -48,3 +51,21 @@ def test_gpt2_records_match_one_process(tmp_path, how, world):
                     if not ok:
                         bad.append(f"rank {rank} step {w['step']} {stat}[{col}]: {x} != {v}")
     assert not bad, "\n".join(bad[:20])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ddp", "fsdp"])
+def test_gpt2_guard_skips_and_rolls_back_on_every_rank_as_one_process(tmp_path, how):
+    """The last rank's NaN loss on two steps in a row: every rank skips, then rolls back, and
+    the parameters end as in one process whose loss was NaN on the same steps."""
+    out = str(tmp_path / "g")
+    hf_cases.guard(0, 1, "single", out)
+    harness.run_ranks(hf_cases.guard, 2, how, out)
+    want = _load(out, "single", 0)
+    kinds = [(s, a) for s, a, _ in want["events"] if a != "trusted"]
+    assert kinds == [(3, "skipped"), (4, "skipped"), (4, "rolled_back")], want["events"]
+    for rank in range(2):
+        got = _load(out, how, rank)
+        assert got["events"] == want["events"]
+        for p, q in zip(got["params"], want["params"], strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)   # Adam: rounding of the mean
