@@ -63,10 +63,22 @@ def test_bad_objects() -> None:
 def test_bad_loss() -> None:
     model, opt = model_and_opt()
     guard = Guard(model, opt)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)              # a backward has run
     with pytest.raises(ValueError, match=r"loss must hold one value, got shape \(3,\)"):
         guard.step(torch.ones(3))
     with pytest.raises(TypeError, match=r"loss must be a tensor or a number, got str"):
         guard.step("0.5")
+
+
+def test_a_step_without_gradients_is_an_error_and_counts_nothing() -> None:
+    model, opt = model_and_opt()
+    guard = Guard(model, opt)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match=r"found no gradients: call loss.backward\(\)"):
+        guard.step(torch.tensor(0.5))                  # backward forgotten
+    assert guard.steps == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 def test_clip_errors_from_the_issue() -> None:

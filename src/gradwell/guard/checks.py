@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["check_models", "check_monitor"]
+__all__ = ["check_models", "check_monitor", "check_has_grads"]
 
 
 def check_models(model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> dict[int, str]:
@@ -49,3 +49,14 @@ def check_monitor(monitor: Any, scaler: Any) -> Any:
     if scaler is not None and getattr(monitor, "scaler", None) is None:
         monitor.scaler = scaler
     return monitor
+
+
+def check_has_grads(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The optimizer's parameters that have a gradient; a RuntimeError when none has: the step
+    would silently do nothing (no ``backward()`` since the last ``zero_grad``, or a second
+    ``guard.step`` for one backward)."""
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not params:
+        raise RuntimeError("guard.step() found no gradients: call loss.backward() before "
+                           "guard.step(loss), once per optimizer step")
+    return params

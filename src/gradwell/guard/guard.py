@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .._distributed import agree, local, world
 from ..clip.base import Clipper, check_clipper, clip_, grad_norms, total_norm
 from .._checks import check_bool, check_int, check_number
-from .checks import check_models, check_monitor
+from .checks import check_has_grads, check_models, check_monitor
 from .events import GuardEvent, to_finding, to_record
 from .flagged import Flagged
 from .sharded import snapshot_store
@@ -172,11 +172,11 @@ class Guard:
                 :class:`~gradwell.guard.samples.SampleTracker`, passed every step): a refused
                 step writes them to the skip list (``snapshot_dir/skipped.jsonl``).
         """
+        params = check_has_grads(self.optimizer)
         self.steps += 1
         ids = self._flagged.ids(samples, replay)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         norms = grad_norms([local(p.grad) for p in params], wide_half=True)  # float16: exact
         loss, norms = self._agree(loss, params, norms)
         loss_v, norm_v = self._read(loss, total_norm(norms) if norms else None)
