@@ -276,9 +276,12 @@ def nonfinite(v: View) -> Finding | None:
         return None
     ev = {k: x for k, x in event.items() if k not in ("kind", "step")}
     place = event.get("parameter") or event.get("layer") or "the loss"
+    bad = event.get("nonfinite_params", 0)
     ev["summary"] = (f"NaN/Inf first in the {event.get('where')} at {place}; "
-                     f"{event.get('nonfinite_params', 0)} of {event.get('params', 0)} parameter "
-                     "gradients non-finite")
+                     f"{bad} of {event.get('params', 0)} parameter gradients non-finite"
+                     + ("" if bad or event.get("where") != "backward" else
+                        " (it reached no parameter: e.g. at positions an embedding's "
+                        "padding_idx drops, or through an op whose input needs no gradient)"))
     before = v.total[v.finite & (v.steps < int(event["step"]))]
     if before.size:
         ev["preceding_median_grad_norm"] = float(np.median(before))
