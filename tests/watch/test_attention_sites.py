@@ -6,6 +6,8 @@ its config's formula."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import transformers as hf
@@ -40,6 +42,21 @@ def _distilbert() -> tuple[nn.Module, dict]:
     return hf.DistilBertForMaskedLM(cfg), {"layout": "split", "scale": 8 ** -0.5, "sites": 2}
 
 
+def _deberta(relative: bool) -> Any:
+    """DeBERTa-v2 (v3's defaults: relative attention, p2c + c2p, shared position keys): the
+    content logit is q.k / sqrt(3 d); its query_proj/key_proj also project the relative
+    position embeddings after the content q and k, which must not be read as a second pair."""
+    def build() -> tuple[nn.Module, dict]:
+        kw = (dict(relative_attention=True, pos_att_type=["p2c", "c2p"], share_att_key=True)
+              if relative else {})
+        cfg = hf.DebertaV2Config(vocab_size=V, hidden_size=32, num_hidden_layers=2,
+                                 num_attention_heads=4, intermediate_size=64,
+                                 max_position_embeddings=64, **kw)
+        scale = (8 * 3) ** -0.5 if relative else 8 ** -0.5
+        return hf.DebertaV2ForMaskedLM(cfg), {"layout": "split", "scale": scale, "sites": 2}
+    return build
+
+
 def _t5() -> tuple[nn.Module, dict]:
     cfg = hf.T5Config(vocab_size=V, d_model=32, d_kv=6, d_ff=64, num_layers=2, num_heads=4,
                       decoder_start_token_id=0)   # d_kv 6, not d_model / heads = 8
@@ -64,8 +81,10 @@ def _qk(model: nn.Module, site: dict, inputs: dict[str, torch.Tensor], layout: s
     return out[..., 0, :], out[..., 1, :]
 
 
-@pytest.mark.parametrize("build", [_neox, _bloom, _falcon, _distilbert, _t5],
-                         ids=["gpt_neox", "bloom", "falcon", "distilbert", "t5"])
+@pytest.mark.parametrize("build", [_neox, _bloom, _falcon, _distilbert, _t5, _deberta(True),
+                                   _deberta(False)],
+                         ids=["gpt_neox", "bloom", "falcon", "distilbert", "t5",
+                              "deberta_v2_relative", "deberta_v2"])
 def test_attention_logit_max_of_more_hf_architectures_matches_their_own_layout(build):
     torch.manual_seed(0)
     model, spec = build()
@@ -79,9 +98,12 @@ def test_attention_logit_max_of_more_hf_architectures_matches_their_own_layout(b
     assert len(sites) == spec["sites"]
     inputs: dict[str, torch.Tensor] = {}
     mods = dict(model.named_modules())
+    def first_input(name: str) -> Any:             # the first call: DeBERTa's content q, k
+        def hook(module: nn.Module, args: tuple) -> None:
+            inputs.setdefault(name, args[0])
+        return hook
     for name in {s["q"] for s in sites} | {s["k"] for s in sites}:
-        mods[name].register_forward_pre_hook(
-            lambda m, a, name=name: inputs.__setitem__(name, a[0]))
+        mods[name].register_forward_pre_hook(first_input(name))
     with torch.no_grad():
         model(input_ids=ids[:2], labels=ids[:2])   # the statistic reads the first 2 sequences
         ref = []

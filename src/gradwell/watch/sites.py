@@ -144,9 +144,14 @@ _FUSED_HEADS = frozenset(["GPTNeoXAttention", "BloomAttention", "FalconAttention
 
 def _scaling(attn: nn.Module) -> float | None:
     """The softmax scaling an attention module declares (Hugging Face's ``scaling``; 1 for the
-    T5 family), if any."""
+    T5 family; ``1 / sqrt(d (1 + c2p + p2c))`` for DeBERTa-v2, He et al. 2021, eq. 4), if
+    any."""
     if _is_hf(attn) and type(attn).__name__ in _UNSCALED:
         return 1.0
+    pos = getattr(attn, "pos_att_type", None)
+    if (_is_hf(attn) and type(attn).__name__ == "DisentangledSelfAttention"
+            and isinstance(pos, (list, tuple)) and _head_dim(attn)):
+        return 1.0 / math.sqrt(_head_dim(attn) * (1 + ("c2p" in pos) + ("p2c" in pos)))
     s = getattr(attn, "scaling", None)
     if isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s > 0:
         return float(s)
@@ -160,8 +165,10 @@ def _rotary(attn: nn.Module) -> bool:
 
 
 _SPLIT = (("q_norm", "k_norm"), ("q_proj", "k_proj"), ("query", "key"), ("q_lin", "k_lin"))
-#: child names read as q and k only in Hugging Face modules (T5's ``q``/``k``: too generic)
-_HF_SPLIT = (("q", "k"),)
+#: child names read as q and k only in Hugging Face modules (T5's ``q``/``k``: too generic;
+#: DeBERTa-v2's ``query_proj``/``key_proj``, also applied to its relative-position embeddings:
+#: only the first q and k of each attention call are read, transformer.py)
+_HF_SPLIT = (("q", "k"), ("query_proj", "key_proj"))
 
 
 def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
@@ -171,7 +178,9 @@ def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
     norm; ``nn.Identity`` ones, as in :class:`gradwell.nn.TinyTransformer` without
     ``qk_norm``, are read but are no QK-layernorm), ``q_lin``/``k_lin`` (DistilBERT) and, in a
     Hugging Face module, ``q``/``k`` (T5, whose softmax takes ``q.k`` unscaled; its relative
-    position bias is not included). A ``split`` site's q and k outputs are
+    position bias is not included) and ``query_proj``/``key_proj`` (DeBERTa-v2: the content
+    term ``q.k / sqrt(d (1 + c2p + p2c))``; its position terms are not included). A ``split``
+    site's q and k outputs are
     batch-first, ``(B, T, H * d)`` or ``(B, T, H, d)``, or heads-first ``(B, H, T, d)``
     (Gemma 3's and TinyTransformer's norms), told apart by the module's head count (when
     ``T`` equals it, batch-first is assumed); GPT-2's fused ``c_attn`` (HF

@@ -120,13 +120,22 @@ class LogitStats:
         value = max_qk(q, k, site.head_dim, site.logit_scale)
         _add(self.attn, self.attn_count, site.name, value, 1)
 
+    def open(self, site: Site) -> None:
+        """A call of a ``"split"`` site's attention module begins: its first q and first k
+        are its queries and keys (DeBERTa-v2 projects its relative-position embeddings with
+        the same modules afterwards)."""
+        self._waiting[site.name] = {}
+
     def on_part(self, site: Site, part: str, t: Tensor) -> None:
         """One of q and k (``part``) of a ``"split"`` site; measured when both have come."""
-        got = self._waiting.setdefault(site.name, {})
+        got = self._waiting.get(site.name)
+        if got is None or part in got:
+            return                    # not the first q (or k) of this call of the module
         got[part] = _sample(_tokens_first(t.detach(), site.q_heads if part == "q"
                                           else site.k_heads))
         if "q" in got and "k" in got:
-            self.on_qk(site, got.pop("q"), got.pop("k"))
+            del self._waiting[site.name]
+            self.on_qk(site, got["q"], got["k"])
 
     def on_fused(self, site: Site, t: Tensor) -> None:
         """One output holding q, k and v: GPT-2's ``c_attn``, ``(B, T, 3E)`` as ``[q | k | v]``,
@@ -198,6 +207,8 @@ def register_hooks(index: Any, stats: Callable[[], LogitStats], armed: Callable[
             on(index.by_name[site.q], lambda i, out, s=site: _if_float(
                 out, lambda t: stats().on_fused(s, t)))
         else:
+            handles.append(index.by_name[site.name].register_forward_pre_hook(
+                lambda mod, args, s=site: stats().open(s) if armed() else None))
             for part, mod in (("q", site.q), ("k", site.k)):
                 on(index.by_name[mod], lambda i, out, s=site, p=part: _if_float(
                     out, lambda t: stats().on_part(s, p, t)))
