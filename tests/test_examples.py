@@ -23,6 +23,16 @@ def test_quickstart_learns_digits_and_skips_the_nan_batch(capsys: pytest.Capture
     assert "skipped steps 1" in capsys.readouterr().out
 
 
+def test_watch_amp_is_quiet_with_the_scaler_and_cries_wolf_without() -> None:
+    pytest.importorskip("transformers")
+    out = load("watch_amp").main()
+    bare, scaled = out["without scaler="], out["with scaler="]
+    assert scaled["losses"][-1] < 0.8 * scaled["losses"][0]            # torch: it trains
+    assert scaled["backed_off"] and scaled["overflow_events"] == scaled["backed_off"]
+    assert not [f for f in scaled["findings"] if f.severity != "info"]
+    assert {f.kind for f in bare["findings"] if f.severity == "error"} >= {"exploding"}
+
+
 def test_composed_optimizer_matches_clip_grad_norm_then_torch_adam() -> None:
     assert load("compose_optimizer").main() < 1e-5  # float32 rounding only
 

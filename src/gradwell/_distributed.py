@@ -30,7 +30,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["is_dtensor", "local", "world", "ShardReducer", "reducer_for", "StateView",
+__all__ = ["is_dtensor", "sharded", "local", "world", "ShardReducer", "reducer_for", "StateView",
            "LocalView",
            "full_tensors", "param_unit_norms", "agree"]
 
@@ -42,6 +42,11 @@ def is_dtensor(t: Any) -> bool:
     """True if ``t`` is a ``torch.distributed.tensor.DTensor`` (cheap when none is in use)."""
     cls = type(t)
     return cls.__name__ == "DTensor" and cls.__module__.startswith("torch.distributed")
+
+
+def sharded(tensors: Any) -> bool:
+    """True if any of ``tensors`` is a DTensor (FSDP2: parameters as shards)."""
+    return any(is_dtensor(t) for t in tensors)
 
 
 def local(t: Tensor) -> Tensor:
@@ -135,7 +140,7 @@ def _all_reduce_sum(t: Tensor) -> Tensor:
 
 def reducer_for(tensors: list[Tensor]) -> ShardReducer | None:
     """A :class:`ShardReducer` if any of ``tensors`` is a DTensor, else None (nothing to do)."""
-    if any(is_dtensor(t) for t in tensors):
+    if sharded(tensors):
         return ShardReducer(tensors)
     return None
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["unwrap", "is_compiled", "clean_name"]
+__all__ = ["unwrap", "is_compiled", "clean_name", "ROOT"]
+
+#: the name of the model itself (its own parameters form a layer of that name)
+ROOT = "(model)"
 
 
 def is_compiled(module: nn.Module) -> bool:
@@ -30,7 +33,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def clean_name(name: str) -> str:
-    """A qualified name without the ``_orig_mod`` of compiled submodules (``"(model)"`` for the
+    """A qualified name without the ``_orig_mod`` of compiled submodules (:data:`ROOT` for the
     root)."""
     parts = [p for p in name.split(".") if p != "_orig_mod"]
-    return ".".join(parts) or "(model)"
+    return ".".join(parts) or ROOT

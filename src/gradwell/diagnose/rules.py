@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .._modules import ROOT
 from . import remedies
 from .finding import Finding
 from .thresholds import Thresholds
@@ -49,9 +50,9 @@ class View:
         Only for plain stacks (Glorot & Bengio's setting): in a residual or attention network a
         layer's output gradient does not pass through the layers above it in series (a query
         projection's goes through the softmax), so the ratio says nothing about depth."""
-        # a layer that holds other layers (the model's own parameters, "(model)"; a container
-        # with a parameter of its own) outputs what its children compute: no point of the chain
-        chain = [i for i in self.matrix if self.layers[i] != "(model)"
+        # a layer that holds other layers (the model's own parameters, ROOT; a container with
+        # a parameter of its own) outputs what its children compute: no point of the chain
+        chain = [i for i in self.matrix if self.layers[i] != ROOT
                  and not any(n.startswith(self.layers[i] + ".") for n in self.layers)]
         if ("out_grad_rms" not in history.columns or len(chain) < 3
                 or self.meta.get("residual") or self.meta.get("attention")):

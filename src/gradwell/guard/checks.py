@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["check_models", "check_monitor", "check_has_grads"]
+__all__ = ["check_models", "check_monitor", "check_has_grads", "with_grads"]
 
 
 def check_models(model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> dict[int, str]:
@@ -51,11 +51,16 @@ def check_monitor(monitor: Any, scaler: Any) -> Any:
     return monitor
 
 
+def with_grads(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The optimizer's parameters that have a gradient."""
+    return [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+
+
 def check_has_grads(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """The optimizer's parameters that have a gradient; a RuntimeError when none has: the step
-    would silently do nothing (no ``backward()`` since the last ``zero_grad``, or a second
-    ``guard.step`` for one backward)."""
-    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    """:func:`with_grads`; a RuntimeError when none has one: the step would silently do
+    nothing (no ``backward()`` since the last ``zero_grad``, or a second ``guard.step`` for
+    one backward)."""
+    params = with_grads(optimizer)
     if not params:
         raise RuntimeError("guard.step() found no gradients: call loss.backward() before "
                            "guard.step(loss), once per optimizer step")

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .._distributed import agree, local, world
 from ..clip.base import Clipper, check_clipper, clip_, grad_norms, total_norm
 from .._checks import check_bool, check_int, check_number
-from .checks import check_has_grads, check_models, check_monitor
+from .checks import check_has_grads, check_models, check_monitor, with_grads
 from .events import GuardEvent, to_finding, to_record
 from .flagged import Flagged
 from .sharded import snapshot_store
@@ -175,11 +175,7 @@ class Guard:
         params = check_has_grads(self.optimizer)
         self.steps += 1
         ids = self._flagged.ids(samples, replay)
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        norms = grad_norms([local(p.grad) for p in params], wide_half=True)  # float16: exact
-        loss, norms = self._agree(loss, params, norms)
-        loss_v, norm_v = self._read(loss, total_norm(norms) if norms else None)
+        loss_v, norm_v, norms = self._measure(loss, params)
         reason, detail = self._judge(loss_v, norm_v, params, norms)
         if reason is None:
             self._reserve_snapshot()
@@ -209,13 +205,9 @@ class Guard:
             self._store.put("candidate", self._capture())
             self._pending_good = 0
         self.steps += 1
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        params = with_grads(self.optimizer)
         given, loss = loss is not None, 0.0 if loss is None else loss
-        norms = grad_norms([local(p.grad) for p in params], wide_half=True)  # float16: exact
-        loss, norms = self._agree(loss, params, norms)
-        loss_v, norm_v = self._read(loss, total_norm(norms) if norms else None)
+        loss_v, norm_v, norms = self._measure(loss, params)
         loss_v = loss_v if given else None
         reason, detail = self._judge(loss_v, norm_v, params, norms)
         loss_v = math.nan if loss_v is None else loss_v
@@ -223,6 +215,17 @@ class Guard:
             self._after_good(loss_v, norm_v, defer=True)
             return "ok"
         return self._after_bad(reason, loss_v, norm_v, detail)
+
+    def _measure(self, loss: Tensor | float, params: list[Tensor]
+                 ) -> tuple[float, float, list[Tensor]]:
+        """Unscale (AMP), then the loss and the gradient norms every rank agrees on, read
+        once: ``(loss, total norm, per-tensor norms)``."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        norms = grad_norms([local(p.grad) for p in params], wide_half=True)  # float16: exact
+        loss, norms = self._agree(loss, params, norms)
+        loss_v, norm_v = self._read(loss, total_norm(norms) if norms else None)
+        return loss_v, norm_v, norms
 
     def _agree(self, loss: Tensor | float, params: list[Tensor], norms: list[Tensor]
                ) -> tuple[Tensor, list[Tensor]]:

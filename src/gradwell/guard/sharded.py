@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._distributed import is_dtensor
+from .._distributed import is_dtensor, sharded
 from .snapshot import SnapshotStore
 
 __all__ = ["ShardedSnapshotStore", "snapshot_store"]
@@ -30,7 +30,7 @@ __all__ = ["ShardedSnapshotStore", "snapshot_store"]
 
 def snapshot_store(directory: str | os.PathLike[str] | None, model: nn.Module) -> Any:
     """The guard's store: sharded (DCP) for an FSDP2 model on disk, else :class:`SnapshotStore`."""
-    if directory is not None and any(is_dtensor(p) for p in model.parameters()):
+    if directory is not None and sharded(model.parameters()):
         return ShardedSnapshotStore(directory)
     return SnapshotStore(directory)
 

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .._checks import check_bool
-from .._distributed import is_dtensor, local
+from .._distributed import local, sharded
 from .._modules import unwrap
 from .origin import Origin, input_stats
 from .replay import Call, autocast_state, leaves_of, replay, rng_state
@@ -238,7 +238,7 @@ class Locator:
         """The op-by-op replay's origin; without one (``replay=False``, or FSDP2, whose replay
         would gather parameters on this rank alone) what the call's inputs and parameters
         say, else the phase (``reproduced=None``: not replayed)."""
-        if not self.replay or _sharded(model):
+        if not self.replay or sharded(model.parameters()):   # FSDP2
             return _unreplayed(model, call, phase, reproduced=None)
         found, _ = replay(model, call, backward)
         if found is not None:
@@ -265,11 +265,6 @@ def _ddp_ranks(model: nn.Module) -> int:
     if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return 1
     return dist.get_world_size(model.process_group) if dist.is_initialized() else 1
-
-
-def _sharded(model: nn.Module) -> bool:
-    """FSDP2: parameters are DTensor shards, gathered by hooks around each forward."""
-    return any(is_dtensor(p) for p in model.parameters())
 
 
 def _unreplayed(model: nn.Module, call: Call, phase: str, reproduced: bool | None) -> Origin:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_bool
-from .._distributed import LocalView, StateView, is_dtensor, local, reducer_for
+from .._distributed import LocalView, StateView, is_dtensor, local, reducer_for, sharded
 from ..clip.base import (Clipper, apply_factor_, call_clipper, check_clipper, effective_factor,
                          grad_norms, nonfinite_flag, total_norm)
 from .base import Chain, Quotient, Transform, as_tensors, check_range
@@ -47,7 +47,7 @@ class GroupBatch:
     def __init__(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
                  states: list[dict[str, Any]], fresh: list[Tensor], index: int = 0) -> None:
         self.originals = params
-        if any(is_dtensor(p) for p in params):
+        if sharded(params):
             states = [LocalView(s, p) if is_dtensor(p) else s  # type: ignore[misc]
                       for s, p in zip(states, params)]
             params, grads = [local(p) for p in params], [local(g) for g in grads]

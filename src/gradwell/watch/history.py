@@ -71,6 +71,10 @@ class History:
         self._seen += 1
         self._last = (step, row)
 
+    def value(self, row: np.ndarray, stat: str) -> float:
+        """The first column of ``stat`` in ``row`` (the loss, the total gradient norm)."""
+        return float(row[self._slices[stat].start])
+
     def add_event(self, event: dict[str, Any]) -> None:
         self.events.append(dict(event))
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import invalid, one_of
-from .._modules import clean_name, is_compiled, unwrap
+from .._modules import ROOT, clean_name, is_compiled, unwrap
 
 from .sites import Site, find_attention, find_logits
 
@@ -159,7 +159,7 @@ class LayerIndex:
                 info = LayerInfo(name, type(mod).__name__, activation=kind)
                 for n, p in own:
                     seen[id(p)] = info
-                    info.params.append(f"{name}.{n}" if name != "(model)" else n)
+                    info.params.append(f"{name}.{n}" if name != ROOT else n)
                     info.numel += p.numel()
                     info.weight_ndim = max(info.weight_ndim, p.dim())
                     owner.append(len(self.layers))

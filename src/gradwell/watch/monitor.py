@@ -294,9 +294,9 @@ class Monitor:
         """The ``amp_overflow`` event of a loss-scale overflow (handover.py), logged, or None."""
         if extra.get("loss_scale") is None:
             return None
-        rec = self._history.as_record(step, row)
-        if not overflowed(extra["loss_scale"], rec["total_grad_norm"]["total"],
-                          rec["loss"]["loss"], extra.get("loss_given", False)):
+        h = self._history
+        if not overflowed(extra["loss_scale"], h.value(row, "total_grad_norm"),
+                          h.value(row, "loss"), extra.get("loss_given", False)):
             return None
         event = {"kind": "amp_overflow", "step": int(step), "loss_scale": extra["loss_scale"],
                  "summary": "the gradients overflowed float16 at loss scale "
