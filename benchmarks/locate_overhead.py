@@ -6,7 +6,9 @@
     python benchmarks/locate_overhead.py --floor         # plus the floor of any Python arming
 
 Each training step (forward, loss, backward, ``torch.optim.Adam`` step) runs in three ways,
-alternating step by step so machine drift hits all alike:
+alternating step by step so machine drift hits all alike, in a new random order each round
+(seeded): a short step run straight after an anomaly-mode step is ~4 % slower, so a fixed
+order would tax whichever variant follows it:
 
 * ``bare``                                   - nothing armed;
 * ``gradwell.locate(model)``                 - armed around forward + backward (target <= 1.10x);
@@ -21,14 +23,16 @@ by process CPU time. Results belong in docs/benchmarks.md.
 ``--floor`` adds two variants built from torch's public API only, the least that any armed
 locator written in Python does on every step: ``two no-op hooks`` (a forward pre-hook and a
 forward hook on the model, registered and removed around the step, doing nothing) and ``+ end
-check`` (the same, then one fused non-finite check of the loss and the gradients, GradScaler's
-``torch._amp_foreach_non_finite_check_and_unscale_``, and one host read).
+check`` (the same, then one fused non-finite check of the output and the gradients, GradScaler's
+``torch._amp_foreach_non_finite_check_and_unscale_``, and one host read; the parameters are
+listed once, outside the step, which no locator handed an arbitrary model can do).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import random
 import statistics
 import time
 from typing import Any, Callable
@@ -66,8 +70,8 @@ class Floor:
     """Two no-op hooks on ``model`` while armed and, with ``check``, one fused non-finite check of
     the loss and the gradients at exit: a lower bound for any armed locator in Python."""
 
-    def __init__(self, model: nn.Module, check: bool) -> None:
-        self.model, self.check, self.loss = model, check, None
+    def __init__(self, model: nn.Module, params: list[nn.Parameter], check: bool) -> None:
+        self.model, self.params, self.check, self.out = model, params, check, None
 
     def __enter__(self) -> "Floor":
         self.handles = [
@@ -84,8 +88,7 @@ class Floor:
         if self.check:
             out = next(t for t in tree_leaves(self.out)
                        if isinstance(t, torch.Tensor) and t.is_floating_point())
-            ts = [out.detach().clone()] + [p.grad for p in self.model.parameters()
-                                           if p.grad is not None]
+            ts = [out.detach().clone()] + [p.grad for p in self.params if p.grad is not None]
             found = torch.zeros(1)
             torch._amp_foreach_non_finite_check_and_unscale_(ts, found, torch.ones(1))
             found.item()
@@ -97,8 +100,9 @@ def variants(model: nn.Module, floor: bool = False) -> dict[str, Callable[[], An
            "gradwell.locate(model)": lambda: gradwell.locate(model),
            "detect_anomaly(check_nan=True)": lambda: torch.autograd.detect_anomaly(check_nan=True)}
     if floor:
-        out["floor: two no-op hooks"] = lambda: Floor(model, check=False)
-        out["floor: + end check"] = lambda: Floor(model, check=True)
+        params = list(model.parameters())
+        out["floor: two no-op hooks"] = lambda: Floor(model, params, check=False)
+        out["floor: + end check"] = lambda: Floor(model, params, check=True)
     return out
 
 
@@ -114,18 +118,21 @@ def one_step(model: nn.Module, loss_of: Callable, opt: torch.optim.Optimizer,
 
 def bench(name: str, model: nn.Module, loss_of: Callable, steps: int, rounds: int,
           floor: bool = False) -> dict:
-    """Alternate the variants step by step (bare, locate, anomaly, bare, ...), so that machine
-    drift and the slow phases of a shared VM hit all of them alike; the median step of each
-    variant is robust to the odd step a garbage collection or another process lengthens."""
+    """Alternate the variants step by step, in a new seeded random order each round, so that
+    machine drift, the slow phases of a shared VM and the after-effects of one variant's step on
+    the next hit all of them alike; the median step of each variant is robust to the odd step a
+    garbage collection or another process lengthens."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-5)
     arms = variants(model, floor)
     for _ in range(max(2, steps // 5)):          # warm-up
         for arm in arms.values():
             one_step(model, loss_of, opt, arm)
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in arms}
+    order, rng = list(arms), random.Random(0)
     for _ in range(rounds * steps):
-        for k, arm in arms.items():
-            times[k].append(one_step(model, loss_of, opt, arm))
+        rng.shuffle(order)
+        for k in order:
+            times[k].append(one_step(model, loss_of, opt, arms[k]))
     med = {k: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
            for k, t in times.items()}
     base = med["bare"]
