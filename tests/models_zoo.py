@@ -101,6 +101,20 @@ def _llama() -> nn.Module:
     return LlamaForCausalLM(cfg)
 
 
+def _mixtral() -> nn.Module:
+    """A sparse mixture of experts: each token is routed to 2 of 4 experts, so an expert's
+    gradient comes from the tokens it got (none on a step it got none)."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+    _quiet_transformers()
+    torch.manual_seed(0)
+    cfg = MixtralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, vocab_size=VOCAB,
+                        max_position_embeddings=SEQ, num_local_experts=4, num_experts_per_tok=2,
+                        bos_token_id=0, eos_token_id=0, pad_token_id=0,
+                        tie_word_embeddings=False)
+    return MixtralForCausalLM(cfg)
+
+
 def _bert() -> nn.Module:
     from transformers import BertConfig, BertForSequenceClassification
     _quiet_transformers()
@@ -216,6 +230,7 @@ def _recurrent(cell: type[nn.Module]) -> Callable[[], nn.Module]:
 ZOO: dict[str, Arch] = {a.name: a for a in (
     Arch("gpt2", _gpt2, ids_batch, _lm_loss, notes={"tied": ("transformer.wte", "lm_head")}),
     Arch("llama", _llama, ids_batch, _lm_loss),
+    Arch("mixtral", _mixtral, ids_batch, _lm_loss),
     Arch("bert", _bert, ids_batch, _cls_loss),
     Arch("bert_frozen_emb", _bert_frozen_emb, ids_batch, _cls_loss,
          notes={"frozen": "bert.embeddings.word_embeddings"}),
