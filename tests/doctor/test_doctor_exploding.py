@@ -77,7 +77,8 @@ def test_clipping_and_warmup_on_an_exploding_net_agree_with_plain_torch() -> Non
     best = r.candidates[0]                                # the best measured remedy first
     assert best.verdict == "helps"
     assert best.median == min(c.median for c in r.helpful)
-    assert best.median <= statistics.median(clipped) + 1e-9
+    # the doctor's run and torch's replication agree to float32 rounding (6e-8 relative seen)
+    assert best.median <= statistics.median(clipped) * (1 + 1e-6)
     assert r.conclusion().startswith("Found: ") and "Best measured remedy" in r.conclusion()
 
 
