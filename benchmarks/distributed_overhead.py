@@ -107,10 +107,16 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.blocks, args.width, args.steps, args.warmup = 2, 64, 3, 1
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(args.world, port, args), nprocs=args.world, join=True)
+    for attempt in range(3):
+        with socket.socket() as s:          # a free port; another process may take it before
+            s.bind(("127.0.0.1", 0))        # rank 0 binds it (tests run in parallel): retry
+            port = s.getsockname()[1]
+        try:
+            mp.spawn(worker, args=(args.world, port, args), nprocs=args.world, join=True)
+            return
+        except mp.ProcessRaisedException as e:
+            if attempt == 2 or "address already in use" not in str(e).lower():
+                raise
 
 
 if __name__ == "__main__":

@@ -22,9 +22,10 @@ BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
     ("locate_overhead.py", "detect_anomaly(check_nan=True)"),
 ])
 def test_benchmark_runs(script: str, expected: str) -> None:
-    out = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick"], check=True,
-                         capture_output=True, text=True, timeout=600).stdout
-    assert expected in out
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]    # what failed, not only that it did
+    assert expected in done.stdout
 
 
 @pytest.mark.slow
