@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 import time
 from typing import Any, Callable
 
@@ -17,14 +16,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from spawn import on_free_port
+
 STEPS = 4
 BATCH = 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _entry(rank: int, fn: Callable[..., Any], world: int, port: int, args: tuple) -> None:
@@ -40,15 +35,18 @@ def _entry(rank: int, fn: Callable[..., Any], world: int, port: int, args: tuple
 
 
 def run_ranks(fn: Callable[..., Any], world: int, *args: Any, timeout: float = 240) -> None:
-    """Run ``fn(rank, world, *args)`` on ``world`` spawned ranks; raise if one fails or hangs."""
-    ctx = mp.start_processes(_entry, args=(fn, world, free_port(), args), nprocs=world,
-                             join=False, start_method="spawn")
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            raise TimeoutError(f"{world} ranks did not finish within {timeout} s (a hang?)")
+    """Run ``fn(rank, world, *args)`` on ``world`` spawned ranks; raise if one fails or hangs
+    (a new port and another try if rank 0 finds its port taken: tests/spawn.py)."""
+    def start(port: int) -> None:
+        ctx = mp.start_processes(_entry, args=(fn, world, port, args), nprocs=world,
+                                 join=False, start_method="spawn")
+        deadline = time.monotonic() + timeout
+        while not ctx.join(timeout=1):
+            if time.monotonic() > deadline:
+                for p in ctx.processes:
+                    p.kill()
+                raise TimeoutError(f"{world} ranks did not finish within {timeout} s (a hang?)")
+    on_free_port(start)
 
 
 def make_model(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:

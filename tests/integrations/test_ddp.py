@@ -8,31 +8,33 @@ trains on the full batches without it, with per-layer norms equal to torch's pre
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 from integration_helpers import batches, mlp, torch_loop
+from spawn import on_free_port, port_taken
 
 HERE = Path(__file__).resolve().parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(args: list[str], out: Path) -> tuple[dict, dict]:
+def _run(args: Callable[[int], list[str]], out: Path) -> tuple[dict, dict]:
+    """Run ``python *args(port) out`` (on a new port if rank 0 finds its port taken)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(HERE), str(HERE.parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
-    run = subprocess.run([sys.executable, *args, str(out)], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+
+    def start(port: int) -> None:
+        run = subprocess.run([sys.executable, *args(port), str(out)],
+                             env=dict(env, MASTER_PORT=str(port)), capture_output=True,
+                             text=True, timeout=600)
+        if run.returncode and port_taken(run.stderr):
+            raise RuntimeError(run.stderr[-3000:])
+        assert run.returncode == 0, run.stderr[-3000:]
+    on_free_port(start)
     return tuple(torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
 
 
@@ -56,15 +58,15 @@ def _check(r0: dict, r1: dict) -> None:
 @pytest.mark.slow
 def test_lightning_ddp_skips_a_nan_on_one_rank_on_every_rank_exactly(tmp_path):
     pytest.importorskip("lightning")
-    _check(*_run([str(HERE / "ddp_lightning_run.py")], tmp_path))
+    _check(*_run(lambda port: [str(HERE / "ddp_lightning_run.py")], tmp_path))
 
 
 @pytest.mark.slow
 def test_transformers_ddp_skips_a_nan_on_one_rank_on_every_rank_exactly(tmp_path):
     pytest.importorskip("transformers")
-    r0, r1 = _run(["-m", "torch.distributed.run", "--nproc_per_node", "2",
-                   "--master_port", str(_free_port()),
-                   str(HERE / "ddp_transformers_run.py")], tmp_path)
+    r0, r1 = _run(lambda port: ["-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                "--master_port", str(port),
+                                str(HERE / "ddp_transformers_run.py")], tmp_path)
     _check(r0, r1)
     logged = np.array(r0["logged"])
     assert logged.shape == (4,) and np.isnan(logged[1])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import gradwell
+from spawn import on_free_port
 from watch_helpers import digits, mlp
 
 STEPS, BATCH = 3, 32
@@ -52,15 +52,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_ddp_ranks_agree_and_only_rank_0_writes(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    on_free_port(lambda port: mp.spawn(_worker, args=(2, port, str(tmp_path)), nprocs=2,
+                                       join=True))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert r0["layers"] == r1["layers"] == ["0", "2", "4"]        # no "module." prefix
     for stat, values in r0["series"].items():
