@@ -104,6 +104,10 @@ def for_nonfinite(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     if where == "weights":
         first = (f"the weights of {ev.get('layer')} became non-finite in the previous update: "
                  "lower the learning rate and clip by global norm")
+    elif where == "overflow":
+        first = (f"the outputs of {ev.get('layer')} are far too large: check the scale of its "
+                 "weights and inputs (initialisation, learning rate) and normalise before it "
+                 "(nn.LayerNorm)")
     elif where in ("forward", "loss"):
         place = ev.get("layer") or "the loss"
         first = (f"the forward pass produced NaN/Inf at {place}: check that batch for NaN/Inf "

@@ -7,6 +7,7 @@ which the condition held. The rules and their literature are in ``docs/diagnosis
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -280,9 +281,12 @@ def nonfinite(v: View) -> Finding | None:
     bad = event.get("nonfinite_params", 0)
     ev["summary"] = (f"NaN/Inf first in the {event.get('where')} at {place}; "
                      f"{bad} of {event.get('params', 0)} parameter gradients non-finite"
-                     + ("" if bad or event.get("where") != "backward" else
-                        " (it reached no parameter: e.g. at positions an embedding's "
-                        "padding_idx drops, or through an op whose input needs no gradient)"))
+                     + _unreached(event, bad))
+    if event.get("where") == "overflow":
+        ev["summary"] = (f"float32 overflow first at {place}: its outputs are finite (their "
+                         "mean is) but so large that their sum of squares overflows float32 "
+                         "(an RMS above ~1.8e19 / sqrt(values)); "
+                         f"{bad} of {event.get('params', 0)} parameter gradients non-finite")
     before = v.total[v.finite & (v.steps < int(event["step"]))]
     if before.size:
         ev["preceding_median_grad_norm"] = float(np.median(before))
@@ -295,6 +299,21 @@ def nonfinite(v: View) -> Finding | None:
         ev["summary"] += f"; guard replay ({replayed.get('triage')}): {replayed['origin']['text']}"
     return Finding("nonfinite", event.get("layer"), int(event["step"]), "error", ev,
                    remedies.for_nonfinite(ev, v.meta))
+
+
+def _unreached(event: dict[str, Any], bad: int) -> str:
+    """Why a non-finite statistic that reached no parameter gradient may not be a NaN/Inf."""
+    if bad:
+        return ""
+    if event.get("where") == "backward":
+        return (" (it reached no parameter: e.g. at positions an embedding's padding_idx "
+                "drops, or through an op whose input needs no gradient)")
+    loss = event.get("loss")
+    if event.get("where") == "forward" and loss is not None and math.isfinite(loss):
+        return (" and the loss finite: a later op absorbed the NaN/Inf (a mask, a norm), or "
+                "the output's values are finite but so large that their float32 sum "
+                "overflows (above ~3.4e38 in all)")
+    return ""
 
 
 def _share_rule(v: View, stat: str, limit: float,

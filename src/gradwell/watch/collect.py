@@ -266,8 +266,10 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
     owner = index.on_device("owner", device)
     n_layers = len(index.layers)
 
-    def per_layer(v: Tensor) -> Tensor:
-        return torch.zeros(n_layers, device=device).index_add_(0, owner, v.square()).sqrt()
+    def per_layer(v: Tensor) -> Tensor:          # float64: a norm above ~1.8e19 squares past
+        v = v.to(torch.float64).square()           # float32's largest value
+        return torch.zeros(n_layers, dtype=torch.float64, device=device).index_add_(
+            0, owner, v).sqrt()
 
     loss = (p.loss.detach().reshape(1).to(device, torch.float64) if p.loss is not None
             else torch.full((1,), float("nan"), dtype=torch.float64, device=device))
@@ -284,7 +286,8 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
         if p.adam is not None:
             p.adam = {k: shared[f"adam_{k}"] for k in p.adam}
     weight_l = per_layer(p.weight)
-    stats = {"loss": shared["loss"], "total_grad_norm": p.grad.square().sum().sqrt(),
+    stats = {"loss": shared["loss"],
+             "total_grad_norm": p.grad.to(torch.float64).square().sum().sqrt(),
              "grad_norm": per_layer(p.grad), "weight_norm": weight_l,
              "update_ratio": (ratio(per_layer(update), weight_l) if update is not None
                               else torch.full((n_layers,), float("nan"), device=device)),
@@ -308,7 +311,24 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
         extra["ran"] = {n: bool(c > 0) for n, c in zip(index.tracked, row[slices["ran"]])}
     if "loss_scale" in slices:
         extra["loss_scale"] = float(row[slices["loss_scale"]][0])
+    if shards is None:
+        _overflowed_weights(row, slices, index)
     return (row[:slices[extras[0]].start] if extras else row), extra
+
+
+def _overflowed_weights(row: np.ndarray, slices: dict[str, slice], index: LayerIndex) -> None:
+    """A layer's weight norm is +inf although every weight is finite when the float32 sum of
+    squares overflowed (a norm above ~1.8e19): then ``row`` gets the norm in float64, of the
+    weights as they are when the step is read (after its update; a rare path, and in it one
+    update barely moves so large a norm), and that layer's update ratio is NaN (not measured).
+    An Inf or NaN weight leaves the norm non-finite: ``nonfinite`` names the weights."""
+    weight = row[slices["weight_norm"]]
+    for layer in np.flatnonzero(np.isposinf(weight)):
+        ps = [index.params[i].detach() for i in (index.owner == int(layer)).nonzero().flatten()]
+        if all(bool(torch.isfinite(p).all()) for p in ps):
+            weight[layer] = math.sqrt(sum(float(torch.linalg.vector_norm(
+                p, dtype=torch.float64)) ** 2 for p in ps))
+            row[slices["update_ratio"]][layer] = math.nan
 
 
 def _local_squares(p: Pending, update: Tensor | None, shards: ShardReducer | None,

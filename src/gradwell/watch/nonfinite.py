@@ -7,7 +7,10 @@ place named is the origin and not one of the many places the NaN spread to after
 2. ``forward``: the first module, in execution order, whose output is non-finite;
 3. ``loss``: the loss is non-finite although every watched output was finite;
 4. ``backward``: the first layer, in backward order, whose output gradient is non-finite;
-5. ``gradient``: the parameter gradient nearest the loss that is non-finite.
+5. ``gradient``: the parameter gradient nearest the loss that is non-finite;
+6. ``overflow``: nothing above, but the first module whose output spread is not finite although
+   its mean is: its values are all finite (a NaN/Inf value makes the mean's sum non-finite),
+   only their float32 sum of squares overflowed (an RMS above ~1.8e19 / sqrt(values)).
 """
 
 from __future__ import annotations
@@ -88,4 +91,8 @@ def _origin(rec: dict[str, Any], extra: dict[str, Any], bad_params: list[str],
     if bad_params:
         param = bad_params[-1]                      # registration order ~ forward order
         return "gradient", owner.get(param), param
+    spread = rec.get("out_std", {})
+    for name in extra.get("forward_order", []):
+        if ran.get(name) and _bad(spread.get(name, 0.0)):
+            return "overflow", name, None
     return None, None, None
