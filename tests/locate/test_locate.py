@@ -129,3 +129,52 @@ def test_hf_gpt2_from_config_under_bfloat16_autocast_healthy_is_none() -> None:
             loss = model(ids, labels=ids).loss
         loss.backward()
     assert math.isfinite(float(loss)) and loc.origin is None
+
+
+class _PairEncoder(nn.Module):
+    """torch's nn.GRU as the shared encoder of a sentence pair (its last hidden state)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 8, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x)[1][-1]
+
+
+def _pair_with_an_inf_in_the_second() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 5, 4), torch.randn(2, 5, 4)
+    b[1, 3, 2] = math.inf
+    return _PairEncoder(), a, b
+
+
+def test_a_model_called_twice_is_replayed_call_by_call() -> None:
+    # the GRU's gates saturate on the Inf, so both calls' outputs and the loss are finite; the
+    # NaN is born in the backward of the second call only (0 x Inf in the input weights'
+    # gradient). Replaying only the first call found nothing and read as transient
+    model, a, b = _pair_with_an_inf_in_the_second()
+    ea, eb = model(a), model(b)
+    loss = (ea - eb).pow(2).mean()
+    loss.backward()
+    assert ea.isfinite().all() and eb.isfinite().all() and loss.isfinite()     # torch
+    assert not _torch_says_finite(loss, model)
+    model.zero_grad()
+    with gradwell.locate(model) as loc:
+        (model(a) - model(b)).pow(2).mean().backward()
+    o = loc.origin
+    assert (o.phase, o.op, o.tensor, o.kind, o.nonfinite) == ("input", "input", "input[0]",
+                                                              "inf", 1)
+
+
+def test_the_guard_triages_that_step_as_data() -> None:
+    model, a, b = _pair_with_an_inf_in_the_second()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    guard = gradwell.guard.Guard(model, opt, spike_z=None)
+
+    def loss_of() -> torch.Tensor:
+        return (model(a) - model(b)).pow(2).mean()
+    loss = loss_of()
+    loss.backward()
+    assert guard.step(loss, replay=loss_of) == "skipped"
+    assert guard.events[-1].detail["triage"] == "data"

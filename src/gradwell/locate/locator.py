@@ -216,7 +216,7 @@ class Locator:
             return None
         for call in self.calls:                      # forward (or a non-finite input)
             if not _finite(call.outputs):
-                return self._replayed(model, call, "forward", backward=False)
+                return self._replayed(model, [call], "forward", backward=False)
         tracer = Tracer("loss", {}, lambda: (None, None), untracked="input")
         for op, args, out in self._tape:               # the loss ops, from the tape
             tracer.observe(op, args, out)
@@ -229,23 +229,28 @@ class Locator:
         for call in self.calls:
             if call.grads and not _finite(list(call.grads.values())):
                 return self._backward_of_loss(call)
-        for call in self.calls:                      # backward through the model
-            if call.grads:
-                return self._replayed(model, call, "backward", backward=True)
+        # backward through the model: with several calls (a siamese loss), the backward runs
+        # the last call's nodes first, so the calls are replayed from the last
+        called = [call for call in reversed(self.calls) if call.grads]
+        if called:
+            return self._replayed(model, called, "backward", backward=True)
         return Origin("backward", None, None, "nan", "unknown", reproduced=False)
 
-    def _replayed(self, model: nn.Module, call: Call, phase: str, backward: bool) -> Origin:
-        """The op-by-op replay's origin; without one (``replay=False``, or FSDP2, whose replay
-        would gather parameters on this rank alone) what the call's inputs and parameters
-        say, else the phase (``reproduced=None``: not replayed)."""
+    def _replayed(self, model: nn.Module, calls: list[Call], phase: str,
+                  backward: bool) -> Origin:
+        """The origin the first of ``calls`` whose op-by-op replay is not finite finds; without
+        a replay (``replay=False``, or FSDP2, whose replay would gather parameters on this rank
+        alone) what the calls' inputs and parameters say, else the phase (``reproduced=None``:
+        not replayed)."""
         if not self.replay or sharded(model.parameters()):   # FSDP2
-            return _unreplayed(model, call, phase, reproduced=None)
-        found, _ = replay(model, call, backward)
-        if found is not None:
-            return found
+            return _unreplayed(model, calls, phase, reproduced=None)
+        for call in calls:
+            found, _ = replay(model, call, backward)
+            if found is not None:
+                return found
         if backward and _ddp_ranks(self.model) > 1:
             return _from_other_rank(model)
-        return _unreplayed(model, call, phase, reproduced=False)
+        return _unreplayed(model, calls, phase, reproduced=False)
 
     def _backward_of_loss(self, call: Call) -> Origin:
         """The loss's own backward made the outputs' gradients non-finite."""
@@ -267,15 +272,19 @@ def _ddp_ranks(model: nn.Module) -> int:
     return dist.get_world_size(model.process_group) if dist.is_initialized() else 1
 
 
-def _unreplayed(model: nn.Module, call: Call, phase: str, reproduced: bool | None) -> Origin:
-    """What is known without an op-by-op replay: a non-finite input, parameter or buffer
-    (this rank's shard of it), else the phase and the kind of the non-finite values."""
-    for t, kind, module, name in leaves_of(model, call).values():
-        v = local(t).detach()
-        if v.is_floating_point() and not all_finite(v):
-            return Origin("input", module, kind, kind_of([v]), str(v.dtype), tensor=name,
-                          nonfinite=int((~torch.isfinite(v)).sum()), numel=v.numel())
-    bad = [t for t in (call.outputs if phase == "forward" else _grads(model))
+def _unreplayed(model: nn.Module, calls: list[Call], phase: str,
+                reproduced: bool | None) -> Origin:
+    """What is known without an op-by-op replay: a non-finite input of one of ``calls``,
+    parameter or buffer (this rank's shard of it), else the phase and the kind of the
+    non-finite values."""
+    for call in calls:
+        for t, kind, module, name in leaves_of(model, call).values():
+            v = local(t).detach()
+            if v.is_floating_point() and not all_finite(v):
+                return Origin("input", module, kind, kind_of([v]), str(v.dtype), tensor=name,
+                              nonfinite=int((~torch.isfinite(v)).sum()), numel=v.numel())
+    outputs = [t for call in calls for t in call.outputs]
+    bad = [t for t in (outputs if phase == "forward" else _grads(model))
            if not all_finite(local(t))]
     return Origin(phase, None, None, kind_of([local(t) for t in bad]) if bad else "nan",
                   str(bad[0].dtype) if bad else "unknown", reproduced=reproduced)
