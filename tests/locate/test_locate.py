@@ -178,3 +178,17 @@ def test_the_guard_triages_that_step_as_data() -> None:
     loss.backward()
     assert guard.step(loss, replay=loss_of) == "skipped"
     assert guard.events[-1].detail["triage"] == "data"
+
+
+def test_a_loss_that_sums_the_outputs_is_located_not_crashed() -> None:
+    # out.sum() hands the outputs one gradient value expanded over them (stride 0); the fused
+    # check writes back what it reads and refused it with a RuntimeError inside the `with`
+    model, _, b = _pair_with_an_inf_in_the_second()
+    out = model(b)
+    grad = torch.autograd.grad(out.sum(), out)[0]
+    assert 0 in grad.stride()                                         # torch: expanded
+    with gradwell.locate(model) as loc:
+        model(b).sum().backward()
+    assert not _torch_says_finite(torch.zeros(()), model)
+    o = loc.origin
+    assert (o.phase, o.tensor, o.kind) == ("input", "input[0]", "inf")

@@ -37,8 +37,11 @@ _ONES: dict[torch.device, Tensor] = {}
 
 
 def _fusable(t: Tensor) -> bool:
+    """Can the fused kernel, which writes back what it reads, take ``t``? Not a tensor whose
+    elements share memory: the gradient a ``sum()`` hands its input is one value expanded."""
     return (type(t) is Tensor and t.layout == torch.strided and t.dtype in _FUSED_DTYPES
-            and not t.requires_grad)
+            and not t.requires_grad and (t.is_contiguous()
+                                         or t.is_contiguous(memory_format=torch.channels_last)))
 
 
 def _finite(tensors: list[Tensor]) -> bool:
