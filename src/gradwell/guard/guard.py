@@ -382,6 +382,8 @@ class Guard:
             self.on_event(event)
         if self.monitor is not None and action != "trusted":
             self.monitor.history.add_event(to_record(event))
+            if action == "skipped" and callable(getattr(self.monitor, "discard", None)):
+                self.monitor.discard()        # its statistics belong to no applied step
 
     @property
     def skipped(self) -> list[dict[str, Any]]:

@@ -194,6 +194,18 @@ class Monitor:
             self._begin(loss_t, self._grad_norms())
         self._advance()
 
+    def discard(self) -> None:
+        """Forget a step that is not applied (``gradwell.guard`` calls it on a refused step).
+
+        With ``optimizer=`` the step would otherwise be recorded with the next optimizer step:
+        its outputs' sums added to that step's, its loss and norms handed over. Its index is
+        used up, so the steps keep the guard's numbers. Without ``optimizer=``, ``mon.step()``
+        has recorded it already (a non-finite step is worth its record): nothing to forget."""
+        self._check_open()
+        if self.optimizer is not None:
+            self._acts, self._frozen, self._loss, self._early = ActivationStats(), None, None, None
+            self._advance()
+
     @torch.no_grad()
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._closed or self._step % self.every:

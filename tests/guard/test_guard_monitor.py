@@ -1,0 +1,61 @@
+"""A step the guard refuses is not recorded by a ``watch(model, optimizer=opt)`` monitor.
+
+In optimizer mode the monitor records at the optimizer's step, which a refused step never
+reaches: its output sums were added to the next step's and read as a non-finite healthy step.
+The model is Hugging Face GPT-2 from a config (tests/models_zoo.py); the fault makes the first
+block's MLP input projection output NaN on one step, and torch's own statistics of the next step are the reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import gradwell
+from models_zoo import ZOO
+
+BAD = 3
+SITE = "transformer.h.0.mlp.c_fc"
+
+
+@pytest.mark.parametrize("optimizer_mode", [True, False])
+def test_a_refused_step_is_not_mixed_into_the_next_one(optimizer_mode: bool) -> None:
+    arch = ZOO["gpt2"]
+    model = arch.build()
+    opt = torch.optim.AdamW(model.parameters(), lr=arch.lr)
+    step, seen = [0], {}
+
+    def fault(module, args, out):                 # the planted fault, and torch's evidence
+        if step[0] == BAD:
+            out = out * math.nan
+        seen[step[0]] = out.detach().double().mean().item()
+        return out
+    model.get_submodule(SITE).register_forward_hook(fault)     # before the monitor's hooks
+    mon = gradwell.watch(model, optimizer=opt if optimizer_mode else None)
+    guard = gradwell.guard.Guard(model, opt, monitor=mon, spike_z=None)
+    statuses = []
+    for step[0] in range(6):
+        loss = arch.loss(model, arch.batch(step[0]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        mon.step(loss)
+        statuses.append(guard.step(loss))
+    mon.close()
+    assert statuses == ["ok"] * BAD + ["skipped"] + ["ok"] * (5 - BAD)
+    assert math.isnan(seen[BAD]) and all(math.isfinite(seen[s]) for s in seen if s != BAD)
+    steps, names, means = mon.history.series("out_mean")
+    rows = dict(zip(steps.tolist(), means[:, names.index(SITE)]))
+    if optimizer_mode:          # the refused step has no record; the next is its own
+        assert sorted(rows) == [0, 1, 2, 4, 5]
+        assert mon.history.first_nonfinite() is None
+        assert not [f for f in mon.findings() if f.kind == "nonfinite"]
+    else:                        # each mon.step() records its step, the refused one too
+        assert sorted(rows) == list(range(6)) and math.isnan(rows[BAD])
+        assert mon.history.first_nonfinite()["step"] == BAD
+    for s in (0, 1, 2, 4, 5):
+        np.testing.assert_allclose(rows[s], seen[s], rtol=1e-5)
+    assert [f.kind for f in guard.findings()] == ["nonfinite"]
+    assert [e["step"] for e in mon.history.events if e["kind"] == "guard"] == [BAD]
