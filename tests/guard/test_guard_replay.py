@@ -68,6 +68,9 @@ def test_reproducible_and_transient_steps_are_told_apart() -> None:
     assert ev.detail["triage"] == "reproducible"
     assert (ev.detail["origin"]["module"], ev.detail["origin"]["op"]) == ("1", "aten.exp.default")
     assert guard.findings()[-1].layer == "1"
+    # replayed already: no remedy asks for a replay; the origin's remedy comes first
+    assert guard.findings()[-1].remedies[0] == ev.detail["origin"]["remedy"]
+    assert not any("replay=" in r for r in guard.findings()[-1].remedies)
     xb = x[:32]                                   # a bit flip in one gradient: transient
     loss = F.cross_entropy(model(xb), yb)
     loss.backward()
@@ -75,6 +78,9 @@ def test_reproducible_and_transient_steps_are_told_apart() -> None:
     guard.step(loss, replay=lambda: F.cross_entropy(model(xb), yb))
     assert guard.events[-1].detail == {**guard.events[-1].detail, "triage": "transient",
                                        "origin": None}
+    remedies = guard.findings()[-1].remedies
+    assert remedies[0].startswith("the replay of this step was finite")
+    assert not any("replay=" in r for r in remedies)
 
 
 def _run(replay: bool, steps: int = 30) -> tuple[list[torch.Tensor], torch.Tensor, list[str]]:

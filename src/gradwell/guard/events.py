@@ -24,14 +24,21 @@ REASONS = {
     "amp_overflow": "nonfinite",
 }
 
+#: the first remedy of a non-finite skip; a step the guard replayed has had it
+_FIND = ("find where the NaN is born: guard.step(loss, replay=lambda: loss_fn(model(x), y)) "
+         "or with gradwell.locate(model)")
+#: the first remedy of a step whose replay stayed finite
+_TRANSIENT = ("the replay of this step was finite: the NaN came from outside the replayed "
+              "computation (a race, a hardware fault, or an input or state that changed "
+              "between the step and its replay); if it recurs, arm gradwell.locate(model) "
+              "around every step to catch it as it happens")
+
 _REMEDIES = {
-    "nonfinite_loss": ["find where the NaN is born: guard.step(loss, replay=lambda: "
-                       "loss_fn(model(x), y)) or with gradwell.locate(model)",
+    "nonfinite_loss": [_FIND,
                        "check the batch for NaN/Inf inputs or labels",
                        "look for log(0), division by zero or overflow in the loss",
                        "lower the learning rate"],
-    "nonfinite_grad": ["find where the NaN is born: guard.step(loss, replay=lambda: "
-                       "loss_fn(model(x), y)) or with gradwell.locate(model)",
+    "nonfinite_grad": [_FIND,
                        "clip gradients: clip=gradwell.clip.GlobalNorm(1.0) or ZClip()",
                        "lower the learning rate",
                        "check custom autograd functions and sqrt/log of zero"],
@@ -104,10 +111,13 @@ def to_finding(event: GuardEvent) -> Any:
     origin = event.detail.get("origin")
     if "triage" in event.detail:  # the guard replayed the step under gradwell.locate
         summary += f"; replay: {event.detail['triage']}"
+        remedies = [r for r in remedies if r != _FIND]
         if origin:
             summary += f" - {origin['text']}"
             remedies = [origin["remedy"], *remedies]
             layers = [origin["module"]] if origin.get("module") else layers
+        elif event.detail["triage"] == "transient":
+            remedies = [_TRANSIENT, *remedies]
     evidence = {"source": "guard", "summary": summary, "reason": event.reason,
                 "loss": event.loss, "grad_norm": event.grad_norm, **event.detail}
     return Finding(kind=kind, layer=layers[0] if layers else None, step=event.step,
