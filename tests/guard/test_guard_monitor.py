@@ -59,3 +59,16 @@ def test_a_refused_step_is_not_mixed_into_the_next_one(optimizer_mode: bool) -> 
         np.testing.assert_allclose(rows[s], seen[s], rtol=1e-5)
     assert [f.kind for f in guard.findings()] == ["nonfinite"]
     assert [e["step"] for e in mon.history.events if e["kind"] == "guard"] == [BAD]
+
+
+def test_a_guard_whose_monitor_was_closed_still_refuses_the_step() -> None:
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = gradwell.watch(model, optimizer=opt)
+    guard = gradwell.guard.Guard(model, opt, monitor=mon, spike_z=None)
+    mon.close()
+    loss = model(torch.full((2, 4), math.nan)).sum()
+    loss.backward()
+    assert guard.step(loss) == "skipped"
+    assert [e["action"] for e in mon.history.events] == ["skipped"]
+    assert all(torch.isfinite(p).all() for p in model.parameters())       # nothing applied

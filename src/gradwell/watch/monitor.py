@@ -200,9 +200,9 @@ class Monitor:
         With ``optimizer=`` the step would otherwise be recorded with the next optimizer step:
         its outputs' sums added to that step's, its loss and norms handed over. Its index is
         used up, so the steps keep the guard's numbers. Without ``optimizer=``, ``mon.step()``
-        has recorded it already (a non-finite step is worth its record): nothing to forget."""
-        self._check_open()
-        if self.optimizer is not None:
+        has recorded it already (a non-finite step is worth its record), and a closed monitor
+        records nothing more: nothing to forget."""
+        if self.optimizer is not None and not self._closed:
             self._acts, self._frozen, self._loss, self._early = ActivationStats(), None, None, None
             self._advance()
 
