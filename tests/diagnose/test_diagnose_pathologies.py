@@ -128,3 +128,33 @@ def test_gradwell_optimizer_run_gets_the_same_verdict() -> None:
             nn.functional.cross_entropy(model(xb), yb).backward()
             opt.step()
     assert "vanishing" in kinds(mon) and not kinds(mon) & {"exploding", "nonfinite"}
+
+
+def test_a_finding_on_the_models_own_parameters_says_so_not_its_placeholder_name() -> None:
+    # a (4, 16) table held by the root module itself, initialised at 1e-4: its relative
+    # gradient is huge (torch: ||g|| / ||w|| > 10 at every step)
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(8, 16), nn.Linear(16, 4)
+            self.table = nn.Parameter(torch.full((4, 16), 1e-4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.l2(torch.tanh(self.l1(x)) + self.table.sum(0) * 100.0)
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    mon = gradwell.watch(model)
+    x, y = torch.randn(64, 8), torch.randint(0, 4, (64,))
+    ratios = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        ratios.append(float(model.table.grad.norm() / model.table.norm()))
+        mon.step(loss)
+        opt.step()
+    assert min(ratios) > 10
+    found = [f for f in mon.findings() if f.layer == "(model)"]
+    assert found and all("in the model's own parameters from step" in f.message for f in found)
+    assert not any("(model)" in f.message for f in found)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._modules import ROOT
+
 __all__ = ["Finding", "KINDS", "SEVERITIES"]
 
 KINDS = ("nonfinite", "divergence", "exploding", "vanishing", "attention_logits",
@@ -47,7 +49,8 @@ class Finding:
     @property
     def message(self) -> str:
         """One line: what, where and when."""
-        where = f" in {self.layer}" if self.layer else ""
+        where = (" in the model's own parameters" if self.layer == ROOT   # not a submodule's
+                 else f" in {self.layer}" if self.layer else "")
         text = self.evidence.get("summary", "")
         return f"{self.kind}{where} from step {self.step}" + (f": {text}" if text else "")
 
