@@ -25,11 +25,14 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _loss_divergence(v: Any) -> tuple[int, float, float, float, bool] | None:
-    """``(step, loss, running minimum before it, first loss, died)`` of the first finite step
-    whose loss is ``divergence_factor`` x its running minimum and above the first loss; ``died``:
-    the loss came back only because every gradient became exactly 0 (a dead model, at chance
-    loss, which no longer learns), which is no recovery."""
+def _loss_divergence(v: Any) -> tuple[int, float, float, float, bool, int] | None:
+    """``(step, loss, running minimum before it, first loss, died, stuck)`` of the first finite
+    step whose loss is ``divergence_factor`` x its running minimum and above the first loss;
+    ``died``: the loss came back only because every gradient became exactly 0 (a dead model,
+    at chance loss, which no longer learns), which is no recovery. ``stuck``: how many such
+    steps a run had that came back only to where it started (at least ``divergence_steps`` of
+    them, and the median of the last ``divergence_steps`` losses no lower than the first: it
+    has not learned since; 0 otherwise), reported from the first of them."""
     _, _, loss = v.history.series("loss")
     loss = loss[:, 0]
     ok = np.isfinite(loss)
@@ -48,10 +51,14 @@ def _loss_divergence(v: Any) -> tuple[int, float, float, float, bool] | None:
     died = bool(hit.any() and total.size > n and (total[-n:] == 0).all() and (total > 0).any())
     low = float(run_min[-1])
     tail = float(np.median(later[-n:]))
+    hits = np.flatnonzero(hit)
     if not (tail > v.th.divergence_factor * low and tail > loss[0] or broke and hit[-1]
             or died):
-        return None
-    hits = np.flatnonzero(hit)
+        if hits.size < v.th.divergence_steps or tail < loss[0]:
+            return None
+        k = int(hits[0])              # excursions, then back only to the start: stuck
+        return (int(steps[k + 1]), float(later[k]), float(run_min[k]), float(loss[0]), False,
+                int(hits.size))
     if hits.size == 0:
         return None
     k = int(hits[-1])
@@ -59,7 +66,7 @@ def _loss_divergence(v: Any) -> tuple[int, float, float, float, bool] | None:
         if k - j > n:
             break
         k = int(j)
-    return int(steps[k + 1]), float(later[k]), float(run_min[k]), float(loss[0]), died
+    return int(steps[k + 1]), float(later[k]), float(run_min[k]), float(loss[0]), died, 0
 
 
 def _update_too_large(v: Any) -> tuple[int, float] | None:
@@ -90,14 +97,17 @@ def divergence(v: Any) -> Finding | None:
         return None
     th, ev, texts, steps = v.th, {}, [], []
     if by_loss is not None:
-        step, loss, low, first, died = by_loss
+        step, loss, low, first, died, stuck = by_loss
         ev.update(loss=loss, loss_running_min=low, loss_first=first, loss_step=step,
-                  died=died)
+                  died=died, excursions=stuck)
         texts.append(f"loss {_fmt(loss)} at step {step} is {_fmt(loss / low)} x its running "
                      f"minimum {_fmt(low)} (threshold {th.divergence_factor:g} x) and above "
                      f"its first value {_fmt(first)}" + (
                          "; it came back only because every gradient then became exactly 0: "
-                         "the model died, it did not recover" if died else ""))
+                         "the model died, it did not recover" if died else "") + (
+                         f"; {stuck} steps like it, and the median of the last "
+                         f"{th.divergence_steps} losses is no lower than the first: the run "
+                         "has not learned since" if stuck else ""))
         steps.append(step)
     if by_update is not None:
         step, typical = by_update

@@ -1,0 +1,66 @@
+"""A learning rate so high that the loss jumps about and comes back only to where it started.
+
+Hugging Face ViT from a config (random init), AdamW: at lr 0.3 the loss leaps to several
+times its starting (chance) value again and again and ends no lower than it began; the old
+divergence rule waited for a loss that stays high and saw none, so the run got only an
+attention-logit warning. At lr 1e-3 the same run learns and must get no warning or error.
+Torch-only evidence (the losses the test records) decides both.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import gradwell
+
+STEPS = 60
+
+
+def _vit_run(lr: float) -> tuple[list[float], list]:
+    transformers = pytest.importorskip("transformers")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=32,
+                                 num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=64, num_labels=4)
+    model = transformers.ViTForImageClassification(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    mon = gradwell.watch(model, optimizer=opt)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, 16, 16, generator=g)
+    y = (x[:, 0, :8].mean((1, 2)) > 0).long() + 2 * (x[:, 1, 8:].mean((1, 2)) > 0).long()
+    losses = []
+    for i in range(STEPS):
+        idx = torch.arange(i * 16, i * 16 + 16) % 64
+        loss = model(pixel_values=x[idx], labels=y[idx]).loss
+        loss.backward()
+        mon.step(loss)
+        opt.step()
+        opt.zero_grad()
+        losses.append(float(loss.detach()))
+    mon.close()
+    return losses, mon.findings()
+
+
+def test_repeated_excursions_that_never_learn_are_divergence_at_the_first_one():
+    losses, findings = _vit_run(0.3)
+    loss = np.array(losses)
+    run_min = np.minimum.accumulate(loss)
+    big = [s for s in range(1, STEPS) if loss[s] > 3 * run_min[s - 1] and loss[s] > loss[0]]
+    assert len(big) >= 3                               # torch: it leaps, again and again
+    assert np.median(loss[-3:]) >= loss[0]             # and ends no lower than it began
+    found = [f for f in findings if f.kind == "divergence"]
+    assert found and found[0].severity == "error" and found[0].step == big[0]
+    assert found[0].evidence["excursions"] == len(big)
+    assert "has not learned since" in found[0].message
+    assert "lower the learning rate" in found[0].remedies[0]
+
+
+def test_the_same_run_at_a_sane_learning_rate_learns_and_gets_no_warning():
+    losses, findings = _vit_run(1e-3)
+    assert np.mean(losses[-5:]) < 0.6 * losses[0]      # torch: the loss falls
+    assert not [f for f in findings if f.severity != "info"], findings
