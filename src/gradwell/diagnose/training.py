@@ -30,9 +30,10 @@ def _loss_divergence(v: Any) -> tuple[int, float, float, float, bool, int] | Non
     step whose loss is ``divergence_factor`` x its running minimum and above the first loss;
     ``died``: the loss came back only because every gradient became exactly 0 (a dead model,
     at chance loss, which no longer learns), which is no recovery. ``stuck``: how many such
-    steps a run had that came back only to where it started (at least ``divergence_steps`` of
-    them, and the median of the last ``divergence_steps`` losses no lower than the first: it
-    has not learned since; 0 otherwise), reported from the first of them."""
+    steps, each halved by the next loss (leaps), a run had that came back only to where it
+    started (at least ``divergence_steps`` leaps, and the median of the last
+    ``divergence_steps`` losses no lower than the first: it has not learned since; 0
+    otherwise), reported from the first leap."""
     _, _, loss = v.history.series("loss")
     loss = loss[:, 0]
     ok = np.isfinite(loss)
@@ -54,11 +55,15 @@ def _loss_divergence(v: Any) -> tuple[int, float, float, float, bool, int] | Non
     hits = np.flatnonzero(hit)
     if not (tail > v.th.divergence_factor * low and tail > loss[0] or broke and hit[-1]
             or died):
-        if hits.size < v.th.divergence_steps or tail < loss[0]:
+        # leaps: excursions the next loss undoes by half at least (a loss that climbs and
+        # then falls as training goes on, from a lucky low first batch, has none)
+        leaps = hits[(hits + 1 < later.size) & (later[np.minimum(hits + 1, later.size - 1)]
+                                                <= later[hits] / 2)]
+        if leaps.size < v.th.divergence_steps or tail < loss[0]:
             return None
-        k = int(hits[0])              # excursions, then back only to the start: stuck
+        k = int(leaps[0])             # leaps, then back only to the start: stuck
         return (int(steps[k + 1]), float(later[k]), float(run_min[k]), float(loss[0]), False,
-                int(hits.size))
+                int(leaps.size))
     if hits.size == 0:
         return None
     k = int(hits[-1])
