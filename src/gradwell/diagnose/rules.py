@@ -279,14 +279,12 @@ def nonfinite(v: View) -> Finding | None:
     ev = {k: x for k, x in event.items() if k not in ("kind", "step")}
     place = event.get("parameter") or event.get("layer") or "the loss"
     bad = event.get("nonfinite_params", 0)
-    ev["summary"] = (f"NaN/Inf first in the {event.get('where')} at {place}; "
-                     f"{bad} of {event.get('params', 0)} parameter gradients non-finite"
-                     + _unreached(event, bad))
-    if event.get("where") == "overflow":
-        ev["summary"] = (f"float32 overflow first at {place}: its outputs are finite (their "
-                         "mean is) but so large that their sum of squares overflows float32 "
-                         "(an RMS above ~1.8e19 / sqrt(values)); "
-                         f"{bad} of {event.get('params', 0)} parameter gradients non-finite")
+    first = (f"float32 overflow first at {place}: its outputs are finite (their mean is) but "
+             "so large that their sum of squares overflows float32 (an RMS above ~1.8e19 / "
+             "sqrt(values))" if event.get("where") == "overflow"
+             else f"NaN/Inf first in the {event.get('where')} at {place}")
+    ev["summary"] = (f"{first}; {bad} of {event.get('params', 0)} parameter gradients "
+                     "non-finite" + _unreached(event, bad))
     before = v.total[v.finite & (v.steps < int(event["step"]))]
     if before.size:
         ev["preceding_median_grad_norm"] = float(np.median(before))

@@ -57,8 +57,8 @@ def _loss_divergence(v: Any) -> tuple[int, float, float, float, bool, int] | Non
             or died):
         # leaps: excursions the next loss undoes by half at least (a loss that climbs and
         # then falls as training goes on, from a lucky low first batch, has none)
-        leaps = hits[(hits + 1 < later.size) & (later[np.minimum(hits + 1, later.size - 1)]
-                                                <= later[hits] / 2)]
+        nxt = hits[hits + 1 < later.size]
+        leaps = nxt[later[nxt + 1] <= later[nxt] / 2]
         if leaps.size < v.th.divergence_steps or tail < loss[0]:
             return None
         k = int(leaps[0])             # leaps, then back only to the start: stuck

@@ -321,13 +321,16 @@ def _overflowed_weights(row: np.ndarray, slices: dict[str, slice], index: LayerI
     squares overflowed (a norm above ~1.8e19): then ``row`` gets the norm in float64, of the
     weights as they are when the step is read (after its update; a rare path, and in it one
     update barely moves so large a norm), and that layer's update ratio is NaN (not measured).
-    An Inf or NaN weight leaves the norm non-finite: ``nonfinite`` names the weights."""
+    The float64 norm of float32 values is finite exactly when every value is (their squares
+    stay below 1.2e77), so an Inf or NaN weight leaves it non-finite: ``nonfinite`` names the
+    weights. One host read per such layer."""
     weight = row[slices["weight_norm"]]
     for layer in np.flatnonzero(np.isposinf(weight)):
         ps = [index.params[i].detach() for i in (index.owner == int(layer)).nonzero().flatten()]
-        if all(bool(torch.isfinite(p).all()) for p in ps):
-            weight[layer] = math.sqrt(sum(float(torch.linalg.vector_norm(
-                p, dtype=torch.float64)) ** 2 for p in ps))
+        wide = torch.stack([torch.linalg.vector_norm(p, dtype=torch.float64) for p in ps])
+        norm = float(torch.linalg.vector_norm(wide))
+        if math.isfinite(norm):
+            weight[layer] = norm
             row[slices["update_ratio"]][layer] = math.nan
 
 
