@@ -116,15 +116,10 @@ def test_attention_logit_max_of_more_hf_architectures_matches_their_own_layout(b
     assert [s["scale"] for s in sites] == pytest.approx([spec["scale"]] * len(sites))
 
 
-def test_falcon_with_shared_keys_and_unknown_fused_layouts_get_no_site():
-    """Falcon's multi-query layout (all heads share one key head: ``(B, T, H + 2, d)``) is not
-    read as per-head q, k, v; nor is a ``query_key_value`` outside the known classes."""
-    cfg = hf.FalconConfig(vocab_size=V, hidden_size=32, num_hidden_layers=1,
-                          num_attention_heads=4, multi_query=True)
-    mon = gradwell.watch(hf.FalconForCausalLM(cfg))
-    assert mon.history.meta["attention_sites"] == []
-    mon.close()
-
+def test_unknown_fused_layouts_get_no_site():
+    """A ``query_key_value`` outside the known classes is not read as q, k, v (Falcon's
+    multi-query and grouped layouts are read by their own split:
+    tests/watch/test_fused_qkv_sites.py)."""
     class Custom(nn.Module):
         head_dim, num_heads = 8, 4
 

@@ -97,6 +97,27 @@ def test_hugging_face_activation_classes_are_watched():
         mon.close()
 
 
+def test_bloom_gelu_is_watched_as_an_activation():
+    """BLOOM's MLP calls its own ``BloomGelu`` module (not a transformers.activations class):
+    its outputs get activation statistics, their mean as torch reads it."""
+    from transformers import BloomConfig, BloomForCausalLM
+    torch.manual_seed(0)
+    model = BloomForCausalLM(BloomConfig(vocab_size=64, hidden_size=32, n_layer=2, n_head=4))
+    gelu = "transformer.h.0.mlp.gelu_impl"
+    assert type(dict(model.named_modules())[gelu]).__name__ == "BloomGelu"
+    seen = []
+    dict(model.named_modules())[gelu].register_forward_hook(
+        lambda m, i, out: seen.append(float(out.detach().double().mean())))
+    ids = torch.randint(0, 64, (2, 8))
+    mon = gradwell.watch(model)
+    model(input_ids=ids, labels=ids).loss.backward()
+    mon.step()
+    mon.close()
+    assert {a.type for a in mon.index.activations} == {"BloomGelu"}
+    (rec,) = mon.history.records()
+    assert rec["out_mean"][gelu] == pytest.approx(seen[0], rel=1e-5)
+
+
 def test_bert_layer_names_stay_distinct_at_80_columns():
     mon, _ = _watched("bert", 2)
     text = str(Summary(mon.history, mon.findings(), width=80))

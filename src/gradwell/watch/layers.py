@@ -37,14 +37,16 @@ _RECTIFIED: tuple[type, ...] = (nn.ReLU, nn.ReLU6)
 _OTHER: tuple[type, ...] = (nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                             nn.Mish, nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
                             nn.LogSigmoid, nn.Softsign, nn.Tanhshrink, nn.RReLU)
-#: Hugging Face ``transformers.activations`` classes, by class name (GELU variants, SiLU, ...).
+#: Hugging Face ``transformers.activations`` classes, by class name (GELU variants, SiLU, ...),
+#: and the activation modules some model files define for themselves.
 _HF_ACTIVATIONS: dict[str, str] = {
     "GELUActivation": "other", "NewGELUActivation": "other", "FastGELUActivation": "other",
     "QuickGELUActivation": "other", "AccurateGELUActivation": "other",
     "ClippedGELUActivation": "other", "GELUTanh": "other", "PytorchGELUTanh": "other",
     "SiLUActivation": "other", "MishActivation": "other", "LaplaceActivation": "other",
     "SqrtSoftplusActivation": "other", "XIELUActivation": "other",
-    "ReLUSquaredActivation": "relu"}
+    "ReLUSquaredActivation": "relu",
+    "BloomGelu": "other", "GeLU": "other"}          # model files' own: BLOOM's, LXMERT's
 _KINDS = ("sigmoid", "tanh", "relu", "other")
 _NORMS = ("BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm", "RMSNorm", "LocalResponseNorm")
 _RECURRENT = ("RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell")

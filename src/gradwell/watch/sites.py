@@ -24,8 +24,11 @@ class Site:
     """An attention module whose queries and keys the monitor can read.
 
     ``kind``: ``"mha"`` (``nn.MultiheadAttention``: q and k are projected again from its
-    inputs, on the subsample), ``"fused"`` (GPT-2's ``c_attn``: one output holding q, k, v),
-    ``"fused_heads"`` (GPT-NeoX's ``query_key_value``: each head's q, k, v side by side),
+    inputs, on the subsample), ``"fused"`` (one output ``[q | k | v]``: GPT-2's ``c_attn`` in
+    thirds, or ``q_heads * d`` query and ``k_heads * d`` key features where the heads are
+    given: Phi-3, Falcon's multi-query layout), ``"fused_heads"`` (one output holding, per key
+    head, its ``q_heads / k_heads`` query heads, then its key, then its value: GPT-NeoX's
+    ``query_key_value``, one query head per key head; Falcon's grouped layout),
     ``"split"`` (separate ``q_proj``/``k_proj``, ``query``/``key``, or ``q_norm``/``k_norm``
     where the model normalises them). ``q``/``k``: the modules whose outputs are read.
     ``rotary``: the model applies a rotary embedding after the projection, so q and k are read
@@ -129,7 +132,7 @@ def _heads(attn: nn.Module) -> tuple[int | None, int | None]:
                     return v
         return None
     q = first(("heads", "num_heads", "n_heads", "num_attention_heads"))
-    return q, first(("num_key_value_heads", "kv_heads")) or q
+    return q, first(("num_key_value_heads", "kv_heads", "num_kv_heads")) or q
 
 
 #: Hugging Face attention classes that do not scale ``q.k`` at all (T5 folds the ``1/sqrt(d)``
@@ -140,6 +143,12 @@ _UNSCALED = frozenset(["T5Attention", "MT5Attention", "UMT5Attention", "LongT5At
 #: head's q, k and v side by side: ``(B, T, H, 3, d)`` (GPT-NeoX/Pythia, BLOOM, Falcon when
 #: every head has its own keys; its output then has 3 x heads x d features)
 _FUSED_HEADS = frozenset(["GPTNeoXAttention", "BloomAttention", "FalconAttention"])
+#: Hugging Face attention classes with one projection whose output is ``[q | k | v]``: ``q``
+#: of ``q_heads * d`` features, ``k`` of ``k_heads * d`` (grouped-query attention), then ``v``
+#: (the class's own split: Phi-3 slices ``qkv_proj``; ModernBERT views ``Wqkv`` as (3, H, d);
+#: MPT chunks ``Wqkv`` in three)
+_FUSED_QKV = {"Phi3Attention": "qkv_proj", "ModernBertAttention": "Wqkv",
+              "MptAttention": "Wqkv"}
 
 
 def _scaling(attn: nn.Module) -> float | None:
@@ -152,9 +161,11 @@ def _scaling(attn: nn.Module) -> float | None:
     if (_is_hf(attn) and type(attn).__name__ == "DisentangledSelfAttention"
             and isinstance(pos, (list, tuple)) and _head_dim(attn)):
         return 1.0 / math.sqrt(_head_dim(attn) * (1 + ("c2p" in pos) + ("p2c" in pos)))
-    s = getattr(attn, "scaling", None)
-    if isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s > 0:
-        return float(s)
+    for attr in ("scaling", "softmax_scale"):                # MPT: ``softmax_scale``
+        s = getattr(attn, attr, None)
+        if (isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s)
+                and s > 0):
+            return float(s)
     return None
 
 
@@ -185,8 +196,11 @@ def find_attention(model: nn.Module, names: dict[int, str]) -> list[Site]:
     (Gemma 3's and TinyTransformer's norms), told apart by the module's head count (when
     ``T`` equals it, batch-first is assumed); GPT-2's fused ``c_attn`` (HF
     ``Conv1D`` holding q, k, v; in an HF attention module also when wrapped, e.g. by a module
-    that normalises q and k); ``query_key_value`` of the classes in :data:`_FUSED_HEADS`
-    (``"fused_heads"``: q, k, v side by side per head)."""
+    that normalises q and k); the ``[q | k | v]`` projections of :data:`_FUSED_QKV` (Phi-3,
+    ModernBERT, MPT) and Falcon's multi-query ``query_key_value`` (one key head); the
+    ``query_key_value`` of the classes in :data:`_FUSED_HEADS` (``"fused_heads"``: q, k, v
+    side by side per head, or per group of query heads in Falcon's new decoder
+    architecture)."""
     sites = []
     for mod in model.modules():
         name = names.get(id(mod))
@@ -219,14 +233,27 @@ def _split_site(mod: nn.Module, name: str, kids: dict[str, nn.Module], names: di
 
 def _fused_site(mod: nn.Module, name: str, kids: dict[str, nn.Module], names: dict[int, str],
                 d: int) -> Site | None:
-    """GPT-2's ``c_attn`` (``"fused"``) or a per-head ``query_key_value`` (``"fused_heads"``)."""
+    """GPT-2's ``c_attn`` or a ``[q | k | v]`` projection (:data:`_FUSED_QKV`, Falcon's
+    multi-query layout: ``"fused"``) or a per-head or per-group ``query_key_value``
+    (:data:`_FUSED_HEADS`, ``"fused_heads"``); a fused output of any other width than its
+    layout's ``(q_heads + 2 k_heads) d`` gets no site."""
     c = kids.get("c_attn")
     if (c is not None and (type(_base(c)).__name__ == "Conv1D" or _is_hf(mod))
             and not getattr(mod, "is_cross_attention", False)):
         return Site(name, "fused", names[id(c)], names[id(c)], d, scale=_scaling(mod))
-    qkv, (heads, _) = kids.get("query_key_value"), _heads(mod)
-    if (qkv is not None and _is_hf(mod) and type(mod).__name__ in _FUSED_HEADS
-            and heads is not None and _out_features(qkv) == 3 * heads * d):
-        return Site(name, "fused_heads", names[id(qkv)], names[id(qkv)], d, _rotary(mod),
-                    q_heads=heads, k_heads=heads, scale=_scaling(mod))
-    return None
+    if not _is_hf(mod):
+        return None
+    cls, (heads, kv) = type(mod).__name__, _heads(mod)
+    kind, qkv = "fused", kids.get(_FUSED_QKV.get(cls, ""))
+    if cls in _FUSED_HEADS:
+        qkv = kids.get("query_key_value")
+        grouped = getattr(mod, "new_decoder_architecture", False)  # Falcon's (Hkv, G + 2, d)
+        if getattr(mod, "multi_query", False) and not grouped:    # Falcon: (H + 2, d)
+            kv = 1
+        else:
+            kind, kv = "fused_heads", kv if grouped else heads
+    if (qkv is None or heads is None or kv is None or heads % kv
+            or _out_features(qkv) != (heads + 2 * kv) * d):
+        return None
+    return Site(name, kind, names[id(qkv)], names[id(qkv)], d, _rotary(mod), q_heads=heads,
+                k_heads=kv, scale=_scaling(mod))

@@ -138,16 +138,20 @@ class LogitStats:
             self.on_qk(site, got["q"], got["k"])
 
     def on_fused(self, site: Site, t: Tensor) -> None:
-        """One output holding q, k and v: GPT-2's ``c_attn``, ``(B, T, 3E)`` as ``[q | k | v]``,
-        or (``"fused_heads"``) GPT-NeoX's ``query_key_value``, ``(B, T, H * 3 * d)`` as each
-        head's ``[q | k | v]``."""
-        s = _sample(t.detach())
+        """One output holding q, k and v: ``"fused"``, ``(B, T, F)`` as ``[q | k | v]`` (GPT-2's
+        ``c_attn`` in thirds; ``q_heads * d`` and ``k_heads * d`` features where the site has
+        heads, as Phi-3's ``qkv_proj``), or ``"fused_heads"``, ``(B, T, Hk * (G + 2) * d)`` as
+        each key head's ``G = q_heads / k_heads`` query heads, key and value (GPT-NeoX's
+        ``query_key_value``: ``G = 1``)."""
+        s, d = _sample(t.detach()), site.head_dim
         if site.kind == "fused_heads":
-            heads = s.reshape(*s.shape[:-1], -1, 3, site.head_dim)        # (S, P, H, 3, d)
-            self.on_qk(site, heads[..., 0, :].flatten(-2), heads[..., 1, :].flatten(-2))
+            g = (site.q_heads or 1) // (site.k_heads or site.q_heads or 1)
+            groups = s.reshape(*s.shape[:-1], -1, g + 2, d)           # (S, P, Hk, G + 2, d)
+            self.on_qk(site, groups[..., :g, :].flatten(-3), groups[..., g, :].flatten(-2))
             return
-        e = s.shape[-1] // 3
-        self.on_qk(site, s[..., :e], s[..., e:2 * e])
+        e = site.q_heads * d if site.q_heads else s.shape[-1] // 3
+        ek = site.k_heads * d if site.k_heads else e
+        self.on_qk(site, s[..., :e], s[..., e:e + ek])
 
     def sums(self, logits: list[str], sites: list[Site], device: torch.device
              ) -> dict[str, Tensor]:
