@@ -4,8 +4,10 @@ Run ``python examples/watch_digits.py``. It trains the network Glorot & Bengio (
 about - 20 sigmoid layers with torch's default init - on scikit-learn's bundled digits for 40
 steps under ``gradwell.watch``, prints the findings (a ``vanishing`` error: the first layers
 get 1e-15 of the top layer's relative gradient) and saves the gradient-flow figure. Then it
-trains the remedy the finding names - ReLU with He init, BatchNorm and residual connections -
-and prints that the monitor finds nothing wrong and that the loss fell.
+trains the remedy the finding names - ReLU with He init, BatchNorm and residual connections,
+with a BatchNorm before the head as pre-activation ResNets end (each residual block adds to the
+sum's variance, and without it the head's logits start large and SGD's loss leaps to 6x its
+start) - and prints that the monitor finds nothing wrong and that the loss fell.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def sigmoid_net() -> nn.Module:
 
 def fixed_net() -> nn.Module:
     return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), *[Block(64) for _ in range(19)],
-                         nn.Linear(64, 10))
+                         nn.BatchNorm1d(64), nn.Linear(64, 10))
 
 
 def train(model: nn.Module, steps: int = 40) -> gradwell.watch.Monitor:
@@ -62,8 +64,8 @@ def train(model: nn.Module, steps: int = 40) -> gradwell.watch.Monitor:
     return mon
 
 
-def main(out_dir: str | None = None) -> tuple[list, list, float]:
-    """Returns (findings of the sigmoid net, findings of the fixed net, its loss ratio)."""
+def main(out_dir: str | None = None) -> tuple[list, list, list[float]]:
+    """Returns (findings of the sigmoid net, findings of the fixed net, its losses)."""
     torch.manual_seed(0)
     torch.set_flush_denormal(True)     # vanishing gradients are denormal floats: slow on CPUs
     sick = train(sigmoid_net())
@@ -78,7 +80,7 @@ def main(out_dir: str | None = None) -> tuple[list, list, float]:
     ratio = float(losses[-5:].mean() / losses[:5].mean())
     print(f"\nReLU + He init + BatchNorm + residual: {len(healthy.findings())} findings, "
           f"loss x{ratio:.2f} in 40 steps")
-    return sick.findings(), healthy.findings(), ratio
+    return sick.findings(), healthy.findings(), losses.tolist()
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ def test_watch_digits_finds_vanishing_and_the_remedy_fixes_it(tmp_path, capsys) 
     spec = importlib.util.spec_from_file_location("watch_digits", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    sick, healthy, ratio = module.main(str(tmp_path))
+    sick, healthy, losses = module.main(str(tmp_path))
     assert [f.kind for f in sick] == ["vanishing"] and sick[0].severity == "error"
-    assert healthy == [] and ratio < 0.7
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5])              # the loss falls
+    assert max(losses) <= 1.1 * losses[0]                         # and never leaps above its start
+    assert healthy == []
     assert (tmp_path / "gradient_flow.png").stat().st_size > 20_000
     out = capsys.readouterr().out
     assert "[error] vanishing in 0 from step 0" in out and "0 findings" in out

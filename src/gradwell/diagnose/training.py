@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,15 +25,27 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _loss_divergence(v: Any) -> tuple[int, float, float, float, bool, int] | None:
-    """``(step, loss, running minimum before it, first loss, died, stuck)`` of the first finite
-    step whose loss is ``divergence_factor`` x its running minimum and above the first loss;
-    ``died``: the loss came back only because every gradient became exactly 0 (a dead model,
-    at chance loss, which no longer learns), which is no recovery. ``stuck``: how many such
-    steps, each halved by the next loss (leaps), a run had that came back only to where it
-    started (at least ``divergence_steps`` leaps, and the median of the last
-    ``divergence_steps`` losses no lower than the first: it has not learned since; 0
-    otherwise), reported from the first leap."""
+class LossCourse(NamedTuple):
+    """Where the loss diverged (see :func:`_loss_divergence`)."""
+
+    step: int             # the first step of the divergence (or of the first leap)
+    loss: float           # the loss there
+    low: float            # its running minimum before it
+    first: float          # the first loss
+    died: bool = False    # it came back only because every gradient became exactly 0
+    leaps: int = 0        # how many leaps, when they are the criterion (else 0)
+    recovered: bool = False   # leaps, but the run ends below where it started
+
+
+def _loss_divergence(v: Any) -> LossCourse | None:
+    """The first finite step whose loss is ``divergence_factor`` x its running minimum and
+    above the first loss, when the run does not recover: the median of the last
+    ``divergence_steps`` losses is still that high, or the record turns non-finite right after,
+    or it came back only because every gradient became exactly 0 (``died``: a dead model, at
+    chance loss, no longer learns). Otherwise *leaps* count: such steps whose loss the next
+    step halves; at least ``divergence_steps`` of them, reported from the first, mean a run
+    that has not learned since when the last losses are no lower than the first, and an
+    unstable one (``recovered``) when it ends below where it started."""
     _, _, loss = v.history.series("loss")
     loss = loss[:, 0]
     ok = np.isfinite(loss)
@@ -43,35 +55,44 @@ def _loss_divergence(v: Any) -> tuple[int, float, float, float, bool, int] | Non
     run_min = np.minimum.accumulate(loss)[:-1]
     later = loss[1:]
     hit = (run_min > 0) & (later > v.th.divergence_factor * run_min) & (later > loss[0])
-    # it must not recover: the median of the last divergence_steps losses is still that high,
-    # or the record turns non-finite right after (an early excursion that training recovers
-    # from is not divergence); reported from the start of that last excursion
     n = min(v.th.divergence_steps, hit.size)
     broke = v.history.first_nonfinite() is not None and not v.finite[-1]
     total = v.total[v.finite]
     died = bool(hit.any() and total.size > n and (total[-n:] == 0).all() and (total > 0).any())
-    low = float(run_min[-1])
     tail = float(np.median(later[-n:]))
     hits = np.flatnonzero(hit)
-    if not (tail > v.th.divergence_factor * low and tail > loss[0] or broke and hit[-1]
-            or died):
-        # leaps: excursions the next loss undoes by half at least (a loss that climbs and
-        # then falls as training goes on, from a lucky low first batch, has none)
-        nxt = hits[hits + 1 < later.size]
-        leaps = nxt[later[nxt + 1] <= later[nxt] / 2]
-        if leaps.size < v.th.divergence_steps or tail < loss[0]:
-            return None
-        k = int(leaps[0])             # leaps, then back only to the start: stuck
-        return (int(steps[k + 1]), float(later[k]), float(run_min[k]), float(loss[0]), False,
-                int(leaps.size))
-    if hits.size == 0:
+    if tail > v.th.divergence_factor * float(run_min[-1]) and tail > loss[0] or (
+            broke and hit[-1]) or died:
+        k = int(hits[-1])
+        for j in hits[::-1]:        # back to the start of the last run of hits (gaps <= n)
+            if k - j > n:
+                break
+            k = int(j)
+        return LossCourse(int(steps[k + 1]), float(later[k]), float(run_min[k]),
+                          float(loss[0]), died)
+    # leaps: excursions the next loss undoes by half at least (a loss that climbs and then
+    # falls as training goes on, from a lucky low first batch, has none)
+    nxt = hits[hits + 1 < later.size]
+    leaps = nxt[later[nxt + 1] <= later[nxt] / 2]
+    if leaps.size < v.th.divergence_steps:
         return None
-    k = int(hits[-1])
-    for j in hits[::-1]:            # back to the start of the last run of hits (gaps <= n)
-        if k - j > n:
-            break
-        k = int(j)
-    return int(steps[k + 1]), float(later[k]), float(run_min[k]), float(loss[0]), died, 0
+    k = int(leaps[0])
+    return LossCourse(int(steps[k + 1]), float(later[k]), float(run_min[k]), float(loss[0]),
+                      leaps=int(leaps.size), recovered=tail < loss[0])
+
+
+def _course(c: LossCourse, th: Any) -> str:
+    """What the loss did after the step :func:`_loss_divergence` names."""
+    if c.died:
+        return ("; it came back only because every gradient then became exactly 0: the model "
+                "died, it did not recover")
+    if c.recovered:
+        return (f"; {c.leaps} steps like it, each halved by the next loss: the run is unstable "
+                "at this learning rate, although its last losses are below its first")
+    if c.leaps:
+        return (f"; {c.leaps} steps like it, and the median of the last {th.divergence_steps} "
+                "losses is no lower than the first: the run has not learned since")
+    return ""
 
 
 def _update_too_large(v: Any) -> tuple[int, float] | None:
@@ -102,18 +123,13 @@ def divergence(v: Any) -> Finding | None:
         return None
     th, ev, texts, steps = v.th, {}, [], []
     if by_loss is not None:
-        step, loss, low, first, died, stuck = by_loss
-        ev.update(loss=loss, loss_running_min=low, loss_first=first, loss_step=step,
-                  died=died, excursions=stuck)
-        texts.append(f"loss {_fmt(loss)} at step {step} is {_fmt(loss / low)} x its running "
-                     f"minimum {_fmt(low)} (threshold {th.divergence_factor:g} x) and above "
-                     f"its first value {_fmt(first)}" + (
-                         "; it came back only because every gradient then became exactly 0: "
-                         "the model died, it did not recover" if died else "") + (
-                         f"; {stuck} steps like it, and the median of the last "
-                         f"{th.divergence_steps} losses is no lower than the first: the run "
-                         "has not learned since" if stuck else ""))
-        steps.append(step)
+        c = by_loss
+        ev.update(loss=c.loss, loss_running_min=c.low, loss_first=c.first, loss_step=c.step,
+                  died=c.died, excursions=c.leaps, recovered=c.recovered)
+        texts.append(f"loss {_fmt(c.loss)} at step {c.step} is {_fmt(c.loss / c.low)} x its "
+                     f"running minimum {_fmt(c.low)} (threshold {th.divergence_factor:g} x) "
+                     f"and above its first value {_fmt(c.first)}" + _course(c, th))
+        steps.append(c.step)
     if by_update is not None:
         step, typical = by_update
         ev["update_ratio_median"] = typical
@@ -127,9 +143,11 @@ def divergence(v: Any) -> Finding | None:
     if cos is not None:              # recorded with an Adam-family optimizer=: evidence only
         ev["update_cosine_median"] = cos
     # large updates alone are worth knowing (info); weights that move by more than their own
-    # norm per step (10 x update_ratio_high) are a warning; a loss that diverges is an error
-    sev = "error" if by_loss is not None else (
-        "warning" if by_update[1] > 10 * th.update_ratio_high else "info")
+    # norm per step (10 x update_ratio_high) or a loss that leaps and recovers are a warning;
+    # a loss that diverges is an error
+    sev = "error" if by_loss is not None and not by_loss.recovered else (
+        "warning" if by_loss is not None or by_update[1] > 10 * th.update_ratio_high
+        else "info")
     return Finding("divergence", None, min(steps), sev, ev, remedies.for_divergence(ev, v.meta))
 
 
