@@ -126,3 +126,4 @@ def test_leaps_that_end_below_the_start_are_an_unstable_run_a_warning():
     assert found[0].evidence["recovered"] and found[0].evidence["excursions"] == len(big)
     assert "unstable at this learning rate" in found[0].message
     assert "lower the learning rate" in found[0].remedies[0]
+    assert "post-LN transformer" in found[0].remedies[1]     # ELECTRA normalises after sums

@@ -15,10 +15,11 @@ NORMALISE = ("add normalisation before each non-linearity: nn.BatchNorm1d/2d or 
              "(Ioffe & Szegedy 2015)")
 RESIDUAL = ("add residual (skip) connections, x + f(x), so the gradient reaches early layers "
             "directly (He et al. 2016)")
-POST_LN = ("this post-LN transformer (norm_first=False) needs learning-rate warm-up: the "
-           "gradients of its parameters near the output are large at initialisation (Xiong et "
-           "al. 2020; Liu et al. 2020); or switch to pre-LN, nn.TransformerEncoderLayer(..., "
-           "norm_first=True)")
+POST_LN = ("this post-LN transformer (it normalises after each residual sum, as "
+           "nn.TransformerEncoderLayer(norm_first=False), BERT and BART do) needs learning-rate "
+           "warm-up: the gradients of its parameters near the output are large at "
+           "initialisation (Xiong et al. 2020; Liu et al. 2020); or switch to pre-LN, "
+           "nn.TransformerEncoderLayer(..., norm_first=True)")
 Z_LOSS = ("add a z-loss to the training loss, loss = loss + 1e-4 * torch.logsumexp(logits, "
           "-1).pow(2).mean(), which keeps log Z near 0 (PaLM, Chowdhery et al. 2022; Wortsman "
           "et al. 2023)")

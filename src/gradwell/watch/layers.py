@@ -243,11 +243,28 @@ def _logits_module(model: nn.Module, names: dict[int, str],
     return [logits]
 
 
+#: Hugging Face layers that normalise after each residual sum: BART and the models that keep its
+#: post-LN layers (mBART, Pegasus and Blenderbot moved the norms first)
+_POST_LN_HF = frozenset(["BartEncoderLayer", "BartDecoderLayer", "MarianEncoderLayer",
+                         "MarianDecoderLayer", "PLBartEncoderLayer", "PLBartDecoderLayer",
+                         "BlenderbotSmallEncoderLayer", "BlenderbotSmallDecoderLayer"])
+
+
 def _post_ln(module: nn.Module) -> bool:
-    """A torch transformer layer that normalises after the residual sum (``norm_first=False``,
-    the original post-LN of Vaswani et al. 2017, which needs warm-up: Xiong et al. 2020)."""
-    return (isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer))
-            and not module.norm_first)
+    """A transformer layer that normalises after the residual sum, the original post-LN of
+    Vaswani et al. 2017, which needs warm-up (Xiong et al. 2020): torch's layers with
+    ``norm_first=False``; in Hugging Face models BERT's ``...Output`` modules (``dense`` then
+    ``LayerNorm(x + residual)``: BERT, RoBERTa, ELECTRA, DeBERTa, ...), ALBERT's layer
+    (``full_layer_layer_norm``), DistilBERT's block (``output_layer_norm``), the BART-family
+    layers of :data:`_POST_LN_HF` and OPT's with ``do_layer_norm_before=False`` (OPT-350m)."""
+    if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+        return not module.norm_first
+    if not type(module).__module__.startswith("transformers."):
+        return False
+    kids, name = dict(module.named_children()), type(module).__name__
+    return (name in _POST_LN_HF or getattr(module, "do_layer_norm_before", None) is False
+            or name.endswith("Output") and "dense" in kids and "LayerNorm" in kids
+            or "full_layer_layer_norm" in kids or "output_layer_norm" in kids)
 
 
 def _residual(module: nn.Module) -> bool:
