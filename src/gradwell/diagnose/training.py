@@ -40,7 +40,8 @@ class LossCourse(NamedTuple):
 def _loss_divergence(v: Any) -> LossCourse | None:
     """The first finite step whose loss is ``divergence_factor`` x its running minimum and
     above the first loss, when the run does not recover: the median of the last
-    ``divergence_steps`` losses is still that high, or the record turns non-finite right after,
+    ``divergence_steps`` losses is still that high (against the lowest loss before them), or
+    the record turns non-finite right after,
     or it came back only because every gradient became exactly 0 (``died``: a dead model, at
     chance loss, no longer learns). Otherwise *leaps* count: such steps whose loss the next
     step halves; at least ``divergence_steps`` of them, reported from the first, mean a run
@@ -59,9 +60,11 @@ def _loss_divergence(v: Any) -> LossCourse | None:
     broke = v.history.first_nonfinite() is not None and not v.finite[-1]
     total = v.total[v.finite]
     died = bool(hit.any() and total.size > n and (total[-n:] == 0).all() and (total > 0).any())
-    tail = float(np.median(later[-n:]))
+    # the last n losses against the lowest loss before them: one lucky batch among them
+    # (a short, noisy run) cannot set the bar they are measured against
+    tail, before = float(np.median(later[-n:])), float(loss[:loss.size - n].min())
     hits = np.flatnonzero(hit)
-    if tail > v.th.divergence_factor * float(run_min[-1]) and tail > loss[0] or (
+    if tail > v.th.divergence_factor * before and tail > loss[0] or (
             broke and hit[-1]) or died:
         k = int(hits[-1])
         for j in hits[::-1]:        # back to the start of the last run of hits (gaps <= n)
