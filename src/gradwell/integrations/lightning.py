@@ -54,7 +54,8 @@ class GradwellCallback(CallbackBase, pl.Callback):
         thresholds: :class:`gradwell.diagnose` thresholds for the findings.
         verbose: print the findings at the end of ``fit`` (rank 0).
 
-    Logged every recorded step (``pl_module.log``, so every logger gets them):
+    Logged every recorded step, at its own step, to every logger (``trainer.loggers``;
+    ``every`` sets how often, Lightning's ``log_every_n_steps`` does not apply):
     ``gradwell/grad_norm`` (total, before Lightning's clipping), ``gradwell/rel_grad_min`` and
     ``gradwell/rel_grad_max`` (``||g|| / ||w||`` over layers), ``gradwell/update_ratio_max``
     (when measured) and, with a guard, ``gradwell/skipped_steps``. At the end of ``fit``:
@@ -161,5 +162,8 @@ class GradwellCallback(CallbackBase, pl.Callback):
             return
         self._logged = session.steps
         scalars = session.after_step()
-        if scalars:
-            pl_module.log_dict(scalars, on_step=True, on_epoch=False, batch_size=1)
+        if scalars:   # not pl_module.log: it would repeat a key's last value on later steps
+            step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped",
+                           trainer.global_step)     # the step Lightning logs this batch at
+            for logger in trainer.loggers:
+                logger.log_metrics(scalars, step=step)
