@@ -146,6 +146,8 @@ class GradwellCallback(CallbackBase, pl.Callback):
         if self.session is None:
             return
         loss, self._loss = self._loss, None
+        if len(trainer.optimizers) > 1:
+            loss = None     # each optimizer's own objective: together they are no one series
         if self.session.before_step(loss) != "ok":
             for s in self._schedulers:
                 skip_scheduler_step(s)
