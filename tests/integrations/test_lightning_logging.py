@@ -1,4 +1,4 @@
-"""GradwellCallback for Lightning: what reaches the loggers, and runs with two optimizers."""
+"""GradwellCallback for Lightning: what reaches the loggers, the loss it records, two optimizers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import copy
 import csv
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -89,3 +90,23 @@ def test_two_optimizers_losses_are_not_one_series():
     assert cb.session.steps == 2 * 3 * len(data)   # one record per optimizer step
     assert not [f for f in cb.findings() if f.kind == "divergence"]
 
+
+
+class Recorder(Regressor):
+    """A Regressor that keeps each micro-batch's loss (torch's)."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        self.seen = getattr(self, "seen", []) + [loss.item()]
+        return loss
+
+
+def test_the_last_short_accumulation_window_records_its_mean_loss():
+    """10 batches, accumulate_grad_batches=4: steps of 4, 4 and 2 micro-batches. Lightning
+    divides every loss by 4, also in the short window; the recorded loss of each step is the
+    mean of its micro-batches' losses all the same."""
+    module, cb = Recorder(mlp(), optimizer="sgd"), GradwellCallback(verbose=False)
+    fit(module, batches(10), [cb], accumulate_grad_batches=4)
+    want = [np.mean(module.seen[i:i + 4]) for i in (0, 4, 8)]
+    _, _, got = cb.session.monitor.history.series("loss")
+    np.testing.assert_allclose(got[:, 0], want, rtol=1e-6)

@@ -67,6 +67,7 @@ class GradwellCallback(CallbackBase, pl.Callback):
                  thresholds: Any = None, verbose: bool = True) -> None:
         super().__init__(watch, guard, every, thresholds, verbose)
         self._loss: torch.Tensor | None = None
+        self._parts = 0          # backward calls summed into _loss
         self._schedulers: list[Any] = []
         self._logged = -1
 
@@ -76,7 +77,7 @@ class GradwellCallback(CallbackBase, pl.Callback):
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         self._schedulers = [c.scheduler for c in trainer.lr_scheduler_configs
                             if c.interval == "step"]
-        self._findings, self._loss, self._logged = None, None, -1
+        self._findings, self._loss, self._parts, self._logged = None, None, 0, -1
         self.session = Session(pl_module, optimizer,
                                self._schedulers[0] if self._schedulers else None,
                                self._watch, self._guard, self.every,
@@ -137,18 +138,29 @@ class GradwellCallback(CallbackBase, pl.Callback):
     # ------------------------------------------------------------------------------- steps
     def on_before_backward(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
                            loss: torch.Tensor) -> None:
-        # Lightning already divided it by accumulate_grad_batches: the sum is the step's mean.
+        # Lightning divided it by accumulate_grad_batches (automatic optimization), also in
+        # an epoch's last, shorter window: see _step_loss.
         loss = loss.detach().float()
         self._loss = loss if self._loss is None else self._loss + loss
+        self._parts += 1
+
+    def _step_loss(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule"
+                   ) -> torch.Tensor | None:
+        """The step's loss: the mean over its micro-batches (automatic optimization), the sum
+        of what was backpropagated (manual), None with several optimizers (each has its own
+        objective: together they make no one loss series)."""
+        loss, parts, self._loss, self._parts = self._loss, self._parts, None, 0
+        if loss is None or len(trainer.optimizers) > 1:
+            return None
+        if pl_module.automatic_optimization:
+            loss = loss * (trainer.accumulate_grad_batches / parts)
+        return loss
 
     def on_before_optimizer_step(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
                                  optimizer: torch.optim.Optimizer) -> None:
         if self.session is None:
             return
-        loss, self._loss = self._loss, None
-        if len(trainer.optimizers) > 1:
-            loss = None     # each optimizer's own objective: together they are no one series
-        if self.session.before_step(loss) != "ok":
+        if self.session.before_step(self._step_loss(trainer, pl_module)) != "ok":
             for s in self._schedulers:
                 skip_scheduler_step(s)
 
