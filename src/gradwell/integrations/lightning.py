@@ -31,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("gradwell.integrations.lightning needs Lightning: "
                       "pip install 'gradwell[lightning]'") from exc
 
+from ..watch.handover import loss_scale
 from ._core import (CallbackBase, Session, finding_metrics, format_findings,
                     restore_scheduler_step, skip_scheduler_step)
 
@@ -139,8 +140,12 @@ class GradwellCallback(CallbackBase, pl.Callback):
     def on_before_backward(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
                            loss: torch.Tensor) -> None:
         # Lightning divided it by accumulate_grad_batches (automatic optimization), also in
-        # an epoch's last, shorter window: see _step_loss.
+        # an epoch's last, shorter window (see _step_loss), and with a GradScaler
+        # ("16-mixed") multiplied it by the scale already.
         loss = loss.detach().float()
+        scale = loss_scale(getattr(trainer.precision_plugin, "scaler", None), loss.device)
+        if scale is not None:
+            loss = (loss / scale).float()
         self._loss = loss if self._loss is None else self._loss + loss
         self._parts += 1
 
