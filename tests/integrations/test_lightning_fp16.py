@@ -66,3 +66,24 @@ def test_float16_with_a_grad_scaler_records_true_norms_and_overflows_as_events()
     for i in set(range(STEPS)) - set(overflow):
         np.testing.assert_allclose(got[i], [evidence.norms[i][n] for n in cols], rtol=1e-5)
     assert not [f for f in cb.findings() if f.severity != "info"], cb.findings()
+
+
+class _Losses(_Llama):
+    def training_step(self, batch, i):
+        loss = super().training_step(batch, i)
+        self.seen = getattr(self, "seen", []) + [loss.item()]
+        return loss
+
+
+def test_float16_with_a_grad_scaler_records_the_unscaled_loss():
+    """Lightning hands on_before_backward the loss times the GradScaler's scale (65536 at
+    first); the recorded loss is the loss training_step returned (torch's)."""
+    cb = GradwellCallback(verbose=False)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 1)))
+    module = _Losses()
+    pl.Trainer(max_steps=4, accelerator="cpu", callbacks=[cb],
+               plugins=[MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))],
+               logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False).fit(module, data)
+    _, _, got = cb.session.monitor.history.series("loss")
+    np.testing.assert_allclose(got[:, 0], module.seen, rtol=1e-6)

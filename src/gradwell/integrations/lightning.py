@@ -31,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("gradwell.integrations.lightning needs Lightning: "
                       "pip install 'gradwell[lightning]'") from exc
 
+from ..watch.handover import loss_scale
 from ._core import (CallbackBase, Session, finding_metrics, format_findings,
                     restore_scheduler_step, skip_scheduler_step)
 
@@ -54,7 +55,8 @@ class GradwellCallback(CallbackBase, pl.Callback):
         thresholds: :class:`gradwell.diagnose` thresholds for the findings.
         verbose: print the findings at the end of ``fit`` (rank 0).
 
-    Logged every recorded step (``pl_module.log``, so every logger gets them):
+    Logged every recorded step, at its own step, to every logger (``trainer.loggers``;
+    ``every`` sets how often, Lightning's ``log_every_n_steps`` does not apply):
     ``gradwell/grad_norm`` (total, before Lightning's clipping), ``gradwell/rel_grad_min`` and
     ``gradwell/rel_grad_max`` (``||g|| / ||w||`` over layers), ``gradwell/update_ratio_max``
     (when measured) and, with a guard, ``gradwell/skipped_steps``. At the end of ``fit``:
@@ -66,6 +68,7 @@ class GradwellCallback(CallbackBase, pl.Callback):
                  thresholds: Any = None, verbose: bool = True) -> None:
         super().__init__(watch, guard, every, thresholds, verbose)
         self._loss: torch.Tensor | None = None
+        self._parts = 0          # backward calls summed into _loss
         self._schedulers: list[Any] = []
         self._logged = -1
 
@@ -75,7 +78,7 @@ class GradwellCallback(CallbackBase, pl.Callback):
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         self._schedulers = [c.scheduler for c in trainer.lr_scheduler_configs
                             if c.interval == "step"]
-        self._findings, self._loss, self._logged = None, None, -1
+        self._findings, self._loss, self._parts, self._logged = None, None, 0, -1
         self.session = Session(pl_module, optimizer,
                                self._schedulers[0] if self._schedulers else None,
                                self._watch, self._guard, self.every,
@@ -136,16 +139,33 @@ class GradwellCallback(CallbackBase, pl.Callback):
     # ------------------------------------------------------------------------------- steps
     def on_before_backward(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
                            loss: torch.Tensor) -> None:
-        # Lightning already divided it by accumulate_grad_batches: the sum is the step's mean.
+        # Lightning divided it by accumulate_grad_batches (automatic optimization), also in
+        # an epoch's last, shorter window (see _step_loss), and with a GradScaler
+        # ("16-mixed") multiplied it by the scale already.
         loss = loss.detach().float()
+        scale = loss_scale(getattr(trainer.precision_plugin, "scaler", None), loss.device)
+        if scale is not None:
+            loss = (loss / scale).float()
         self._loss = loss if self._loss is None else self._loss + loss
+        self._parts += 1
+
+    def _step_loss(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule"
+                   ) -> torch.Tensor | None:
+        """The step's loss: the mean over its micro-batches (automatic optimization), the sum
+        of what was backpropagated (manual), None with several optimizers (each has its own
+        objective: together they make no one loss series)."""
+        loss, parts, self._loss, self._parts = self._loss, self._parts, None, 0
+        if loss is None or len(trainer.optimizers) > 1:
+            return None
+        if pl_module.automatic_optimization:
+            loss = loss * (trainer.accumulate_grad_batches / parts)
+        return loss
 
     def on_before_optimizer_step(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
                                  optimizer: torch.optim.Optimizer) -> None:
         if self.session is None:
             return
-        loss, self._loss = self._loss, None
-        if self.session.before_step(loss) != "ok":
+        if self.session.before_step(self._step_loss(trainer, pl_module)) != "ok":
             for s in self._schedulers:
                 skip_scheduler_step(s)
 
@@ -161,5 +181,8 @@ class GradwellCallback(CallbackBase, pl.Callback):
             return
         self._logged = session.steps
         scalars = session.after_step()
-        if scalars:
-            pl_module.log_dict(scalars, on_step=True, on_epoch=False, batch_size=1)
+        if scalars:   # not pl_module.log: it would repeat a key's last value on later steps
+            step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped",
+                           trainer.global_step)     # the step Lightning logs this batch at
+            for logger in trainer.loggers:
+                logger.log_metrics(scalars, step=step)

@@ -52,8 +52,9 @@ class GradwellCallback(CallbackBase, TrainerCallback):
         guard: skip non-finite or spiking steps exactly, roll back as
             :class:`gradwell.guard.Guard` does (``True``, or a dict of its keyword arguments).
             Not with ``fp16=True`` (its GradScaler already skips overflowing steps: use
-            ``bf16=True``). The loss it judges is the model output's ``loss`` (mean over the
-            micro-batches, over ranks); without one only the gradients are judged.
+            ``bf16=True``). The loss it judges is the model output's ``loss`` over the
+            micro-batches (the step's loss, also with ``num_items_in_batch``; mean over ranks);
+            without one only the gradients are judged.
         every: record one optimizer step in ``every``.
         thresholds: :class:`gradwell.diagnose` thresholds for the findings.
         verbose: print the findings at the end of ``train`` (main process).
@@ -75,6 +76,7 @@ class GradwellCallback(CallbackBase, TrainerCallback):
         self._args: Any = None
         self._max_norm = 0.0
         self._losses: list[torch.Tensor] = []
+        self._summed = False      # the model divided each micro-batch by the step's items
         self._scalars: dict[str, float] = {}
         self._hook: Any = None
         self._model_id: int | None = None
@@ -95,7 +97,7 @@ class GradwellCallback(CallbackBase, TrainerCallback):
             _ACTIVE.pop(id(model), None)
             raise
         self._args, self._max_norm = args, float(args.max_grad_norm or 0.0)
-        self._hook = model.register_forward_hook(self._capture_loss)
+        self._hook = model.register_forward_hook(self._capture_loss, with_kwargs=True)
 
     def _check(self, args: Any, state: Any, model: Any) -> None:
         other = _ACTIVE.get(id(model))
@@ -143,12 +145,28 @@ class GradwellCallback(CallbackBase, TrainerCallback):
         self._reset()
 
     # ------------------------------------------------------------------------------- steps
-    def _capture_loss(self, module: Any, inputs: Any, output: Any) -> None:
+    def _capture_loss(self, module: Any, inputs: Any, kwargs: dict, output: Any) -> None:
         if not (module.training and torch.is_grad_enabled()):
             return
         loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
         if isinstance(loss, torch.Tensor) and loss.numel() == 1:
             self._losses.append(loss.detach().float().reshape(()))
+            self._summed = kwargs.get("num_items_in_batch") is not None
+
+    def _step_loss(self) -> torch.Tensor | None:
+        """The step's loss: the micro-batches' mean, or their sum where the Trainer had the
+        model divide each by the whole step's item count (``num_items_in_batch``, models that
+        take loss kwargs: every Hugging Face LM); then, with ``average_tokens_across_devices``,
+        that count is over all ranks, and times the world size the guard's mean over ranks is
+        the step's mean."""
+        losses, self._losses = self._losses, []
+        if not losses:
+            return None
+        if not self._summed:
+            return torch.stack(losses).mean()
+        args = self._args
+        world = args.world_size if getattr(args, "average_tokens_across_devices", False) else 1
+        return torch.stack(losses).sum() * world
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.session is not None:
@@ -160,9 +178,7 @@ class GradwellCallback(CallbackBase, TrainerCallback):
         if self.session is None:
             return
         args.max_grad_norm = self._max_norm
-        loss = torch.stack(self._losses).mean() if self._losses else None
-        self._losses = []
-        if self.session.before_step(loss) != "ok":
+        if self.session.before_step(self._step_loss()) != "ok":
             if lr_scheduler is not None:
                 skip_scheduler_step(lr_scheduler)
         elif self._max_norm > 0:
