@@ -151,7 +151,10 @@ class Guard:
             raise
 
     def close(self) -> None:
-        """Release ``snapshot_dir`` for another Guard (its files stay, for ``resume=True``)."""
+        """Release ``snapshot_dir`` for another Guard (its files stay, for ``resume=True``)
+        and remove the guard's forward pre-hook from the model."""
+        if hasattr(self, "_flagged"):
+            self._flagged.close()
         if hasattr(self._store, "close"):
             self._store.close()
 
