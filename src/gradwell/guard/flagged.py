@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..locate.replay import autocast_state, rng_state
-from .samples import SkipList, as_ids
+from .samples import SampleTracker, SkipList, as_ids
 from .triage import Batch, culprits, per_sample_norms, triage
 
 __all__ = ["Flagged", "TRIAGED"]
@@ -59,12 +59,25 @@ class Flagged:
         self._hook.remove()
 
     def ids(self, samples: Any, replay: Any) -> list[Any] | None:
-        """This step's sample ids (from ``samples=``, else a ``Batch``'s ``ids``)."""
-        if samples is not None:
-            return as_ids(samples)
-        if isinstance(replay, Batch) and replay.ids is not None:
-            return as_ids(replay.ids)
-        return None
+        """This step's sample ids (from ``samples=``, else a ``Batch``'s ``ids``). From a
+        tracker with a ``Batch``: as many loader batches as the ``Batch`` holds samples (a
+        ``Batch`` of the step's micro-batches, with gradient accumulation)."""
+        size = len(replay) if isinstance(replay, Batch) else None
+        if isinstance(samples, SampleTracker):
+            ids = samples.pop()
+            while size is not None and len(ids) < size:
+                ids += samples.pop()
+        elif samples is not None:
+            ids = as_ids(samples)
+        elif isinstance(replay, Batch) and replay.ids is not None:
+            ids = as_ids(replay.ids)
+        else:
+            return None
+        if size is not None and len(ids) != size:
+            raise ValueError(f"the step's sample ids are {len(ids)}, its Batch holds {size} "
+                             "samples: pass one id per sample of the Batch (samples=, "
+                             "Batch(ids=) or a SampleTracker)")
+        return ids
 
     def good(self, replay: Any) -> None:
         """A step was applied: the next one starts from the RNG state now."""
