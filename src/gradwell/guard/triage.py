@@ -33,6 +33,10 @@ __all__ = ["Batch", "triage", "per_sample_norms", "culprits", "CLASSES"]
 #: What a replay can conclude about a refused step.
 CLASSES = ("data", "reproducible", "transient")
 
+#: The per-sample gradients held at once by :func:`per_sample_norms` (bytes, float32): vmap
+#: runs over chunks of ``PER_SAMPLE_BYTES // (4 * trainable parameters)`` samples (at least 1).
+PER_SAMPLE_BYTES = 2 ** 28
+
 
 @dataclass
 class Batch:
@@ -128,12 +132,17 @@ def _vmapped(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
         out = functional_call(model, (p, buffers), tuple(x.unsqueeze(0) for x in xs))
         return batch.loss_fn(out, y[0].unsqueeze(0)) if y else batch.loss_fn(out)
 
+    def squared_norm(p: dict[str, Tensor], *sample: Tensor) -> tuple[Tensor, Tensor]:
+        grads, loss = grad_and_value(one)(p, *sample)      # reduced here: never B x params
+        return sum(g.float().pow(2).sum() for g in grads.values()), loss
+
     extra = (target,) if target is not None else ()
     in_dims = (None,) + (0,) * (len(args) + len(extra))
-    grads, losses = vmap(grad_and_value(one), in_dims=in_dims, randomness="different")(
+    numel = sum(p.numel() for p in params.values())
+    chunk = max(1, PER_SAMPLE_BYTES // max(4 * numel, 1))   # samples whose gradients coexist
+    sq, losses = vmap(squared_norm, in_dims=in_dims, randomness="different", chunk_size=chunk)(
         params, *args, *extra)
-    sq = sum(g.detach().float().flatten(1).pow(2).sum(1) for g in grads.values())
-    return losses.detach().float().cpu(), sq.sqrt().cpu()
+    return losses.detach().float().cpu(), sq.detach().sqrt().cpu()
 
 
 def _looped(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
