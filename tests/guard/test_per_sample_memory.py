@@ -62,3 +62,19 @@ def test_chunked_norms_equal_torchs_per_sample_gradients(monkeypatch) -> None:
         ref = torch.sqrt(sum(g.double().pow(2).sum() for g in grads))
         torch.testing.assert_close(norms[i].double(), ref, rtol=1e-5, atol=0)
         torch.testing.assert_close(losses[i], loss.detach(), rtol=1e-6, atol=0)
+
+
+def test_per_sample_norms_of_a_hugging_face_model_raise_no_torch_vmap_warning() -> None:
+    """functorch warns, for ops it runs in a loop (CPU flash attention in HF GPT-2), "Please
+    file us an issue on GitHub": a note about gradwell's use of vmap, shown to the user."""
+    import warnings
+    from models_zoo import ZOO
+    arch = ZOO["gpt2"]
+    model, x = arch.build(), arch.batch(0)["input_ids"]
+
+    def lm_loss(out, t):
+        return F.cross_entropy(out.logits[:, :-1].reshape(-1, 64), t[:, 1:].reshape(-1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        per_sample_norms(model, Batch(x, x, lm_loss))
+    assert not [w for w in caught if "batching rule" in str(w.message)]

@@ -18,6 +18,7 @@ RNG state, buffers and gradients are restored, parameters and optimizer state ar
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -36,6 +37,8 @@ CLASSES = ("data", "reproducible", "transient")
 #: The per-sample gradients held at once by :func:`per_sample_norms` (bytes, float32): vmap
 #: runs over chunks of ``PER_SAMPLE_BYTES // (4 * trainable parameters)`` samples (at least 1).
 PER_SAMPLE_BYTES = 2 ** 28
+
+_SLOW_VMAP = "There is a performance drop because we have not yet implemented the batching rule"
 
 
 @dataclass
@@ -140,8 +143,12 @@ def _vmapped(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     in_dims = (None,) + (0,) * (len(args) + len(extra))
     numel = sum(p.numel() for p in params.values())
     chunk = max(1, PER_SAMPLE_BYTES // max(4 * numel, 1))   # samples whose gradients coexist
-    sq, losses = vmap(squared_norm, in_dims=in_dims, randomness="different", chunk_size=chunk)(
-        params, *args, *extra)
+    # functorch's note on ops it loops over (CPU flash attention) asks the user to file a
+    # torch bug: about gradwell's use of vmap, not about their model
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SLOW_VMAP)
+        sq, losses = vmap(squared_norm, in_dims=in_dims, randomness="different",
+                          chunk_size=chunk)(params, *args, *extra)
     return losses.detach().float().cpu(), sq.detach().sqrt().cpu()
 
 
