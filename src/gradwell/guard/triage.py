@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from .._distributed import sharded
 from ..locate import locate
 from ..locate.replay import preserved, set_rng_state
 from .spike import RobustZ
@@ -136,6 +137,8 @@ def _vmapped(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     from torch.func import functional_call, grad_and_value, vmap
     from torch.utils._pytree import tree_map
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    if sharded(list(params.values())):   # FSDP2: functional_call cannot take the shards
+        raise NotImplementedError("per-sample vmap over sharded parameters: use the loop")
     buffers = dict(model.named_buffers())
     args, kwargs, target = batch._args(), batch._kwargs(), batch.target
 
