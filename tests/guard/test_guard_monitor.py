@@ -72,3 +72,50 @@ def test_a_guard_whose_monitor_was_closed_still_refuses_the_step() -> None:
     assert guard.step(loss) == "skipped"
     assert [e["action"] for e in mon.history.events] == ["skipped"]
     assert all(torch.isfinite(p).all() for p in model.parameters())       # nothing applied
+
+
+def _lm_loss(out, target):
+    logits = out.logits[:, :-1]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                             target[:, 1:].reshape(-1))
+
+
+@pytest.mark.parametrize("optimizer_mode", [True, False])
+@pytest.mark.parametrize("kind", ["lambda", "batch"])
+def test_a_replayed_step_leaves_the_watched_statistics_alone(optimizer_mode: bool,
+                                                             kind: str) -> None:
+    """The replay's forwards (and the per-sample ``vmap``) ran through the monitor's hooks:
+    without ``optimizer=`` the step after the refused one recorded the replay's NaN sums, and
+    with a ``Batch`` the vmapped forward left batched tensors in the monitor's statistics, so
+    the per-sample loop that followed raised and the run stopped (Hugging Face GPT-2)."""
+    arch = ZOO["gpt2"]
+    model = arch.build()
+    opt = torch.optim.AdamW(model.parameters(), lr=arch.lr)
+    step, seen = [0], {}
+
+    def fault(module, args, out):                 # the planted fault, and torch's evidence
+        if step[0] == BAD:
+            out = out * math.nan
+        seen.setdefault(step[0], out.detach().double().mean().item())   # the step's own forward
+        return out
+    model.get_submodule(SITE).register_forward_hook(fault)
+    mon = gradwell.watch(model, optimizer=opt if optimizer_mode else None)
+    guard = gradwell.guard.Guard(model, opt, monitor=mon, spike_z=None)
+    statuses = []
+    for step[0] in range(6):
+        x = arch.batch(step[0])["input_ids"]
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        mon.step(loss)
+        replay = (gradwell.guard.Batch(x, x, _lm_loss) if kind == "batch"
+                  else lambda x=x: model(input_ids=x, labels=x).loss)
+        statuses.append(guard.step(loss, replay=replay))
+    mon.close()
+    assert statuses == ["ok"] * BAD + ["skipped"] + ["ok"] * (5 - BAD)
+    assert guard.events[-1].detail["triage"] == "reproducible"
+    steps, names, means = mon.history.series("out_mean")
+    rows = dict(zip(steps.tolist(), means[:, names.index(SITE)]))
+    for s in (0, 1, 2, 4, 5):
+        np.testing.assert_allclose(rows[s], seen[s], rtol=1e-5)
+    assert not [f for f in mon.findings() if f.kind == "nonfinite" and f.step != BAD]

@@ -170,3 +170,34 @@ def test_bad_replay_and_samples_arguments_are_rejected() -> None:
         guard.step(loss, samples=3.5)
     with pytest.raises(RuntimeError, match="no batch handed out"):
         SampleTracker([[0, 1]]).pop()
+
+
+def test_gradient_accumulation_names_the_planted_samples_of_every_micro_batch(tmp_path) -> None:
+    """Four micro-batches of a DataLoader per optimizer step, one ``Batch`` of all of them:
+    the tracker gave one loader batch per step, so the first refused step named a sample of
+    the wrong micro-batch and the second raised an IndexError that stopped training."""
+    x, y = poisoned_data({50, 101})
+    target = x.nan_to_num(0).mean(1, keepdim=True)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    guard = gradwell.guard.Guard(model, opt, snapshot_dir=tmp_path, spike_z=None)
+    tracker = SampleTracker(BatchSampler(range(128), 4, False))
+    micro = []
+    for xb, tb in DataLoader(TensorDataset(x, target), batch_sampler=tracker):
+        micro.append((xb, tb))
+        (F.mse_loss(model(xb), tb) / 4).backward()
+        if len(micro) == 4:
+            xs, ts = torch.cat([m[0] for m in micro]), torch.cat([m[1] for m in micro])
+            guard.step(F.mse_loss(model(xs), ts), replay=Batch(xs, ts, F.mse_loss),
+                       samples=tracker)
+            micro = []
+            opt.zero_grad()
+    assert [line["samples"][0] for line in guard.skipped] == [48, 96]
+    assert skipped_ids(tmp_path) == {50, 101}
+    assert not tracker._handed                 # every loader batch taken by its step
+    tracker = SampleTracker([[0, 1], [2, 3]])
+    assert list(tracker) and tracker.pop(2) == [0, 1, 2, 3]      # k micro-batches, no Batch
+    loss = model(x[:4]).sum()
+    loss.backward()
+    with pytest.raises(ValueError, match="sample ids are 3, its Batch holds 4"):
+        guard.step(loss, replay=Batch(x[:4], target[:4], F.mse_loss), samples=[0, 1, 2])

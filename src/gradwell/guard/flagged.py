@@ -7,19 +7,35 @@ to record the step in the skip list.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
+import torch
 from torch import nn
 
-from ..locate.replay import rng_state
-from .samples import SkipList, as_ids
+from ..locate.replay import autocast_state, rng_state
+from .samples import SampleTracker, SkipList, as_ids
 from .triage import Batch, culprits, per_sample_norms, triage
 
 __all__ = ["Flagged", "TRIAGED"]
 
 #: Refusal reasons a replay is run for (an AMP overflow is GradScaler's normal business).
 TRIAGED = ("nonfinite_loss", "nonfinite_grad")
+
+
+@contextlib.contextmanager
+def _autocast_as(state: list[tuple[str, torch.dtype]] | None) -> Iterator[None]:
+    """Run under the autocast state ``state`` (``None``: the current one, unchanged)."""
+    with contextlib.ExitStack() as stack:
+        if state is not None:
+            on = dict(state)
+            for dev in ("cpu", "cuda"):
+                if dev in on:
+                    stack.enter_context(torch.autocast(dev, dtype=on[dev]))
+                elif torch.is_autocast_enabled(dev):
+                    stack.enter_context(torch.autocast(dev, enabled=False))
+        yield
 
 
 class Flagged:
@@ -30,14 +46,38 @@ class Flagged:
         self.skips = SkipList(snapshot_dir)
         self._rng: dict[str, Any] | None = None   # the RNG state the current step started with
         self._bad_ids: list[Any] = []             # ids of the bad steps in a row
+        # the autocast state of the model's last forward: the step's, for its replay (the
+        # guard is usually called after the `with torch.autocast(...)` block has closed)
+        self._autocast: list[tuple[str, torch.dtype]] | None = None
+        self._hook = model.register_forward_pre_hook(self._saw_forward)
+
+    def _saw_forward(self, module: nn.Module, args: Any) -> None:
+        self._autocast = autocast_state()
+
+    def close(self) -> None:
+        """Remove the forward pre-hook."""
+        self._hook.remove()
 
     def ids(self, samples: Any, replay: Any) -> list[Any] | None:
-        """This step's sample ids (from ``samples=``, else a ``Batch``'s ``ids``)."""
-        if samples is not None:
-            return as_ids(samples)
-        if isinstance(replay, Batch) and replay.ids is not None:
-            return as_ids(replay.ids)
-        return None
+        """This step's sample ids (from ``samples=``, else a ``Batch``'s ``ids``). From a
+        tracker with a ``Batch``: as many loader batches as the ``Batch`` holds samples (a
+        ``Batch`` of the step's micro-batches, with gradient accumulation)."""
+        size = len(replay) if isinstance(replay, Batch) else None
+        if isinstance(samples, SampleTracker):
+            ids = samples.pop()
+            while size is not None and len(ids) < size:
+                ids += samples.pop()
+        elif samples is not None:
+            ids = as_ids(samples)
+        elif isinstance(replay, Batch) and replay.ids is not None:
+            ids = as_ids(replay.ids)
+        else:
+            return None
+        if size is not None and len(ids) != size:
+            raise ValueError(f"the step's sample ids are {len(ids)}, its Batch holds {size} "
+                             "samples: pass one id per sample of the Batch (samples=, "
+                             "Batch(ids=) or a SampleTracker)")
+        return ids
 
     def good(self, replay: Any) -> None:
         """A step was applied: the next one starts from the RNG state now."""
@@ -51,12 +91,13 @@ class Flagged:
         detail: dict[str, Any] = {}
         if replay is None or reason == "amp_overflow":
             return detail
-        if reason in TRIAGED:
-            detail.update(triage(self.model, replay, self._rng))
-        if isinstance(replay, Batch):
-            losses, norms = per_sample_norms(self.model, replay)
-            where = culprits(losses, norms, z=spike_z or 6.0)
-            detail["culprits"] = [ids[i] for i in where] if ids is not None else where
+        with _autocast_as(self._autocast):     # the replay runs in the step's precision
+            if reason in TRIAGED:
+                detail.update(triage(self.model, replay, self._rng))
+            if isinstance(replay, Batch):
+                losses, norms = per_sample_norms(self.model, replay)
+                where = culprits(losses, norms, z=spike_z or 6.0)
+                detail["culprits"] = [ids[i] for i in where] if ids is not None else where
         self._rng = rng_state()
         return detail
 

@@ -24,6 +24,7 @@ snapshot a rollback returns to.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Any, Callable
@@ -42,6 +43,12 @@ from .snapshot import SnapshotError, capture, restore, state_bytes
 from .spike import LOG_NORM_FLOOR, LOSS_FLOOR, RobustZ
 
 __all__ = ["Guard"]
+
+
+def _paused(monitor: Any) -> Any:
+    """``monitor.paused()`` (its hooks record nothing), or a no-op without a monitor."""
+    pause = getattr(monitor, "paused", None)
+    return pause() if callable(pause) else contextlib.nullcontext()
 
 
 class Guard:
@@ -144,7 +151,10 @@ class Guard:
             raise
 
     def close(self) -> None:
-        """Release ``snapshot_dir`` for another Guard (its files stay, for ``resume=True``)."""
+        """Release ``snapshot_dir`` for another Guard (its files stay, for ``resume=True``)
+        and remove the guard's forward pre-hook from the model."""
+        if hasattr(self, "_flagged"):
+            self._flagged.close()
         if hasattr(self._store, "close"):
             self._store.close()
 
@@ -183,7 +193,8 @@ class Guard:
             self._after_good(loss_v, norm_v)
             self._flagged.good(replay)
             return "ok"
-        detail = {**detail, **self._flagged.inspect(reason, replay, ids, self.spike_z)}
+        with _paused(self.monitor):   # a replay's forwards belong to no step
+            detail = {**detail, **self._flagged.inspect(reason, replay, ids, self.spike_z)}
         status = self._after_bad(reason, loss_v, norm_v, detail)
         self._flagged.record(self.steps - 1, status, reason, ids, detail)
         return status

@@ -20,6 +20,8 @@ from typing import Any, Iterable, Iterator
 
 from torch import Tensor
 
+from .._checks import check_int
+
 __all__ = ["SampleTracker", "SkipList", "skipped_ids", "as_ids"]
 
 FILENAME = "skipped.jsonl"
@@ -69,12 +71,18 @@ class SampleTracker:
     def __len__(self) -> int:
         return len(self.batch_sampler)  # type: ignore[arg-type]
 
-    def pop(self) -> list[Any]:
-        """The ids of the oldest batch handed out and not yet taken (one per training step)."""
-        if not self._handed:
-            raise RuntimeError("SampleTracker: no batch handed out that was not taken yet; pass "
-                               "samples=tracker to guard.step once per batch of its DataLoader")
-        return self._handed.popleft()
+    def pop(self, batches: int = 1) -> list[Any]:
+        """The ids of the oldest ``batches`` batches handed out and not yet taken, in order
+        (one per training step; with gradient accumulation, the step's micro-batches)."""
+        check_int("batches", batches)
+        ids: list[Any] = []
+        for _ in range(batches):
+            if not self._handed:
+                raise RuntimeError("SampleTracker: no batch handed out that was not taken yet; "
+                                   "pass samples=tracker to guard.step once per optimizer step "
+                                   "(tracker.pop(k) for k micro-batches per step)")
+            ids += self._handed.popleft()
+        return ids
 
 
 class SkipList:

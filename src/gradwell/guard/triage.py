@@ -18,12 +18,14 @@ RNG state, buffers and gradients are restored, parameters and optimizer state ar
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from .._distributed import sharded
 from ..locate import locate
 from ..locate.replay import preserved, set_rng_state
 from .spike import RobustZ
@@ -33,29 +35,43 @@ __all__ = ["Batch", "triage", "per_sample_norms", "culprits", "CLASSES"]
 #: What a replay can conclude about a refused step.
 CLASSES = ("data", "reproducible", "transient")
 
+#: The per-sample gradients held at once by :func:`per_sample_norms` (bytes, float32): vmap
+#: runs over chunks of ``PER_SAMPLE_BYTES // (4 * trainable parameters)`` samples (at least 1).
+PER_SAMPLE_BYTES = 2 ** 28
+
+_SLOW_VMAP = "There is a performance drop because we have not yet implemented the batching rule"
+
 
 @dataclass
 class Batch:
     """A batch the guard can replay and split into samples.
 
     ``loss_fn(model(*inputs), target)`` must be the step's loss, and a mean over the batch (so
-    that on one sample it is that sample's loss). ``ids``: the samples' ids (for the skip list).
+    that on one sample it is that sample's loss); a dict of ``inputs`` is passed as keyword
+    arguments (``model(**inputs)``: a Hugging Face batch's ``input_ids`` and
+    ``attention_mask``). Every input is a tensor with the samples along its first axis.
+    ``ids``: the samples' ids (for the skip list).
     """
 
-    inputs: Tensor | tuple[Tensor, ...]
+    inputs: Tensor | tuple[Tensor, ...] | dict[str, Tensor]
     target: Tensor | None
     loss_fn: Callable[..., Tensor]
     ids: Sequence[Any] | None = None
 
     def _args(self) -> tuple[Tensor, ...]:
+        if isinstance(self.inputs, dict):
+            return ()
         return self.inputs if isinstance(self.inputs, tuple) else (self.inputs,)
 
+    def _kwargs(self) -> dict[str, Tensor]:
+        return dict(self.inputs) if isinstance(self.inputs, dict) else {}
+
     def loss(self, model: nn.Module) -> Tensor:
-        out = model(*self._args())
+        out = model(*self._args(), **self._kwargs())
         return self.loss_fn(out) if self.target is None else self.loss_fn(out, self.target)
 
     def __len__(self) -> int:
-        return int(self._args()[0].shape[0])
+        return int([*self._args(), *self._kwargs().values()][0].shape[0])
 
 
 def _loss_of(replay: Any, model: nn.Module) -> Tensor:
@@ -119,29 +135,41 @@ def per_sample_norms(model: nn.Module, batch: Batch, limit: int = 4096) -> tuple
 
 def _vmapped(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     from torch.func import functional_call, grad_and_value, vmap
+    from torch.utils._pytree import tree_map
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    if sharded(list(params.values())):   # FSDP2: functional_call cannot take the shards
+        raise NotImplementedError("per-sample vmap over sharded parameters: use the loop")
     buffers = dict(model.named_buffers())
-    args, target = batch._args(), batch.target
+    args, kwargs, target = batch._args(), batch._kwargs(), batch.target
 
-    def one(p: dict[str, Tensor], *sample: Tensor) -> Tensor:
-        xs, y = sample[:len(args)], sample[len(args):]
-        out = functional_call(model, (p, buffers), tuple(x.unsqueeze(0) for x in xs))
+    def one(p: dict[str, Tensor], xs: tuple[Tensor, ...], kw: dict[str, Tensor],
+            *y: Tensor) -> Tensor:
+        xs, kw = tree_map(lambda t: t.unsqueeze(0), (xs, kw))
+        out = functional_call(model, (p, buffers), xs, kw)
         return batch.loss_fn(out, y[0].unsqueeze(0)) if y else batch.loss_fn(out)
 
+    def squared_norm(p: dict[str, Tensor], *sample: Tensor) -> tuple[Tensor, Tensor]:
+        grads, loss = grad_and_value(one)(p, *sample)      # reduced here: never B x params
+        return sum(g.float().pow(2).sum() for g in grads.values()), loss
+
     extra = (target,) if target is not None else ()
-    in_dims = (None,) + (0,) * (len(args) + len(extra))
-    grads, losses = vmap(grad_and_value(one), in_dims=in_dims, randomness="different")(
-        params, *args, *extra)
-    sq = sum(g.detach().float().flatten(1).pow(2).sum(1) for g in grads.values())
-    return losses.detach().float().cpu(), sq.sqrt().cpu()
+    in_dims = (None, 0, 0) + (0,) * len(extra)
+    numel = sum(p.numel() for p in params.values())
+    chunk = max(1, PER_SAMPLE_BYTES // max(4 * numel, 1))   # samples whose gradients coexist
+    # functorch's note on ops it loops over (CPU flash attention) asks the user to file a
+    # torch bug: about gradwell's use of vmap, not about their model
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SLOW_VMAP)
+        sq, losses = vmap(squared_norm, in_dims=in_dims, randomness="different",
+                          chunk_size=chunk)(params, args, kwargs, *extra)
+    return losses.detach().float().cpu(), sq.detach().sqrt().cpu()
 
 
 def _looped(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     params = [p for p in model.parameters() if p.requires_grad]
-    args, losses, norms = batch._args(), [], []
+    args, kwargs, losses, norms = batch._args(), batch._kwargs(), [], []
     for i in range(len(batch)):
-        xs = tuple(x[i:i + 1] for x in args)
-        out = model(*xs)
+        out = model(*(x[i:i + 1] for x in args), **{k: v[i:i + 1] for k, v in kwargs.items()})
         loss = (batch.loss_fn(out) if batch.target is None
                 else batch.loss_fn(out, batch.target[i:i + 1]))
         gs = torch.autograd.grad(loss, params, allow_unused=True)

@@ -48,8 +48,9 @@ printing, ``save`` and ``plot`` act on rank 0 only (:attr:`Monitor.lead`).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -121,6 +122,7 @@ class Monitor:
         self._acts = ActivationStats()
         self._frozen: ActivationStats | None = None   # acts handed over by mon.step(loss)
         self._armed = True
+        self._paused = False
         self._register_hooks()
         for s in self._sinks:
             s.start(self._history.header())
@@ -161,7 +163,18 @@ class Monitor:
         return hook
 
     def _hooks_on(self) -> bool:
-        return self._armed and not self._closed and torch.is_grad_enabled()
+        return (self._armed and not self._paused and not self._closed
+                and torch.is_grad_enabled())
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Forwards inside record nothing (the guard's replays and per-sample norms: they
+        belong to no step, and ``torch.func.vmap`` must not leave its tensors in the stats)."""
+        before, self._paused = self._paused, True
+        try:
+            yield
+        finally:
+            self._paused = before
 
     # ------------------------------------------------------------------------ recording
     def step(self, loss: Tensor | float | None = None) -> None:
