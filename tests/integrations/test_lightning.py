@@ -177,18 +177,24 @@ def test_guard_with_manual_optimization_is_an_error_at_fit_start():
 
 
 def test_guard_with_an_unsupported_strategy_is_an_error_at_fit_start():
-    """FSDP needs a GPU to reach on_fit_start, so the hook is called as Lightning would."""
+    """FSDP needs a GPU to reach on_fit_start, so the hook is called as Lightning would; its
+    flat-shard gradients are no parameter's own, so watching alone is refused too, as the
+    docs' support table says."""
     from types import SimpleNamespace
 
-    from lightning.pytorch.strategies import FSDPStrategy
+    from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
     cb = GradwellCallback(guard=True)
-    trainer = SimpleNamespace(callbacks=[cb], strategy=FSDPStrategy(), optimizers=[],
+    trainer = SimpleNamespace(callbacks=[cb], strategy=ModelParallelStrategy(), optimizers=[],
                               lr_scheduler_configs=[])
     with pytest.raises(ValueError, match="supports the single-device and DDP strategies, got "
-                                         "FSDPStrategy"):
+                                         "ModelParallelStrategy"):
         cb.on_fit_start(trainer, Regressor(mlp()))
     assert cb.session is None
-    GradwellCallback(guard=False)._check(trainer, Regressor(mlp()))   # watching is fine
+    trainer.strategy = FSDPStrategy()
+    for guard in (True, False):                                     # FSDP1: flat shards
+        with pytest.raises(ValueError, match="does not support FSDPStrategy: the gradients "
+                                             "are not the parameters' own"):
+            GradwellCallback(guard=guard)._check(trainer, Regressor(mlp()))
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

@@ -24,7 +24,7 @@ import torch
 
 try:
     import lightning.pytorch as pl
-    from lightning.pytorch.strategies import (DDPStrategy, DeepSpeedStrategy,
+    from lightning.pytorch.strategies import (DDPStrategy, DeepSpeedStrategy, FSDPStrategy,
                                               SingleDeviceStrategy, SingleDeviceXLAStrategy,
                                               XLAStrategy)
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -38,7 +38,9 @@ from ._core import (CallbackBase, Session, finding_metrics, format_findings,
 __all__ = ["GradwellCallback"]
 
 _GUARD_STRATEGIES = (SingleDeviceStrategy, DDPStrategy)
-_NO_STRATEGIES = (DeepSpeedStrategy, XLAStrategy, SingleDeviceXLAStrategy)
+#: strategies whose gradients are not the parameters' own (DeepSpeed's and FSDP1's flat
+#: shards, XLA's device tensors): the monitor's per-layer norms would be of shards, unreduced
+_NO_STRATEGIES = (DeepSpeedStrategy, FSDPStrategy, XLAStrategy, SingleDeviceXLAStrategy)
 
 
 class GradwellCallback(CallbackBase, pl.Callback):
@@ -92,7 +94,9 @@ class GradwellCallback(CallbackBase, pl.Callback):
         strategy = trainer.strategy
         if isinstance(strategy, _NO_STRATEGIES):
             raise ValueError(f"GradwellCallback does not support {type(strategy).__name__}: the "
-                             "gradients are not plain tensors there")
+                             "gradients are not the parameters' own there (flat shards or "
+                             "device tensors); under FSDP2 (torch.distributed.fsdp.fully_shard) "
+                             "use gradwell.watch(model) in your own loop (docs/distributed.md)")
         if self._guard is None:
             return
         where = "GradwellCallback(guard=True)"
