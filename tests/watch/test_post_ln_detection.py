@@ -1,8 +1,8 @@
 """Which Hugging Face transformers normalise after the residual sum (post-LN, which needs
 warm-up: Xiong et al. 2020)? ``history.meta["post_ln"]`` is checked against what each model
-does in a forward pass, found here with torch hooks alone: a transformer layer (a module with
-one or two innermost attention modules that returns a tensor or a tuple, not a model output)
-whose output *is* the output of a normalisation module inside it."""
+does in a forward pass, found here with torch hooks alone: a transformer layer (an item of an
+``nn.ModuleList`` that holds an attention module, returning a tensor or a tuple) whose output
+*is* the output of a normalisation module inside it."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_atte
 seq2seq = dict(d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_layers=1,
                decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
                decoder_start_token_id=0, pad_token_id=1)
+audio = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+             conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4),
+             num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
 MODELS = {
     "bert": lambda: hf.BertForSequenceClassification(hf.BertConfig(vocab_size=V, **small)),
     "roberta": lambda: hf.RobertaForMaskedLM(hf.RobertaConfig(vocab_size=V, **small)),
@@ -41,6 +44,9 @@ MODELS = {
     "gpt2": lambda: hf.GPT2LMHeadModel(hf.GPT2Config(vocab_size=V, n_embd=32, n_layer=2,
                                                      n_head=4)),
     "llama": lambda: hf.LlamaForCausalLM(hf.LlamaConfig(vocab_size=V, **small)),
+    "wav2vec2": lambda: hf.Wav2Vec2ForSequenceClassification(hf.Wav2Vec2Config(**audio)),
+    "wav2vec2_stable": lambda: hf.Wav2Vec2ForSequenceClassification(
+        hf.Wav2Vec2Config(do_stable_layer_norm=True, feat_extract_norm="layer", **audio)),
     "t5": lambda: hf.T5ForConditionalGeneration(hf.T5Config(
         vocab_size=V, d_model=32, d_ff=64, num_layers=1, num_heads=4, d_kv=8,
         decoder_start_token_id=0)),
@@ -54,18 +60,20 @@ def _attention(m: nn.Module) -> bool:
 def _post_ln_by_torch(model: nn.Module, ids: torch.Tensor) -> bool:
     """Run one forward and look for a transformer layer whose output is a norm's output."""
     mods = list(model.modules())
-    inner = [m for m in mods if _attention(m)
-             and not any(_attention(c) for c in list(m.modules())[1:])]
-    layers = [m for m in mods if not _attention(m)
-              and 1 <= sum(1 for c in m.modules() if any(c is a for a in inner)) <= 2]
+    layers = [m for lst in mods if isinstance(lst, nn.ModuleList) for m in lst
+              if any(_attention(c) for c in m.modules())]
     outs: dict[int, Any] = {}
 
     def keep(mod: nn.Module, args: tuple, out: Any) -> None:
         outs.setdefault(id(mod), out)
     handles = [m.register_forward_hook(keep) for m in mods]
-    labels = {} if "Classification" in type(model).__name__ else {"labels": ids}
     with torch.no_grad():
-        model(input_ids=ids, **labels)
+        if "Wav2Vec2" in type(model).__name__:
+            model(input_values=torch.randn(2, 800))
+        elif "Classification" in type(model).__name__:
+            model(input_ids=ids)
+        else:
+            model(input_ids=ids, labels=ids)
     for h in handles:
         h.remove()
 
@@ -77,7 +85,8 @@ def _post_ln_by_torch(model: nn.Module, ids: torch.Tensor) -> bool:
         if not isinstance(outs.get(id(layer)), (torch.Tensor, tuple)):
             continue                              # a model output: a whole stack, not a layer
         out = first(outs[id(layer)])
-        norms = [first(outs.get(id(c))) for c in layer.modules() if "Norm" in type(c).__name__]
+        norms = [first(outs.get(id(c))) for c in list(layer.modules())[1:]   # not the layer
+                 if "Norm" in type(c).__name__]
         if out is not None and any(n is not None and n.data_ptr() == out.data_ptr()
                                    and n.shape == out.shape for n in norms):
             return True
@@ -95,4 +104,4 @@ def test_post_ln_is_what_the_forward_pass_does(name: str) -> None:
     mon.close()
     assert mon.history.meta["post_ln"] is expected
     assert expected is (name in ("bert", "roberta", "electra", "albert", "distilbert", "bart",
-                                 "opt_post_ln"))       # the papers' and configs' layouts
+                                 "opt_post_ln", "wav2vec2"))  # the papers' and configs' layouts

@@ -244,10 +244,12 @@ def _logits_module(model: nn.Module, names: dict[int, str],
 
 
 #: Hugging Face layers that normalise after each residual sum: BART and the models that keep its
-#: post-LN layers (mBART, Pegasus and Blenderbot moved the norms first)
+#: post-LN layers (mBART, Pegasus and Blenderbot moved the norms first), and wav2vec 2.0's and
+#: HuBERT's encoder layers (their ``...StableLayerNorm`` variants normalise first)
 _POST_LN_HF = frozenset(["BartEncoderLayer", "BartDecoderLayer", "MarianEncoderLayer",
                          "MarianDecoderLayer", "PLBartEncoderLayer", "PLBartDecoderLayer",
-                         "BlenderbotSmallEncoderLayer", "BlenderbotSmallDecoderLayer"])
+                         "BlenderbotSmallEncoderLayer", "BlenderbotSmallDecoderLayer",
+                         "Wav2Vec2EncoderLayer", "HubertEncoderLayer"])
 
 
 def _post_ln(module: nn.Module) -> bool:
