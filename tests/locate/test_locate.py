@@ -192,3 +192,15 @@ def test_a_loss_that_sums_the_outputs_is_located_not_crashed() -> None:
     assert not _torch_says_finite(torch.zeros(()), model)
     o = loc.origin
     assert (o.phase, o.tensor, o.kind) == ("input", "input[0]", "inf")
+
+
+def test_a_loss_that_overflows_on_finite_inputs_names_their_size_and_the_targets() -> None:
+    """A poisoned regression target of 1e20: mse_loss squares it past float32's largest value,
+    so the loss is Inf although every input is finite; the remedy quotes the largest input, as
+    torch measures it, and points at the targets."""
+    fault = next(f for f in FAULTS if f.name == "poisoned label (1e20 target)")
+    origin, loss, _ = fault.run(True)
+    assert torch.isinf(loss) and fault.hit(origin)
+    biggest = max(i["absmax"] for i in origin.inputs)
+    assert biggest == pytest.approx(1e20, rel=1e-3)             # the planted target
+    assert f"{biggest:.3g}" in origin.remedy and "poisoned targets" in origin.remedy

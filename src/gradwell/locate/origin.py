@@ -30,6 +30,12 @@ _MATMUL = ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "convolution", "
            "_scaled_dot_product_efficient_attention", "scaled_dot_product_attention")
 _SUMS = ("sum", "mean", "var", "std", "var_mean", "norm", "linalg_vector_norm", "cumsum",
          "native_layer_norm", "native_batch_norm", "_native_batch_norm_legit", "prod")
+#: losses (torch functions and their aten ops) that give Inf of finite inputs only when the
+#: inputs are so large that the loss's sum (or square) overflows
+_LOSSES = ("cross_entropy", "nll_loss", "nll_loss_forward", "nll_loss2d_forward",
+           "nll_loss_nd", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div",
+           "binary_cross_entropy", "binary_cross_entropy_with_logits", "soft_margin_loss",
+           "multilabel_soft_margin_loss", "poisson_nll_loss", "gaussian_nll_loss")
 
 
 def _base(op: str | None) -> str:
@@ -80,6 +86,12 @@ def remedy_for(origin: "Origin") -> str:
         return (f"clamp the input into {op}'s domain: {op}(x.clamp_min(eps)) - it received "
                 "a value outside it" + (" (and the gradient of sqrt at 0 is infinite)"
                                         if op == "sqrt" else ""))
+    if op in _LOSSES and origin.kind == "inf" and origin.inputs:
+        big = max(float(i.get("absmax", 0.0)) for i in origin.inputs)
+        return (f"{op} of finite inputs overflowed {dt}: its inputs reach |x| = {big:.3g}; look "
+                "for poisoned targets (labels far out of range) and for outputs grown out of "
+                "scale (a norm before the head, a z-loss, a lower learning rate), and compute "
+                "the loss in float32")
     if origin.phase == "backward" and low:
         return ("scale the loss: torch.amp.GradScaler (float16 gradients overflow at 65504), "
                 "or train in bfloat16")
