@@ -67,18 +67,25 @@ def test_the_same_run_at_a_sane_learning_rate_learns_and_gets_no_warning():
     assert not [f for f in findings if f.severity != "info"], findings
 
 
-def test_a_lucky_low_first_loss_then_learning_is_no_divergence():
-    # the loss record of a run whose first batch was easy (0.5), whose next losses are 2.5
-    # and which then learns down to 0.6: above 3x the first for a while, never below it, and
-    # yet learning all along (no loss is undone by half at the next step)
+def _recorded(losses: list[float]) -> gradwell.watch.Monitor:
+    """A closed monitor that recorded ``losses`` (a tiny model's real steps, only the loss
+    given is the record's)."""
     model = torch.nn.Linear(2, 1)
     mon = gradwell.watch(model, activations=False)
-    losses = [0.5] + list(np.linspace(2.5, 0.6, 30))
     for value in losses:
         model.zero_grad()
         model(torch.ones(1, 2)).sum().backward()
         mon.step(torch.tensor(value))
     mon.close()
+    return mon
+
+
+def test_a_lucky_low_first_loss_then_learning_is_no_divergence():
+    # the loss record of a run whose first batch was easy (0.5), whose next losses are 2.5
+    # and which then learns down to 0.6: above 3x the first for a while, never below it, and
+    # yet learning all along (no loss is undone by half at the next step)
+    losses = [0.5] + list(np.linspace(2.5, 0.6, 30))
+    mon = _recorded(losses)
     loss = np.array(losses)
     run_min = np.minimum.accumulate(loss)
     assert (loss[1:10] > 3 * run_min[:9]).all() and np.median(loss[-3:]) >= loss[0]
@@ -133,14 +140,8 @@ def test_one_lucky_batch_among_the_last_losses_is_no_divergence():
     # the per-batch losses of a short noisy regression run (a second fit of 5 steps whose loss
     # over all the data fell from 0.149 to 0.090): the 4th batch was easy (0.027), so the last
     # losses are 5x that minimum, and yet no higher than 1.6x the lowest loss before them
-    model = torch.nn.Linear(2, 1)
-    mon = gradwell.watch(model, activations=False)
     losses = [0.086, 0.20, 0.14, 0.027, 0.14]
-    for value in losses:
-        model.zero_grad()
-        model(torch.ones(1, 2)).sum().backward()
-        mon.step(torch.tensor(value))
-    mon.close()
+    mon = _recorded(losses)
     loss = np.array(losses)
     assert np.median(loss[-3:]) > 3 * loss.min() and np.median(loss[-3:]) > loss[0]
     assert np.median(loss[-3:]) < 3 * loss[:2].min()

@@ -21,8 +21,10 @@ BAD = 3
 SITE = "transformer.h.0.mlp.c_fc"
 
 
-@pytest.mark.parametrize("optimizer_mode", [True, False])
-def test_a_refused_step_is_not_mixed_into_the_next_one(optimizer_mode: bool) -> None:
+def _faulty_gpt2() -> tuple:
+    """GPT-2 (the zoo's), its AdamW, the step counter the fault reads and torch's mean of
+    ``SITE``'s output per step (of the step's own forward, not of a replay); the fault makes
+    that output NaN on step ``BAD``. Its hook comes before the monitor's."""
     arch = ZOO["gpt2"]
     model = arch.build()
     opt = torch.optim.AdamW(model.parameters(), lr=arch.lr)
@@ -31,9 +33,15 @@ def test_a_refused_step_is_not_mixed_into_the_next_one(optimizer_mode: bool) -> 
     def fault(module, args, out):                 # the planted fault, and torch's evidence
         if step[0] == BAD:
             out = out * math.nan
-        seen[step[0]] = out.detach().double().mean().item()
+        seen.setdefault(step[0], out.detach().double().mean().item())
         return out
-    model.get_submodule(SITE).register_forward_hook(fault)     # before the monitor's hooks
+    model.get_submodule(SITE).register_forward_hook(fault)
+    return model, opt, step, seen
+
+
+@pytest.mark.parametrize("optimizer_mode", [True, False])
+def test_a_refused_step_is_not_mixed_into_the_next_one(optimizer_mode: bool) -> None:
+    arch, (model, opt, step, seen) = ZOO["gpt2"], _faulty_gpt2()
     mon = gradwell.watch(model, optimizer=opt if optimizer_mode else None)
     guard = gradwell.guard.Guard(model, opt, monitor=mon, spike_z=None)
     statuses = []
@@ -88,17 +96,7 @@ def test_a_replayed_step_leaves_the_watched_statistics_alone(optimizer_mode: boo
     without ``optimizer=`` the step after the refused one recorded the replay's NaN sums, and
     with a ``Batch`` the vmapped forward left batched tensors in the monitor's statistics, so
     the per-sample loop that followed raised and the run stopped (Hugging Face GPT-2)."""
-    arch = ZOO["gpt2"]
-    model = arch.build()
-    opt = torch.optim.AdamW(model.parameters(), lr=arch.lr)
-    step, seen = [0], {}
-
-    def fault(module, args, out):                 # the planted fault, and torch's evidence
-        if step[0] == BAD:
-            out = out * math.nan
-        seen.setdefault(step[0], out.detach().double().mean().item())   # the step's own forward
-        return out
-    model.get_submodule(SITE).register_forward_hook(fault)
+    arch, (model, opt, step, seen) = ZOO["gpt2"], _faulty_gpt2()
     mon = gradwell.watch(model, optimizer=opt if optimizer_mode else None)
     guard = gradwell.guard.Guard(model, opt, monitor=mon, spike_z=None)
     statuses = []

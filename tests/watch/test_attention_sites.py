@@ -81,19 +81,26 @@ def _qk(model: nn.Module, site: dict, inputs: dict[str, torch.Tensor], layout: s
     return out[..., 0, :], out[..., 1, :]
 
 
-@pytest.mark.parametrize("build", [_neox, _bloom, _falcon, _distilbert, _t5, _deberta(True),
-                                   _deberta(False)],
-                         ids=["gpt_neox", "bloom", "falcon", "distilbert", "t5",
-                              "deberta_v2_relative", "deberta_v2"])
-def test_attention_logit_max_of_more_hf_architectures_matches_their_own_layout(build):
+def watched_step(build: Any) -> tuple[nn.Module, dict, torch.Tensor, Any]:
+    """``build()``'s model (in eval mode: no dropout, so a reference forward sees the same),
+    its spec, a batch of ids and the closed monitor of one watched step on them."""
     torch.manual_seed(0)
     model, spec = build()
-    model.eval()                                  # no dropout: the reference sees the same
+    model.eval()
     ids = torch.randint(1, V, (B, T))
     mon = gradwell.watch(model)
     model(input_ids=ids, labels=ids).loss.backward()
     mon.step()
     mon.close()
+    return model, spec, ids, mon
+
+
+@pytest.mark.parametrize("build", [_neox, _bloom, _falcon, _distilbert, _t5, _deberta(True),
+                                   _deberta(False)],
+                         ids=["gpt_neox", "bloom", "falcon", "distilbert", "t5",
+                              "deberta_v2_relative", "deberta_v2"])
+def test_attention_logit_max_of_more_hf_architectures_matches_their_own_layout(build):
+    model, spec, ids, mon = watched_step(build)
     sites = mon.history.meta["attention_sites"]
     assert len(sites) == spec["sites"]
     inputs: dict[str, torch.Tensor] = {}

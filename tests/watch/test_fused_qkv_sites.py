@@ -15,9 +15,9 @@ import torch
 import transformers as hf
 from torch import nn
 
-import gradwell
+from test_attention_sites import T, V, watched_step
 
-V, T, B, H, D = 64, 16, 4, 4, 8
+H, D = 4, 8
 
 
 def _phi3() -> tuple[nn.Module, dict]:
@@ -71,14 +71,7 @@ def _qk(module: nn.Module, out: torch.Tensor, layout: str, kv: int
                          ids=["phi3", "modernbert", "mpt", "falcon_multi_query",
                               "falcon_grouped"])
 def test_attention_logit_max_of_fused_qkv_projections_matches_the_models_split(build):
-    torch.manual_seed(0)
-    model, spec = build()
-    model.eval()                                  # no dropout: the reference sees the same
-    ids = torch.randint(1, V, (B, T))
-    mon = gradwell.watch(model)
-    model(input_ids=ids, labels=ids).loss.backward()
-    mon.step()
-    mon.close()
+    model, spec, ids, mon = watched_step(build)
     sites = mon.history.meta["attention_sites"]
     assert len(sites) == 2                        # one per layer, none missed
     mods, outs = dict(model.named_modules()), {}
