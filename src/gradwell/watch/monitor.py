@@ -150,6 +150,8 @@ class Monitor:
 
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if not self._hooks_on():
+                if self._armed and not self._paused and not self._closed:
+                    self._acts.saw(name)   # no grad: only its place in the forward order
                 return
             t = first_tensor(output)
             if t is None:
