@@ -309,7 +309,8 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
             shared["og"] = shared["og"] / p.scale.square()
         stats.update(_activation_stats(shared, segments, index, device))
         stats["ran"] = shared["counts"]
-        extra = {"forward_order": p.acts.forward_order, "backward_order": p.acts.backward_order}
+        extra = {"forward_order": p.acts.forward_order, "backward_order": p.acts.backward_order,
+                 "no_grad": [n for n in p.acts.forward_order if n not in p.acts.acc]}
     if p.scale is not None:
         stats["loss_scale"] = p.scale.reshape(1)
     extras = [k for k in ("ran", "loss_scale") if k in stats]

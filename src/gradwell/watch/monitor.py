@@ -303,6 +303,11 @@ class Monitor:
 
     def _store(self, step: int, row: np.ndarray, extra: dict[str, Any]) -> None:
         self._history.append(step, row)
+        if extra.get("no_grad") and not self._history.events_of("no_grad_forward"):
+            quiet = {"kind": "no_grad_forward", "step": int(step), "modules": extra["no_grad"]}
+            self._history.add_event(quiet)               # read by the unobserved finding
+            for s in self._sinks:
+                s.event(quiet)
         event = self._overflow(step, row, extra)
         if event is not None:
             return self._write(step, row, event)
