@@ -1,5 +1,6 @@
 """The ``unobserved`` finding: watched modules whose forward hooks never fired."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -101,3 +102,55 @@ def test_hugging_face_t5_tied_embeddings_raise_no_unobserved_finding():
     assert {x["name"]: x["tied"] for x in gpt2.history.meta["layers"] if x["tied"]} == {
         "transformer.wte": ["lm_head"]}
     gpt2.close()
+
+
+class _FirstBlockCheckpointed(nn.Module):
+    """A reentrant checkpoint around the first block: its input (the data) needs no grad."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(8, 16), nn.Tanh())
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+        return self.head(checkpoint(self.block, x, use_reentrant=True))
+
+
+def test_a_block_that_ran_only_without_grad_is_said_to_get_no_gradient():
+    """It ran (it was not "never fired, attach the monitor earlier"): a reentrant checkpoint
+    runs it without grad and, with no input needing grad, never recomputes it."""
+    torch.manual_seed(0)
+    model = _FirstBlockCheckpointed()
+    ran = []
+    model.block.register_forward_hook(lambda m, a, o: ran.append(torch.is_grad_enabled()))
+    with pytest.warns(UserWarning, match="requires_grad"):
+        found = _run(model, torch.randn(4, 8))
+    assert ran == [False] * 3 and model.block[0].weight.grad is None     # torch-only
+    assert model.head.weight.grad is not None
+    assert len(found) == 1 and found[0].severity == "warning"
+    assert found[0].layer == "block.0"
+    assert sorted(found[0].evidence["no_grad"]) == ["block.0", "block.1"]
+    assert "no gradient" in found[0].evidence["summary"]
+    assert "use_reentrant=False" in found[0].remedies[0]
+    assert not any("attach the monitor" in r for r in found[0].remedies)
+
+
+def test_a_teacher_run_under_no_grad_is_only_information():
+    torch.manual_seed(0)
+    student, teacher = nn.Linear(8, 4), nn.Sequential(nn.Linear(8, 4), nn.Tanh())
+    teacher.requires_grad_(False)
+    model = nn.ModuleDict({"student": student, "teacher": teacher})
+    mon = gradwell.watch(model)
+    x = torch.randn(4, 8)
+    for _ in range(3):
+        with torch.no_grad():
+            target = teacher(x)
+        loss = (student(x) - target).pow(2).mean()
+        model.zero_grad()
+        loss.backward()
+        mon.step(loss)
+    found = [f for f in mon.findings() if f.kind == "unobserved"]
+    mon.close()
+    assert [(f.layer, f.severity, f.evidence["no_grad"]) for f in found] == [
+        ("teacher.1", "info", ["teacher.1"])]

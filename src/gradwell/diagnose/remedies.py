@@ -193,12 +193,20 @@ def for_divergence(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
 
 def for_unobserved(ev: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     out = []
+    if ev.get("no_grad"):
+        out.append("a block run through torch.utils.checkpoint(..., use_reentrant=True) gives "
+                   "its parameters no gradient when none of its inputs requires grad (torch "
+                   "warns: 'None of the inputs have requires_grad=True'): pass "
+                   "use_reentrant=False, or make the input require grad "
+                   "(x.requires_grad_(); Hugging Face: model.enable_input_require_grads()); a "
+                   "module run under torch.no_grad on purpose (a frozen teacher) is fine")
     if meta.get("compiled"):
         out.append("the model is torch.compile'd: attach gradwell.watch before the first "
                    "compiled call, or watch it without hooks (activations=False, the default "
                    "for compiled models)")
-    out.append("if these modules never run (unused heads, a branch not taken), nothing is "
-               "wrong; otherwise attach the monitor before the first forward pass")
+    if set(ev.get("modules", [])) - set(ev.get("no_grad", [])):
+        out.append("if these modules never run (unused heads, a branch not taken), nothing is "
+                   "wrong; otherwise attach the monitor before the first forward pass")
     return out
 
 

@@ -173,7 +173,17 @@ def unobserved(v: Any) -> Finding | None:
     ev = {"modules": silent, "watched": len(names),
           "summary": f"the forward hooks of {len(silent)} of {len(names)} watched modules never "
                      "fired, so their activation columns are empty (NaN)"}
-    return Finding("unobserved", silent[0], int(v.steps[0]), "info", ev,
+    ran = {n for e in v.history.events_of("no_grad_forward") for n in e["modules"]}
+    quiet = [n for n in silent if n in ran]
+    layers = {x["name"] for x in v.meta.get("layers", [])}
+    if quiet:                # they ran, without grad: no statistics, and no gradient for them
+        ev["no_grad"] = quiet
+        ev["summary"] = (f"{len(quiet)} of {len(names)} watched modules ran only without grad "
+                         "(torch.no_grad, or inside a reentrant activation checkpoint whose "
+                         "inputs need no grad), so their activation columns are empty (NaN)"
+                         + ("; their parameters got no gradient" if layers & set(quiet) else ""))
+    severity = "warning" if layers & set(quiet) else "info"
+    return Finding("unobserved", (quiet or silent)[0], int(v.steps[0]), severity, ev,
                    remedies.for_unobserved(ev, v.meta))
 
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from .._autograd import grad as autograd_grad
 from .._distributed import sharded
 from ..locate import locate
 from ..locate.replay import preserved, set_rng_state
@@ -172,7 +173,7 @@ def _looped(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
         out = model(*(x[i:i + 1] for x in args), **{k: v[i:i + 1] for k, v in kwargs.items()})
         loss = (batch.loss_fn(out) if batch.target is None
                 else batch.loss_fn(out, batch.target[i:i + 1]))
-        gs = torch.autograd.grad(loss, params, allow_unused=True)
+        gs = autograd_grad([loss], params)      # also through a reentrant checkpoint
         sq = sum(g.detach().float().pow(2).sum() for g in gs if g is not None)
         losses.append(loss.detach().float().reshape(()))
         norms.append(torch.as_tensor(sq, dtype=torch.float32).sqrt())

@@ -5,7 +5,9 @@ from (so dropout draws the same masks), under the autocast state it ran in, with
 :class:`~gradwell.locate.taint.DispatchTracer` observing every aten op. Module names come from
 forward hooks (a stack of the modules running); each autograd node created in a module is
 marked with its name, so the backward replay - ``torch.autograd.grad`` of the outputs with the
-gradients the original outputs received, under the same mode - can name the module of a node.
+gradients the original outputs received, under the same mode - can name the module of a node
+(through a reentrant activation checkpoint, which refuses ``autograd.grad``, a ``backward()``
+that puts every ``.grad`` back: :mod:`gradwell._autograd`).
 ``autograd.grad`` never touches ``.grad``; buffers (BatchNorm statistics) are copied back
 afterwards, and the RNG state is restored: a replay changes nothing the training sees.
 """
@@ -19,6 +21,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
+from .._autograd import grad as autograd_grad
 from .._modules import clean_name, is_compiled
 from .origin import Origin
 from .taint import DispatchTracer, Tracer, floats
@@ -156,8 +159,7 @@ def _backward(model: nn.Module, call: Call, outputs: list[Tensor], mods: _Module
 
     tracer = Tracer("backward", {}, where, untracked="ignore", parent=forward)
     with DispatchTracer(tracer):
-        grads = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs],
-                                    allow_unused=True)
+        grads = autograd_grad([o for o, _ in pairs], inputs, [g for _, g in pairs])
     return tracer.origin_of([g for g in grads if g is not None])
 
 

@@ -100,7 +100,8 @@ class ActivationStats:
         self.alive: dict[str, dict[tuple[int, ...], Tensor]] = {}
         self.out_grad: dict[str, list[Tensor]] = {}   # sums of squares of d loss / d output
         self.out_grad_count: dict[str, int] = {}
-        self.forward_order: list[str] = []
+        self.forward_order: list[str] = []    # modules in the order they first ran, also
+        self._ordered: set[str] = set()      # without grad (:meth:`saw`)
         self.backward_order: list[str] = []
         self.logits = LogitStats()            # log Z and attention logits (transformer.py)
 
@@ -125,9 +126,17 @@ class ActivationStats:
         else:
             self.acc[name], self.count[name] = parts, t.numel()
             self.scale[name] = [1.0] + [scale] * (len(parts) - 1)
-            self.forward_order.append(name)
+            self.saw(name)
         if kind == "relu":
             self._add_alive(name, t)          # a unit is dead only if it is 0 in every row
+
+    def saw(self, name: str) -> None:
+        """Module ``name`` ran: its place in :attr:`forward_order`. A forward without grad is
+        placed too (nothing else is recorded): a reentrant activation checkpoint runs its blocks
+        without grad and records them in the backward's recompute, last block first."""
+        if name not in self._ordered:
+            self._ordered.add(name)
+            self.forward_order.append(name)
 
     def _add_alive(self, name: str, t: Tensor) -> None:
         """A unit (feature or channel, dim 1) is alive if it is non-zero somewhere in the batch."""
@@ -196,7 +205,6 @@ class ActivationStats:
                 "counts": host[:len(counts)], "og_counts": host[len(counts):],
                 "alive": torch.cat(alive) if alive else f64,
                 **self.logits.sums(index.logits, index.attention, device)}, tuple(segments)
-
 
 
 def _gather(out: Tensor, where: list[int], parts: list[Tensor], device: torch.device,
@@ -301,7 +309,8 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
             shared["og"] = shared["og"] / p.scale.square()
         stats.update(_activation_stats(shared, segments, index, device))
         stats["ran"] = shared["counts"]
-        extra = {"forward_order": p.acts.forward_order, "backward_order": p.acts.backward_order}
+        extra = {"forward_order": p.acts.forward_order, "backward_order": p.acts.backward_order,
+                 "no_grad": [n for n in p.acts.forward_order if n not in p.acts.acc]}
     if p.scale is not None:
         stats["loss_scale"] = p.scale.reshape(1)
     extras = [k for k in ("ran", "loss_scale") if k in stats]

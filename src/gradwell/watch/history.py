@@ -78,6 +78,10 @@ class History:
     def add_event(self, event: dict[str, Any]) -> None:
         self.events.append(dict(event))
 
+    def events_of(self, kind: str) -> list[dict[str, Any]]:
+        """The events of one ``kind`` (``"nonfinite"``, ``"guard"``, ``"no_grad_forward"``)."""
+        return [e for e in self.events if e.get("kind") == kind]
+
     # ------------------------------------------------------------------------- reading
     def __len__(self) -> int:
         """Rows held (the kept rows plus the latest row if it was not kept)."""

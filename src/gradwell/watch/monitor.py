@@ -150,6 +150,8 @@ class Monitor:
 
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if not self._hooks_on():
+                if self._armed and not self._paused and not self._closed:
+                    self._acts.saw(name)   # no grad: only its place in the forward order
                 return
             t = first_tensor(output)
             if t is None:
@@ -301,6 +303,11 @@ class Monitor:
 
     def _store(self, step: int, row: np.ndarray, extra: dict[str, Any]) -> None:
         self._history.append(step, row)
+        if extra.get("no_grad") and not self._history.events_of("no_grad_forward"):
+            quiet = {"kind": "no_grad_forward", "step": int(step), "modules": extra["no_grad"]}
+            self._history.add_event(quiet)               # read by the unobserved finding
+            for s in self._sinks:
+                s.event(quiet)
         event = self._overflow(step, row, extra)
         if event is not None:
             return self._write(step, row, event)
