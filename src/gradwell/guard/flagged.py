@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from .._distributed import sharded
 from ..locate.replay import autocast_state, rng_state
 from .samples import SampleTracker, SkipList, as_ids
 from .triage import Batch, culprits, per_sample_norms, triage
@@ -96,7 +97,8 @@ class Flagged:
                 detail.update(triage(self.model, replay, self._rng))
             if isinstance(replay, Batch):
                 losses, norms = per_sample_norms(self.model, replay)
-                where = culprits(losses, norms, z=spike_z or 6.0)
+                measured = not sharded(list(self.model.parameters()))   # FSDP2: NaN norms
+                where = culprits(losses, norms if measured else None, z=spike_z or 6.0)
                 detail["culprits"] = [ids[i] for i in where] if ids is not None else where
         self._rng = rng_state()
         return detail

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .._autograd import grad as autograd_grad
-from .._distributed import sharded
+from .._distributed import local, sharded
 from ..locate import locate
 from ..locate.replay import preserved, set_rng_state
 from .spike import RobustZ
@@ -116,9 +116,17 @@ def triage(model: nn.Module, replay: Any, rng: dict[str, Any] | None) -> dict[st
 
 
 def per_sample_norms(model: nn.Module, batch: Batch, limit: int = 4096) -> tuple[Tensor, Tensor]:
-    """Per-sample ``(losses, gradient 2-norms)`` (float32, on the host) for ``batch``."""
+    """Per-sample ``(losses, gradient 2-norms)`` (float32, on the host) for ``batch``.
+
+    Under DDP the wrapped module runs (a sample's gradient is this rank's own: no collective).
+    Under FSDP2 the norms are NaN, not measured (:func:`_sharded_losses`).
+    """
     if len(batch) > limit:
         raise ValueError(f"per-sample norms run on at most {limit} samples, got {len(batch)}")
+    if sharded(list(model.parameters())):
+        return _sharded_losses(model, batch)
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
     # one sample has no batch statistics: BatchNorm uses its running statistics here
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              and m.training]
@@ -166,13 +174,32 @@ def _vmapped(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     return losses.detach().float().cpu(), sq.detach().sqrt().cpu()
 
 
+def _sample_loss(model: nn.Module, batch: Batch, i: int) -> Tensor:
+    args, kwargs = batch._args(), batch._kwargs()
+    out = model(*(x[i:i + 1] for x in args), **{k: v[i:i + 1] for k, v in kwargs.items()})
+    return batch.loss_fn(out) if batch.target is None else batch.loss_fn(out, batch.target[i:i + 1])
+
+
+def _sharded_losses(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    """FSDP2: per-sample losses, and NaN norms. The gradients of the shards are reduced over
+    ranks by FSDP2, so no rank holds one sample's own; and every forward all-gathers the
+    parameters, so every rank runs as many forwards as the largest batch of any rank (one
+    all-reduce agrees on it; a shorter batch repeats its first sample)."""
+    device = local(next(model.parameters())).device
+    most = torch.tensor([float(len(batch))], device=device)
+    torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
+    with torch.no_grad():
+        losses = [_sample_loss(model, batch, i if i < len(batch) else 0).float().reshape(())
+                  for i in range(int(most.item()))]
+    out = torch.stack(losses[:len(batch)]).cpu()
+    return out, torch.full_like(out, float("nan"))
+
+
 def _looped(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     params = [p for p in model.parameters() if p.requires_grad]
-    args, kwargs, losses, norms = batch._args(), batch._kwargs(), [], []
+    losses, norms = [], []
     for i in range(len(batch)):
-        out = model(*(x[i:i + 1] for x in args), **{k: v[i:i + 1] for k, v in kwargs.items()})
-        loss = (batch.loss_fn(out) if batch.target is None
-                else batch.loss_fn(out, batch.target[i:i + 1]))
+        loss = _sample_loss(model, batch, i)
         gs = autograd_grad([loss], params)      # also through a reentrant checkpoint
         sq = sum(g.detach().float().pow(2).sum() for g in gs if g is not None)
         losses.append(loss.detach().float().reshape(()))
@@ -180,15 +207,17 @@ def _looped(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     return torch.stack(losses).cpu(), torch.stack(norms).cpu()
 
 
-def culprits(losses: Tensor, norms: Tensor, z: float = 6.0) -> list[int]:
+def culprits(losses: Tensor, norms: Tensor | None, z: float = 6.0) -> list[int]:
     """Positions of the samples to blame.
 
     Samples with a non-finite loss or gradient norm; if none, those whose log gradient norm has
     a robust z-score (median/MAD, :class:`~gradwell.guard.spike.RobustZ`) above ``z`` against
     the batch. ``[]`` when every sample is non-finite: then the batch is not the cause.
+    ``norms=None`` (not measured: FSDP2): the samples with a non-finite loss only.
     """
-    bad = (~torch.isfinite(losses) | ~torch.isfinite(norms)).tolist()
-    if any(bad):
+    bad = ~torch.isfinite(losses)
+    bad = (bad if norms is None else bad | ~torch.isfinite(norms)).tolist()
+    if any(bad) or norms is None:
         return [] if all(bad) and len(bad) > 1 else [i for i, b in enumerate(bad) if b]
     detector = RobustZ(window=len(norms), min_count=3, log=True)
     for v in norms.tolist():

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .._distributed import ShardReducer, local
 from ..clip.base import grad_norms, square_sum
+from .alive import AliveLayout, Slot
 from .layers import LayerIndex
 from .transformer import LogitStats
 
@@ -184,28 +185,24 @@ class ActivationStats:
         return acc, og
 
     def sums(self, index: LayerIndex, device: torch.device
-             ) -> tuple[dict[str, Tensor], tuple[tuple[int, int], ...]]:
-        """Every sum that is added over ranks, by name, and the dead-unit segment layout.
+             ) -> tuple[dict[str, Tensor], dict[Slot, Tensor]]:
+        """Every fixed-size sum that is added over ranks, by name, and the ReLU units' alive
+        flags by slot (``alive.py`` lays them out alike on every rank).
 
         ``acc``: [sum, sum of squares, saturated count] per tracked module; ``og``: output
         gradient sums of squares per layer; ``counts`` / ``og_counts``: how many values each
-        sum holds (0: the hook never fired this step); ``alive``: alive flags of ReLU units.
+        sum holds (0: the hook never fired this step).
         """
         acc, og = self._totals(index, index.zeros(device), device)
         counts = [float(self.count.get(n, 0)) for n in index.tracked]
         og_counts = [float(self.out_grad_count.get(n, 0)) for n in index.layer_names]
-        alive, segments = [], []
-        for i, n in enumerate(index.rectified):
-            for mask in self.alive.get(n, {}).values():
-                alive.append(mask.to(device, torch.float64).reshape(-1))
-                segments.append((i, mask.numel()))
+        masks = {(i, shape): mask.to(device, torch.float64).reshape(-1)
+                 for i, n in enumerate(index.rectified)
+                 for shape, mask in self.alive.get(n, {}).items()}
         host = torch.tensor(counts + og_counts, dtype=torch.float64).to(device)
-        f64 = torch.zeros(0, dtype=torch.float64, device=device)
         return {"acc": acc, "og": og,
                 "counts": host[:len(counts)], "og_counts": host[len(counts):],
-                "alive": torch.cat(alive) if alive else f64,
-                **self.logits.sums(index.logits, index.attention, device)}, tuple(segments)
-
+                **self.logits.sums(index.logits, index.attention, device)}, masks
 
 def _gather(out: Tensor, where: list[int], parts: list[Tensor], device: torch.device,
             scale: list[float] | None = None) -> Tensor:
@@ -255,8 +252,8 @@ class Pending:
 
 
 def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch.device,
-             world: int, shards: ShardReducer | None = None,
-             adam: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+             world: int, shards: ShardReducer | None = None, adam: bool = False,
+             layout: AliveLayout | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Assemble a recorded step as one row laid out as ``index.columns`` (``layers.ROW``), with
     one all-reduce of what differs between ranks and one host read.
 
@@ -268,6 +265,8 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
 
     With a loss scale ``p.scale`` (a GradScaler's backward) the output-gradient sums of squares
     are divided by ``scale**2``, and ``extra["loss_scale"]`` holds it.
+
+    ``layout``: the ReLU units' slots agreed over ranks (kept by the monitor; ``alive.py``).
 
     Returns the row and the host-side extras (which modules ran, forward and backward order).
     """
@@ -281,12 +280,14 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
 
     loss = (p.loss.detach().reshape(1).to(device, torch.float64) if p.loss is not None
             else torch.full((1,), float("nan"), dtype=torch.float64, device=device))
-    shared, segments = ({"loss": loss}, ())
+    shared, masks, layout = {"loss": loss}, {}, layout or AliveLayout()
     if p.acts is not None:
-        sums, segments = p.acts.sums(index, device)
+        sums, masks = p.acts.sums(index, device)
         shared.update(sums)
+        shared.update(layout.pack(masks, world, device))
     sharded = _local_squares(p, update, shards, device)
     shared = _sum_over_ranks({**shared, **sharded}, world)
+    segments = layout.settle(shared, masks, world, device) if p.acts is not None else ()
     if sharded:                  # full-tensor norms from the summed squares of the shards
         p.grad = shared["sq_grad"].sqrt().float() if "sq_grad" in shared else p.grad
         p.weight = shared["sq_weight"].sqrt().float()

@@ -60,6 +60,7 @@ from .. import _distributed
 from .._checks import check_bool, check_int
 from . import collect
 from .adam import adam_parts, is_adam
+from .alive import AliveLayout
 from .collect import ActivationStats, Pending, first_tensor, norms
 from .handover import (check_optimizer, check_scaler, handed_over_norms, loss_scale,
                        overflowed, reuses_norms, still_scaled)
@@ -102,6 +103,7 @@ class Monitor:
         self._device = self.index.params[0].device
         rank, self._world = _distributed.world()
         self._shards = _distributed.reducer_for(self.index.params)   # FSDP2, else None
+        self._alive = AliveLayout()                # ReLU units' slots agreed over ranks
         #: True on the process that writes sinks, prints and saves (rank 0, or no distributed)
         self.lead = rank == 0
         self._history = History(self.index.columns(activations, self.adam), self._meta(),
@@ -297,7 +299,7 @@ class Monitor:
             if self.adam:
                 p.adam = adam_parts(self.optimizer, self.index.params, self._snap, self._device)
         row, extra = collect.finalize(p, self.index, update, self._device, self._world,
-                                      self._shards, adam=self.adam)
+                                      self._shards, adam=self.adam, layout=self._alive)
         extra["loss_given"] = p.loss is not None
         self._store(p.step, row, extra)
 
