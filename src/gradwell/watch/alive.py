@@ -67,7 +67,8 @@ class AliveLayout:
                 flags, held = _flat(masks, self.slots, device)
                 summed = torch.cat([flags, held])
                 dist.all_reduce(summed)
-                shared["alive"], shared["alive_held"] = summed[:flags.numel()], summed[flags.numel():]
+                n = flags.numel()
+                shared["alive"], shared["alive_held"] = summed[:n], summed[n:]
             held = shared["alive_held"].cpu().tolist()
             keep = [torch.full((int(torch.Size(s[1]).numel()),), h > 0) for s, h in
                     zip(self.slots, held)]

@@ -26,7 +26,7 @@ from .._checks import invalid
 from .layers import LayerIndex
 
 __all__ = ["check_optimizer", "reuses_norms", "handed_over_norms", "check_scaler",
-           "loss_scale", "still_scaled", "overflowed"]
+           "loss_scale", "still_scaled", "overflowed", "overflow_event"]
 
 
 def check_optimizer(optimizer: Any, index: LayerIndex) -> torch.optim.Optimizer | None:
@@ -122,3 +122,20 @@ def overflowed(scale: float | None, total_grad_norm: float, loss: float,
     bad_loss = math.isinf(loss) or (math.isnan(loss) and loss_given)
     return (scale is not None and scale > 1 and not math.isfinite(total_grad_norm)
             and not bad_loss)
+
+
+def overflow_event(history: Any, step: int, row: Any, extra: dict[str, Any]
+                   ) -> dict[str, Any] | None:
+    """The ``amp_overflow`` event of a loss-scale overflow (:func:`overflowed`) of the recorded
+    ``row`` of ``step``, added to ``history``; None when the step did not overflow."""
+    if extra.get("loss_scale") is None:
+        return None
+    if not overflowed(extra["loss_scale"], history.value(row, "total_grad_norm"),
+                      history.value(row, "loss"), extra.get("loss_given", False)):
+        return None
+    event = {"kind": "amp_overflow", "step": int(step), "loss_scale": extra["loss_scale"],
+             "summary": "the gradients overflowed float16 at loss scale "
+                        f"{extra['loss_scale']:g}; the GradScaler skips the step and "
+                        "lowers the scale"}
+    history.add_event(event)
+    return event

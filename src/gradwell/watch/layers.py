@@ -12,7 +12,7 @@
   ``DataParallel`` (``module.``) and ``torch.compile`` (``_orig_mod.``, also on compiled
   submodules).
 * :data:`ROW` is the one description of a recorded row: the statistics in order, each with
-  whose columns it has; :meth:`LayerIndex.columns` and ``collect.finalize`` both follow it.
+  whose columns it has; :meth:`LayerIndex.columns` and ``row.finalize`` both follow it.
 """
 
 from __future__ import annotations

@@ -58,12 +58,13 @@ from torch import Tensor, nn
 
 from .. import _distributed
 from .._checks import check_bool, check_int
-from . import collect
+from . import row as rows
+from .row import Pending
 from .adam import adam_parts, is_adam
 from .alive import AliveLayout
-from .collect import ActivationStats, Pending, first_tensor, norms
+from .collect import ActivationStats, first_tensor, norms
 from .handover import (check_optimizer, check_scaler, handed_over_norms, loss_scale,
-                       overflowed, reuses_norms, still_scaled)
+                       overflow_event, reuses_norms, still_scaled)
 from .nonfinite import Screen, nonfinite_event
 from .history import History
 from .layers import LayerIndex
@@ -298,7 +299,7 @@ class Monitor:
             update = norms(self._snap, self._device)              # old - new, in place
             if self.adam:
                 p.adam = adam_parts(self.optimizer, self.index.params, self._snap, self._device)
-        row, extra = collect.finalize(p, self.index, update, self._device, self._world,
+        row, extra = rows.finalize(p, self.index, update, self._device, self._world,
                                       self._shards, adam=self.adam, layout=self._alive)
         extra["loss_given"] = p.loss is not None
         self._store(p.step, row, extra)
@@ -310,7 +311,7 @@ class Monitor:
             self._history.add_event(quiet)               # read by the unobserved finding
             for s in self._sinks:
                 s.event(quiet)
-        event = self._overflow(step, row, extra)
+        event = overflow_event(self._history, step, row, extra)
         if event is not None:
             return self._write(step, row, event)
         if (self._screen.suspect(row, extra.get("loss_given", False))
@@ -322,22 +323,6 @@ class Monitor:
         if event is None and self._history.first_nonfinite() is None:
             self._last_finite = step
         self._write(step, row, event)
-
-    def _overflow(self, step: int, row: np.ndarray, extra: dict[str, Any]
-                  ) -> dict[str, Any] | None:
-        """The ``amp_overflow`` event of a loss-scale overflow (handover.py), logged, or None."""
-        if extra.get("loss_scale") is None:
-            return None
-        h = self._history
-        if not overflowed(extra["loss_scale"], h.value(row, "total_grad_norm"),
-                          h.value(row, "loss"), extra.get("loss_given", False)):
-            return None
-        event = {"kind": "amp_overflow", "step": int(step), "loss_scale": extra["loss_scale"],
-                 "summary": "the gradients overflowed float16 at loss scale "
-                            f"{extra['loss_scale']:g}; the GradScaler skips the step and "
-                            "lowers the scale"}
-        self._history.add_event(event)
-        return event
 
     def _write(self, step: int, row: np.ndarray, event: dict[str, Any] | None) -> None:
         if self._sinks:
