@@ -23,3 +23,10 @@ def test_texts_cite_no_document_outside_the_repository():
             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
             if pattern.search(line)]
     assert hits == []
+
+
+def test_test_files_have_unique_names():
+    """pytest imports the test folders (no ``__init__.py``) as top-level modules, so two test
+    files of one name in different folders make collection fail ("import file mismatch")."""
+    names = Counter(p.name for p in (ROOT / "tests").rglob("test_*.py"))
+    assert not [n for n, k in names.items() if k > 1]
