@@ -14,36 +14,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 import gradwell
+from checkpointed import Checkpointed
 from gradwell.guard.triage import Batch, per_sample_norms
 
 pytestmark = pytest.mark.filterwarnings("ignore:`gradient_checkpointing_enable` is deprecated")
 
 
-class Net(nn.Module):
+def net(reentrant: bool | None) -> Checkpointed:
     """Two checkpointed tanh blocks between an input and an output layer."""
-
-    def __init__(self, reentrant: bool | None) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.inp, self.head = nn.Linear(8, 16), nn.Linear(16, 4)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(16, 16), nn.Tanh()) for _ in range(2))
-        self.reentrant = reentrant
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.inp(x)
-        for b in self.blocks:
-            h = b(h) if self.reentrant is None else checkpoint(b, h, use_reentrant=self.reentrant)
-        return self.head(h)
+    torch.manual_seed(0)
+    return Checkpointed(nn.Linear(8, 16),
+                        [nn.Sequential(nn.Linear(16, 16), nn.Tanh()) for _ in range(2)],
+                        nn.Linear(16, 4), reentrant)
 
 
 @pytest.mark.parametrize("reentrant", [True, False])
 def test_per_sample_norms_through_a_checkpoint_equal_torch_per_sample_backward(reentrant):
     torch.manual_seed(1)
     x, y = torch.randn(6, 8), torch.randint(0, 4, (6,))
-    plain, model = Net(None), Net(reentrant)
+    plain, model = net(None), net(reentrant)
     want = []                                       # torch-only: one backward per sample
     for i in range(6):
         plain.zero_grad()

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 import gradwell
+from checkpointed import Checkpointed
 
 
 class SqrtNorm(nn.Module):
@@ -34,25 +34,11 @@ class Block(nn.Module):
         return x + self.fc2(self.n(self.act(self.fc(x))))
 
 
-class Net(nn.Module):
+def net(reentrant: bool | None, zero_block: bool, d: int = 16) -> Checkpointed:
     """Three residual blocks, each run through ``checkpoint`` (``reentrant=None``: not)."""
-
-    def __init__(self, reentrant: bool | None, d: int = 16) -> None:
-        super().__init__()
-        self.inp, self.head = nn.Linear(8, d), nn.Linear(d, 4)
-        self.blocks = nn.ModuleList([Block(d, i == 1) for i in range(3)])
-        self.reentrant = reentrant
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.inp(x)
-        for b in self.blocks:
-            h = b(h) if self.reentrant is None else checkpoint(b, h, use_reentrant=self.reentrant)
-        return self.head(h)
-
-
-def net(reentrant: bool | None, zero_block: bool) -> Net:
     torch.manual_seed(0)
-    model = Net(reentrant)
+    model = Checkpointed(nn.Linear(8, d), [Block(d, i == 1) for i in range(3)], nn.Linear(d, 4),
+                         reentrant)
     if zero_block:              # block 1's tanh outputs 0: the backward of its norm is NaN
         with torch.no_grad():
             model.blocks[1].fc.weight.zero_()
