@@ -60,16 +60,19 @@ class AliveLayout:
         and return the ``(module id, units)`` runs of ``shared["alive"]``."""
         if world > 1:
             dist = torch.distributed
-            if float(shared["alive_misfit"][0]) > 0:
+            # one host read: whether some rank's slots did not fit, and which slots were held
+            host = torch.cat([shared["alive_misfit"], shared["alive_held"]]).cpu().tolist()
+            misfit, held = host[0], host[1:]
+            if misfit > 0:
                 every: list[list[Slot]] = [[] for _ in range(world)]
                 dist.all_gather_object(every, list(masks))
                 self.slots = sorted({tuple(s) for mine in every for s in mine})
-                flags, held = _flat(masks, self.slots, device)
-                summed = torch.cat([flags, held])
+                flags, present = _flat(masks, self.slots, device)
+                summed = torch.cat([flags, present])
                 dist.all_reduce(summed)
                 n = flags.numel()
                 shared["alive"], shared["alive_held"] = summed[:n], summed[n:]
-            held = shared["alive_held"].cpu().tolist()
+                held = shared["alive_held"].cpu().tolist()      # the refit's (rare)
             keep = [torch.full((int(torch.Size(s[1]).numel()),), h > 0) for s, h in
                     zip(self.slots, held)]
             if keep and not all(h > 0 for h in held):

@@ -143,7 +143,7 @@ class History:
 
     def first_nonfinite(self) -> dict[str, Any] | None:
         """The event describing the first non-finite step, or None."""
-        return next((e for e in self.events if e.get("kind") == "nonfinite"), None)
+        return next(iter(self.events_of("nonfinite")), None)
 
     # ---------------------------------------------------------------------- files
     def header(self) -> dict[str, Any]:

@@ -300,7 +300,7 @@ class Monitor:
             if self.adam:
                 p.adam = adam_parts(self.optimizer, self.index.params, self._snap, self._device)
         row, extra = rows.finalize(p, self.index, update, self._device, self._world,
-                                      self._shards, adam=self.adam, layout=self._alive)
+                                   self._shards, adam=self.adam, layout=self._alive)
         extra["loss_given"] = p.loss is not None
         self._store(p.step, row, extra)
 

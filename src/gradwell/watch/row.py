@@ -60,7 +60,8 @@ def finalize(p: Pending, index: LayerIndex, update: Tensor | None, device: torch
              world: int, shards: ShardReducer | None = None, adam: bool = False,
              layout: AliveLayout | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Assemble a recorded step as one row laid out as ``index.columns`` (``layers.ROW``), with
-    one all-reduce of what differs between ranks and one host read.
+    one all-reduce of what differs between ranks and one host read (with several ranks and ReLU
+    units, one more: their agreed slots, ``alive.py``).
 
     Under FSDP2 (``shards``) the local-shard norms travel in the same all-reduce as the loss and
     the activation sums, and come back as the full tensors' norms.
