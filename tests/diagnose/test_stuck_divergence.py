@@ -117,7 +117,7 @@ def test_leaps_that_end_below_the_start_are_an_unstable_run_a_warning():
     ids, labels = (start + torch.arange(16)) % 64, (start[:, 0] % 2).long()
     opt = torch.optim.Adam(model.parameters(), lr=0.3)
     mon, losses = gradwell.watch(model), []
-    for _ in range(30):
+    for _ in range(40):
         loss = model(input_ids=ids, labels=labels).loss
         opt.zero_grad()
         loss.backward()

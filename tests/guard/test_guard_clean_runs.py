@@ -28,7 +28,7 @@ def _run(make_opt, steps: int, guarded: bool):
 
 
 @pytest.mark.parametrize("make_opt,steps", [
-    (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), 1000),
+    (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), 1200),
     pytest.param(lambda p: torch.optim.Adam(p, lr=1e-3), 5000, marks=pytest.mark.slow)],
     ids=["sgd", "adam"])
 def test_a_clean_run_to_convergence_skips_nothing(make_opt, steps: int) -> None:
