@@ -83,6 +83,16 @@ def _load(path: str) -> Any:
     return module
 
 
+def _split(data: Any, path: str) -> tuple[Any, Any]:
+    """``(train, eval)`` from what ``make_data()`` returned: a loader, or a 2-tuple."""
+    if not isinstance(data, tuple):
+        return data, None
+    if len(data) != 2:
+        raise _Bad(f"make_data() in {path} returned a tuple of {len(data)} items; return "
+                   "the training loader, or (train_loader, eval_loader)")
+    return data
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the doctor for parsed ``args``; 0 on success, 2 on bad usage."""
     from ..lab.progress import starting
@@ -103,10 +113,10 @@ def run(args: argparse.Namespace) -> int:
                 data = module.make_data()
             except Exception as e:
                 raise _user_error(f"make_data() in {args.file}", Path(args.file), e) from None
+        train, evaluate = _split(data, args.file)
     except _Bad as e:
         print(f"gradwell: error: {e}", file=sys.stderr)
         return 2
-    train, evaluate = data if isinstance(data, tuple) else (data, None)
     loss_fn = getattr(module, "loss_fn", None) or torch.nn.CrossEntropyLoss()
     try:
         report = doctor(module.make_model, train, loss_fn, optimizer=args.optimizer, lr=args.lr,
