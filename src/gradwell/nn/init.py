@@ -1,6 +1,8 @@
 """Activations and weight initialisation schemes for gradwell's experiment models.
 
-Initialisations (``W`` of shape ``(fan_out, fan_in)``; biases are zeroed by every named scheme):
+Initialisations (``W`` of shape ``(fan_out, fan_in)``; for a convolution of kernel size ``k``
+``fan_in = C_in/groups * k`` and ``fan_out = C_out * k``, as in torch.nn.init; biases are zeroed
+by every named scheme):
 
 * ``default``: whatever torch does (``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for ``nn.Linear``,
   i.e. std ``1/sqrt(3 fan_in)``).
@@ -57,8 +59,15 @@ def gain(activation: str) -> float:
     return nn.init.calculate_gain(activation)
 
 
+def _fans(w: torch.Tensor) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a Linear or Conv weight; both count the kernel's receptive field
+    (torch.nn.init's convention, Glorot & Bengio 2010 for convolutions)."""
+    receptive = w[0][0].numel()
+    return w.shape[1] * receptive, w.shape[0] * receptive
+
+
 def _init_tensor(w: torch.Tensor, scheme: str, g: float) -> None:
-    fan_out, fan_in = w.shape[0], w[0].numel()
+    fan_in, fan_out = _fans(w)
     with torch.no_grad():
         if scheme in ("xavier_normal", "glorot_normal"):
             w.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)))
@@ -74,7 +83,7 @@ def _init_tensor(w: torch.Tensor, scheme: str, g: float) -> None:
 
 
 def init_weights(module: nn.Module, scheme: str = "default", activation: str = "relu") -> None:
-    """Initialise every Linear/Conv weight in ``module`` with ``scheme``; zero their biases.
+    """Initialise every Linear/Conv1d/2d/3d weight in ``module`` with ``scheme``; zero biases.
 
     ``activation`` selects the gain of ``kaiming``/``he`` and ``orthogonal``. Normalisation layers,
     PReLU slopes and recurrent cells keep torch's initialisation (see
@@ -85,7 +94,7 @@ def init_weights(module: nn.Module, scheme: str = "default", activation: str = "
         return
     g = gain(activation)
     for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             _init_tensor(m.weight, scheme, g)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
