@@ -10,9 +10,8 @@ from gradwell.nn import init_weights
 
 
 def _torch_fans(w):
-    fan_in = w.shape[1] * w[0][0].numel()
-    fan_out = w.shape[0] * w[0][0].numel()
-    return fan_in, fan_out
+    """torch.nn.init's own fans (the function its xavier_* and kaiming_* call)."""
+    return nn.init._calculate_fan_in_and_fan_out(w)
 
 
 @pytest.mark.parametrize("conv", [lambda: nn.Conv1d(64, 128, 7), lambda: nn.Conv2d(64, 128, 5),
@@ -43,3 +42,16 @@ def test_conv3d_is_initialised_too():
     init_weights(conv, "he")
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2.0 / (16 * 27)), rel=0.03)
     assert torch.count_nonzero(conv.bias) == 0
+
+
+def test_the_doctors_init_check_quotes_glorots_std_with_torchs_fans():
+    """The doctor's init table quotes He and Glorot references for each weight: for a conv both
+    fans count the kernel, as torch.nn.init does."""
+    from gradwell.doctor.initcheck import _scales
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3)
+    conv(torch.randn(2, 8, 6, 6)).sum().backward()
+    (row,) = _scales(conv)
+    fan_in, fan_out = _torch_fans(conv.weight)
+    assert row.glorot_std == pytest.approx(math.sqrt(2.0 / (fan_in + fan_out)))
+    assert row.he_std == pytest.approx(math.sqrt(2.0 / fan_in))

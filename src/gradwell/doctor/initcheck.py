@@ -21,6 +21,7 @@ from torch import nn
 
 from .. import watch
 from ..diagnose import Finding
+from ..nn.init import fans
 from .batches import batch_loss
 
 __all__ = ["InitCheck", "LayerScale", "check_init"]
@@ -60,7 +61,7 @@ def _scales(model: nn.Module) -> list[LayerScale]:
     for name, p in model.named_parameters():
         if p.dim() < 2 or p.grad is None:
             continue
-        fan_out, fan_in = p.shape[0], p[0].numel()
+        fan_in, fan_out = fans(p)
         g, w = p.grad.detach().float().norm().item(), p.detach().float().norm().item()
         out.append(LayerScale(name.removesuffix(".weight"), g, g / w if w > 0 else math.inf,
                               p.detach().float().std().item() if p.numel() > 1 else 0.0,

@@ -23,7 +23,7 @@ from torch import nn
 
 from .._checks import check_choice
 
-__all__ = ["ACTIVATIONS", "INITS", "make_activation", "gain", "init_weights"]
+__all__ = ["ACTIVATIONS", "INITS", "make_activation", "gain", "init_weights", "fans"]
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "gelu", "linear")
 INITS = ("default", "xavier_normal", "xavier_uniform", "glorot_normal", "glorot_uniform",
@@ -59,7 +59,7 @@ def gain(activation: str) -> float:
     return nn.init.calculate_gain(activation)
 
 
-def _fans(w: torch.Tensor) -> tuple[int, int]:
+def fans(w: torch.Tensor) -> tuple[int, int]:
     """``(fan_in, fan_out)`` of a Linear or Conv weight; both count the kernel's receptive field
     (torch.nn.init's convention, Glorot & Bengio 2010 for convolutions)."""
     receptive = w[0][0].numel()
@@ -67,7 +67,7 @@ def _fans(w: torch.Tensor) -> tuple[int, int]:
 
 
 def _init_tensor(w: torch.Tensor, scheme: str, g: float) -> None:
-    fan_in, fan_out = _fans(w)
+    fan_in, fan_out = fans(w)
     with torch.no_grad():
         if scheme in ("xavier_normal", "glorot_normal"):
             w.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)))
